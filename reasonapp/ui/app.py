@@ -1,0 +1,35 @@
+"""The reasonapp Gradio Blocks app: one tab per concern, each built by its own module."""
+
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+
+from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET, load_classification_dataset
+from reasonapp.models import DEFAULT_BASE_MODEL
+from reasonapp.ui.overview import build_overview_tab
+
+
+def build_app(
+    dataset: str = DEFAULT_CLASSIFICATION_DATASET,
+    base_model: str = DEFAULT_BASE_MODEL,
+) -> gr.Blocks:
+    data = load_classification_dataset(dataset)
+    with gr.Blocks(title="reasonapp") as demo:
+        gr.Markdown("# reasonapp — reasoning-infused classification workbench")
+        with gr.Tabs():
+            with gr.Tab("Overview", id="overview"):
+                build_overview_tab(data, base_model)
+    return demo
+
+
+def main() -> None:
+    demo = build_app(
+        dataset=os.environ.get("REASONAPP_DATASET", DEFAULT_CLASSIFICATION_DATASET),
+        base_model=os.environ.get("REASONAPP_BASE_MODEL", DEFAULT_BASE_MODEL),
+    )
+    demo.queue(default_concurrency_limit=2).launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+    )

@@ -1,0 +1,35 @@
+"""The command line: subcommands listed, data-info offline, one-line errors."""
+
+import subprocess
+import sys
+
+from training.cli import main
+
+SUBCOMMANDS = ["train", "augment", "export", "evaluate", "experiment", "push", "bench", "data-info"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "training", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_subcommand():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for name in SUBCOMMANDS:
+        assert name in result.stdout
+
+
+def test_data_info_prints_splits_and_label_counts(shared_data, capsys):
+    assert main(["data-info", "--dataset", "dair-ai/emotion"]) == 0
+    out = capsys.readouterr().out
+    assert "train: 16000 rows" in out and "validation: 2000 rows" in out and "test: 2000 rows" in out
+    assert "sadness=4666  joy=5362  love=1304  anger=2159  fear=1937  surprise=572" in out
+
+
+def test_bad_input_is_one_line_on_stderr_not_a_traceback(tmp_path):
+    (tmp_path / "train.jsonl").write_text('{"sentence": "a", "label": "x"}\n')
+    for args in (["--dataset", "/no/such/dir"], ["--dataset", str(tmp_path)]):
+        result = run_cli("data-info", *args)
+        assert result.returncode == 2
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+        assert "Traceback" not in result.stderr

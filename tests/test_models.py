@@ -1,0 +1,60 @@
+"""Resolving and loading base models and adapters offline."""
+
+import pytest
+
+from reasonapp.errors import ModelError
+from reasonapp.models import load_base_model, load_with_adapters, pick_device_and_dtype, resolve_base_model
+
+
+def test_cpu_uses_float32():
+    import torch
+
+    assert pick_device_and_dtype("cpu") == ("cpu", torch.float32)
+
+
+def test_default_model_resolves_to_a_cached_float32_directory(smollm2_dir):
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(smollm2_dir) / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
+    assert "quantization_config" not in config
+    assert resolve_base_model("HuggingFaceTB/SmolLM2-135M-Instruct") == smollm2_dir  # cached, not converted again
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(ModelError, match="neither a local directory nor reachable"):
+        resolve_base_model("nobody/no-such-model")
+    with pytest.raises(ModelError, match="no config.json"):
+        resolve_base_model("/tmp")
+
+
+def test_real_smollm2_answers_a_question(smollm2_dir):
+    model, tokenizer = load_base_model(smollm2_dir)
+    inputs = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    output = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(output[0, inputs["input_ids"].shape[1] :])
+
+
+def test_two_adapters_share_one_base_model(tiny_model_dir, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load_base_model(tiny_model_dir)
+    for name in ("qa", "qra"):
+        peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+        peft_model.save_pretrained(tmp_path / name)
+        model = peft_model.unload()
+    shared, _ = load_with_adapters(tiny_model_dir, {"qa": tmp_path / "qa", "qra": tmp_path / "qra"})
+    assert set(shared.peft_config) == {"qa", "qra"}
+    shared.set_adapter("qra")
+    assert shared.active_adapter == "qra"
+
+
+def test_directory_without_adapter_is_a_clear_error(tiny_model_dir, tmp_path):
+    with pytest.raises(ModelError, match="holds no adapter"):
+        load_with_adapters(tiny_model_dir, {"qa": tmp_path})

@@ -1,0 +1,1 @@
+"""Training, generation, evaluation and Hub code of reasonapp; `python -m training --help`."""
