@@ -147,8 +147,10 @@ def _load_directory(directory: Path) -> "datasets.DatasetDict":  # noqa: F821
 
     files = _find_split_files(directory)
     builder = FILE_BUILDERS[Path(next(iter(files.values()))).suffix]
-    if builder != "parquet":
-        for path in files.values():
+    for split, path in files.items():
+        if Path(path).stat().st_size == 0:
+            raise DataError(f"the {split} file {path} is empty: the dataset has no rows")
+        if builder != "parquet":
             _check_utf8(path)
     try:
         with _quiet_progress():

@@ -9,20 +9,24 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from reasonapp.errors import ReasonappError
+from reasonapp.errors import ConfigError, ReasonappError
 
-COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Callable | None]] = {}
+SUBPARSERS: dict[str, argparse.ArgumentParser] = {}
+COMMANDS: dict[str, tuple[str, Callable]] = {}
 
 
-def command(name: str, help_text: str):
-    """Register `function(args) -> int` as a subcommand; `add_arguments(parser)` is set on it later."""
+def command(name: str, help_text: str, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Register `function(args) -> int` as a subcommand whose flags `add_arguments(parser)` declares."""
 
     def register(function):
-        COMMANDS[name] = (help_text, getattr(function, "add_arguments", None), function)
+        function.add_arguments = add_arguments
+        COMMANDS[name] = (help_text, function)
         return function
 
     return register
@@ -33,7 +37,48 @@ def not_built(name: str, issue: str, help_text: str) -> None:
         print(f"error: `{name}` is not built yet ({issue})", file=sys.stderr)
         return 3
 
-    COMMANDS[name] = (f"{help_text} [not built yet]", None, run)
+    command(name, f"{help_text} [not built yet]")(run)
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, config_class) -> None:
+    """One flag per config field (`--lora-r`), typed from its default, help from its metadata."""
+    for spec in dataclasses.fields(config_class):
+        flag = "--" + spec.name.replace("_", "-")
+        help_text = spec.metadata.get("help", "")
+        kwargs = {"dest": spec.name, "default": spec.default, "help": f"{help_text} (default: {spec.default})"}
+        if "choices" in spec.metadata:
+            kwargs["choices"] = spec.metadata["choices"]
+        if isinstance(spec.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+        elif isinstance(spec.default, (int, float)) and not isinstance(spec.default, bool):
+            parser.add_argument(flag, type=type(spec.default), **kwargs)
+        elif spec.name in {"limit"} or spec.type in ("int | None",):
+            parser.add_argument(flag, type=int, **kwargs)
+        else:
+            parser.add_argument(flag, **kwargs)
+    parser.add_argument("--config", help="YAML file of settings; flags given here override it")
+    parser.set_defaults(config_fills_flags=True)
+
+
+def config_from_args(args: argparse.Namespace, config_class):
+    values = {spec.name: getattr(args, spec.name) for spec in dataclasses.fields(config_class)}
+    return config_class(**values)
+
+
+def _yaml_defaults(path: str, parser: argparse.ArgumentParser) -> dict:
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"could not read config {path}: {error}") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"config {path} must be a mapping of settings")
+    known = {action.dest for action in parser._actions}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"config {path} has unknown settings {unknown}")
+    return values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -71,8 +116,7 @@ def data_info(args) -> int:
     return 0
 
 
-data_info.add_arguments = _add_data_info_arguments
-command("data-info", "print the splits, sizes and label distribution of a dataset")(data_info)
+command("data-info", "print the splits, sizes and label distribution of a dataset", _add_data_info_arguments)(data_info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,18 +133,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, add_arguments, function) in COMMANDS.items():
+    for name, (help_text, function) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
-        if add_arguments:
-            add_arguments(sub)
+        if function.add_arguments:
+            function.add_arguments(sub)
         sub.set_defaults(handler=function)
+        SUBPARSERS[name] = sub
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if getattr(args, "config_fills_flags", False) and args.config:
+            subparser = SUBPARSERS[args.command]
+            subparser.set_defaults(**_yaml_defaults(args.config, subparser))
+            args = parser.parse_args(argv)
         return int(args.handler(args) or 0)
     except ReasonappError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,0 +1,91 @@
+"""Evaluation: known metric values on hand-built predictions, and the full report from tiny runs."""
+
+import json
+
+import pytest
+
+from training.evaluate import EvalConfig, classification_metrics, evaluate, mcnemar, tfidf_baseline, verdict
+
+LABELS = ["a", "b", "c"]
+
+
+def test_metrics_on_hand_built_predictions():
+    gold = [0, 0, 1, 1, 2, 2]
+    predicted = [0, 1, 1, None, 2, 0]  # one invalid output, counted as wrong
+    m = classification_metrics(gold, predicted, LABELS)
+    assert m["accuracy"] == pytest.approx(0.5)
+    assert m["invalid_rate"] == pytest.approx(1 / 6)
+    assert m["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["per_class"]["c"]["precision"] == 1.0 and m["per_class"]["c"]["f1"] == pytest.approx(2 / 3)
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.5 + 2 / 3) / 3)
+    assert m["confusion_matrix"] == [[1, 1, 0, 0], [0, 1, 0, 1], [1, 0, 1, 0]]
+    assert m["confusion_columns"] == ["a", "b", "c", "invalid"]
+
+
+def test_mcnemar_exact_p_values():
+    # 10 rows only the first gets right, 2 only the second: p = 2 * P(X <= 2 | n=12, 1/2) = 158/4096
+    a = [True] * 10 + [False] * 2 + [True] * 5
+    b = [False] * 10 + [True] * 2 + [True] * 5
+    result = mcnemar(a, b)
+    assert (result["only_a_correct"], result["only_b_correct"]) == (10, 2)
+    assert result["p_value"] == pytest.approx(158 / 4096)
+    assert result["chi2_continuity"] == pytest.approx((8 - 1) ** 2 / 12)
+    assert mcnemar([True, False], [True, False])["p_value"] == 1.0
+
+
+def test_verdict_says_plainly_when_reasoning_hurts():
+    metrics = {"qa_scored": {"accuracy": 0.673}, "qra": {"accuracy": 0.532}}
+    assert verdict(metrics, {"p_value": 1e-32}, "qra", "qa_scored").startswith("Reasoning hurt: Q→RA is 14.1 points below")
+    assert verdict(metrics, {"p_value": 0.3}, "qra", "qa_scored").startswith("No significant difference")
+
+
+def test_tfidf_baseline_learns_an_obvious_split():
+    texts = ["happy joy glad", "glad happy", "sad tears cry", "cry sad"] * 5
+    labels = [0, 0, 1, 1] * 5
+    assert tfidf_baseline(texts, labels, ["so happy", "tears again"]) == [0, 1]
+
+
+def test_eval_needs_a_run():
+    with pytest.raises(Exception, match="--qa-run and/or --qra-run"):
+        EvalConfig()
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tiny_model_dir, tmp_path_factory):
+    from tests.test_training import FAST, write_augmented
+    from training.sft import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("runs")
+    augmented = write_augmented(root / "augmented")
+    (root / "augmented" / "provenance.json").write_text(json.dumps({"source_dataset": "dair-ai/emotion"}))
+    qa = train(TrainConfig(task="qa", base_model=tiny_model_dir, output_dir=str(root / "qa"), **{**FAST, "max_steps": 2}))
+    qra = train(TrainConfig(task="qra", base_model=tiny_model_dir, dataset=augmented, output_dir=str(root / "qra"), **{**FAST, "max_steps": 2}))
+    return qa, qra
+
+
+def test_evaluate_writes_metrics_report_predictions_and_plots(tiny_runs, tmp_path, shared_data):
+    qa, qra = tiny_runs
+    config = EvalConfig(qa_run=str(qa), qra_run=str(qra), limit=12, batch_size=6, max_new_tokens=16, output_dir=str(tmp_path / "eval"))
+    report = evaluate(config)
+    assert set(report["systems"]) == {"qa_scored", "qa_generated", "qra", "tfidf"}
+    assert report["rows"] == 12 and report["dataset"] == "dair-ai/emotion"
+    assert "qa_scored vs qra" in report["mcnemar"] and report["verdict"]
+    for name in ("metrics.json", "report.md", "predictions.jsonl", "confusion.png", "per_class_f1.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and {"gold", "qa_scored", "qra", "qra_reasoning", "tfidf"} <= set(rows[0])
+    assert "TF-IDF + logistic regression" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_fast_label_scoring_matches_the_plain_forward_pass(tiny_model_dir):
+    from reasonapp.models import load_base_model
+    from reasonapp.prompts import LabelSpace, get_format
+    from training.generation import score_labels, score_labels_plainly
+
+    model, tokenizer = load_base_model(tiny_model_dir)
+    labels = LabelSpace(("sadness", "joy", "love", "anger", "fear", "surprise"))
+    texts = ["i feel fine", "a much longer text about being rather scared of the dark at night", "ok"]
+    conversations = [get_format("qa").messages(text, labels) for text in texts]
+    fast = score_labels(model, tokenizer, conversations, labels.names, batch_size=2)
+    plain = score_labels_plainly(model, tokenizer, conversations, labels.names)
+    assert abs(fast - plain).max() < 1e-4

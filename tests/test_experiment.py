@@ -1,0 +1,33 @@
+"""The whole method from one config: every stage runs, and a second run reuses them all."""
+
+import pytest
+
+from reasonapp.errors import ConfigError
+from training.experiment import load_experiment_config, run_experiment
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    (tmp_path / "x.yaml").write_text("name: x\nn_rows: 5\n")
+    with pytest.raises(ConfigError, match=r"unknown keys \['n_rows'\]"):
+        load_experiment_config(tmp_path / "x.yaml")
+
+
+def test_tiny_experiment_runs_every_stage_then_reuses_them(tiny_model_dir, tmp_path, shared_data):
+    import yaml
+
+    config = yaml.safe_load(open("configs/tiny-smoke.yaml"))
+    config["base_model"] = tiny_model_dir
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    loaded = load_experiment_config(tmp_path / "tiny.yaml")
+    report = run_experiment(loaded, tmp_path / "exp")
+    assert set(report["stage_wall_s"]) == {"rgen", "augment", "qa", "qra", "evaluate"}
+    assert {"qa_scored", "qra", "tfidf"} <= set(report["systems"])
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "exp").rglob("*") if p.is_file() and p.name != "summary.json"}
+
+    again = run_experiment(loaded, tmp_path / "exp")
+    assert again["systems"] == report["systems"]
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}  # nothing retrained or regenerated
+
+    loaded["qa"] = {**loaded["qa"], "learning_rate": 1e-3}  # a changed stage re-runs, with what depends on it
+    changed = run_experiment(loaded, tmp_path / "exp")
+    assert changed["stages"]["qa"] != report["stages"]["qa"] and changed["stages"]["rgen"] == report["stages"]["rgen"]

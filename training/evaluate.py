@@ -1,0 +1,344 @@
+"""Evaluation of Q->A and Q->RA runs on a split, with the classical baseline beside them.
+
+    python -m training evaluate --qa-run workspace/runs/qa --qra-run workspace/runs/qra --split test
+
+Writes to the output directory: `metrics.json`, `report.md`, `predictions.jsonl`, and PNG plots
+(confusion matrices, per-class F1). Q->A is evaluated two ways: by scoring every label's completion
+(constrained: always a valid label) and by parsing free generation; the report says which is which.
+An invalid output counts as wrong. With two systems, McNemar's test on their paired correctness says
+whether the difference is more than chance, and the verdict line says plainly which way it went.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reasonapp import data
+from reasonapp.errors import ConfigError, DataError
+from training import rundir
+
+logger = logging.getLogger(__name__)
+
+INVALID = "invalid"
+SYSTEM_TITLES = {
+    "qa_scored": "Q→A (label scoring)",
+    "qa_generated": "Q→A (free generation)",
+    "qra": "Q→RA",
+    "qar": "Q→AR",
+    "tfidf": "TF-IDF + logistic regression",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics: pure functions, unit-tested on hand-built predictions
+
+
+def classification_metrics(gold: list[int], predicted: list[int | None], label_names: list[str]) -> dict:
+    """Accuracy, macro-F1, per-class P/R/F1, confusion matrix (with an `invalid` column), invalid rate."""
+    import numpy as np
+    from sklearn.metrics import precision_recall_fscore_support
+
+    n_labels = len(label_names)
+    if len(gold) != len(predicted):
+        raise ValueError("gold and predicted differ in length")
+    if not gold:
+        raise ValueError("no rows to evaluate")
+    pred = np.array([n_labels if p is None else p for p in predicted])  # invalid -> its own column
+    true = np.array(gold)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        true, pred, labels=list(range(n_labels)), zero_division=0
+    )
+    confusion = np.zeros((n_labels, n_labels + 1), dtype=int)
+    np.add.at(confusion, (true, pred), 1)
+    return {
+        "rows": int(len(true)),
+        "accuracy": float((true == pred).mean()),
+        "macro_f1": float(f1.mean()),
+        "invalid_rate": float((pred == n_labels).mean()),
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(label_names)
+        },
+        "confusion_matrix": confusion.tolist(),
+        "confusion_columns": [*label_names, INVALID],
+    }
+
+
+def mcnemar(correct_a: list[bool], correct_b: list[bool]) -> dict:
+    """McNemar's test on paired correctness: exact binomial p-value, and the chi-square statistic."""
+    from scipy.stats import binomtest
+
+    if len(correct_a) != len(correct_b):
+        raise ValueError("McNemar needs paired predictions of equal length")
+    only_a = sum(1 for a, b in zip(correct_a, correct_b, strict=True) if a and not b)
+    only_b = sum(1 for a, b in zip(correct_a, correct_b, strict=True) if b and not a)
+    discordant = only_a + only_b
+    p_value = 1.0 if discordant == 0 else float(binomtest(only_a, discordant, 0.5).pvalue)
+    statistic = 0.0 if discordant == 0 else (abs(only_a - only_b) - 1) ** 2 / discordant
+    return {"only_a_correct": only_a, "only_b_correct": only_b, "chi2_continuity": statistic, "p_value": p_value, "method": "exact binomial"}
+
+
+def tfidf_baseline(train_texts: list[str], train_labels: list[int], test_texts: list[str], seed: int = 0) -> list[int]:
+    """The baseline a practitioner tries first: word 1-2-gram TF-IDF and logistic regression."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    pipeline = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+        LogisticRegression(max_iter=2000, C=10.0, random_state=seed),
+    )
+    pipeline.fit(train_texts, train_labels)
+    return [int(p) for p in pipeline.predict(test_texts)]
+
+
+def verdict(metrics: dict, mcnemar_result: dict | None, reasoning_system: str, direct_system: str) -> str:
+    """One plain sentence on whether reasoning helped, hurt, or made no significant difference."""
+    a = metrics[direct_system]["accuracy"]
+    b = metrics[reasoning_system]["accuracy"]
+    diff = (b - a) * 100
+    p = mcnemar_result["p_value"] if mcnemar_result else None
+    name_b, name_a = SYSTEM_TITLES[reasoning_system], SYSTEM_TITLES[direct_system]
+    significance = f"McNemar p = {p:.3g}" if p is not None else "no paired test"
+    if p is not None and p < 0.05:
+        direction = "helped" if diff > 0 else "hurt"
+        return f"Reasoning {direction}: {name_b} is {abs(diff):.1f} points {'above' if diff > 0 else 'below'} {name_a} ({significance})."
+    return f"No significant difference: {name_b} is {diff:+.1f} points against {name_a} ({significance})."
+
+
+# ---------------------------------------------------------------------------------------------
+# running an evaluation
+
+
+@dataclass
+class EvalConfig:
+    """Which runs to evaluate on which rows, and where the report goes."""
+
+    qa_run: str | None = field(default=None, metadata={"help": "run directory of a Q->A (qa) run"})
+    qra_run: str | None = field(default=None, metadata={"help": "run directory of a Q->RA (qra or qar) run"})
+    dataset: str | None = field(default=None, metadata={"help": "classification dataset; default: the one the runs used"})
+    split: str = field(default="test", metadata={"help": "split to evaluate on"})
+    limit: int | None = field(default=None, metadata={"help": "evaluate a fixed random sample of this many rows"})
+    seed: int = field(default=0, metadata={"help": "seed of that sample"})
+    batch_size: int = field(default=16, metadata={"help": "rows per forward pass"})
+    qa_mode: str = field(default="both", metadata={"help": "Q->A by label scoring, free generation, or both", "choices": ("both", "scored", "generated")})
+    max_new_tokens: int = field(default=128, metadata={"help": "generation budget of reasoning runs"})
+    output_dir: str = field(default="", metadata={"help": "report directory; default <run>/eval-<split>"})
+
+    def __post_init__(self):
+        if not self.qa_run and not self.qra_run:
+            raise ConfigError("give --qa-run and/or --qra-run")
+        if not self.output_dir:
+            self.output_dir = str(Path(self.qa_run or self.qra_run) / f"eval-{self.split}")
+
+
+def _source_dataset(config: EvalConfig, run_configs: dict[str, dict]) -> str:
+    if config.dataset:
+        return config.dataset
+    if "qa" in run_configs:
+        return run_configs["qa"]["dataset"]
+    return run_configs["qra"].get("source_dataset") or data.DEFAULT_CLASSIFICATION_DATASET
+
+
+def _training_rows_of(run_config: dict):
+    """The exact rows a classifier run trained on, for the TF-IDF baseline's training."""
+    labels = run_config.get("labels")
+    loaded = data.load_classification_dataset(run_config["dataset"], labels=labels.split(",") if labels else None)
+    return data.sample_rows(loaded.splits[run_config["split"]], run_config.get("limit"), run_config["seed"])
+
+
+def _progress_printer(label: str):
+    from tqdm.auto import tqdm
+
+    bar = {"bar": None}
+
+    def update(done: int, total: int) -> None:
+        if bar["bar"] is None:
+            bar["bar"] = tqdm(total=total, desc=label, unit="row")
+        bar["bar"].n = done
+        bar["bar"].refresh()
+        if done >= total:
+            bar["bar"].close()
+
+    return update
+
+
+def evaluate(config: EvalConfig) -> dict:
+    """Evaluate the given runs (and TF-IDF) on the split; write the report; return metrics.json's content."""
+    from training.predict import Classifiers
+
+    runs = {"qa": config.qa_run, "qra": config.qra_run}
+    runs = {name: path for name, path in runs.items() if path}
+    run_configs = {name: rundir.read_config(Path(path)) for name, path in runs.items()}
+    if "qa" in run_configs and run_configs["qa"].get("task") != "qa":
+        raise ConfigError(f"--qa-run {config.qa_run} is a {run_configs['qa'].get('task')} run, not qa")
+    if "qra" in run_configs and run_configs["qra"].get("task") not in ("qra", "qar"):
+        raise ConfigError(f"--qra-run {config.qra_run} is a {run_configs['qra'].get('task')} run, not qra/qar")
+
+    source = _source_dataset(config, run_configs)
+    loaded = data.load_classification_dataset(source)
+    for name, run_config in run_configs.items():
+        if run_config["label_names"] != loaded.label_names:
+            raise DataError(f"the {name} run's labels {run_config['label_names']} differ from {source}'s {loaded.label_names}")
+    if config.split not in loaded.splits:
+        raise DataError(f"{source} has no split {config.split!r} (splits: {list(loaded.splits)})")
+    rows = data.sample_rows(loaded.splits[config.split], config.limit, config.seed)
+    texts, gold = list(rows["text"]), list(rows["label"])
+    label_names = loaded.label_names
+
+    systems: dict[str, list[int | None]] = {}
+    details: dict[str, list[dict]] = {}
+    timings: dict[str, float] = {}
+    classifiers = Classifiers(runs)
+    if "qa" in runs:
+        if config.qa_mode in ("both", "scored"):
+            started = time.time()
+            probs = classifiers.score("qa", texts, config.batch_size, _progress_printer("Q->A scoring"))
+            timings["qa_scored"] = time.time() - started
+            systems["qa_scored"] = [int(p.argmax()) for p in probs]
+            details["qa_scored"] = [{"probabilities": [round(float(x), 4) for x in p]} for p in probs]
+        if config.qa_mode in ("both", "generated"):
+            started = time.time()
+            predictions = classifiers.predict("qa", texts, batch_size=config.batch_size, progress=_progress_printer("Q->A generation"))
+            timings["qa_generated"] = time.time() - started
+            systems["qa_generated"] = [p.label_index for p in predictions]
+            details["qa_generated"] = [{"output": p.raw, "status": p.status} for p in predictions]
+    reasoning_key = None
+    if "qra" in runs:
+        from training.generation import Decoding
+
+        reasoning_key = run_configs["qra"]["task"]
+        started = time.time()
+        predictions = classifiers.predict(
+            "qra", texts, Decoding(max_new_tokens=config.max_new_tokens), config.batch_size, _progress_printer("Q->RA generation")
+        )
+        timings[reasoning_key] = time.time() - started
+        systems[reasoning_key] = [p.label_index for p in predictions]
+        details[reasoning_key] = [{"output": p.raw, "reasoning": p.reasoning, "status": p.status, "reason": p.reason} for p in predictions]
+    del classifiers
+
+    started = time.time()
+    train_rows = _training_rows_of(run_configs["qa"] if "qa" in run_configs else run_configs["qra"])
+    systems["tfidf"] = tfidf_baseline(list(train_rows["text"]), list(train_rows["label"]), texts, config.seed)
+    timings["tfidf"] = time.time() - started
+
+    metrics = {name: classification_metrics(gold, predicted, label_names) for name, predicted in systems.items()}
+    for name in metrics:
+        metrics[name]["wall_s"] = round(timings[name], 2)
+        metrics[name]["rows_per_s"] = round(len(texts) / timings[name], 2) if timings[name] else None
+    correct = {name: [p == g for p, g in zip(predicted, gold, strict=True)] for name, predicted in systems.items()}
+    model_systems = [name for name in systems if name != "tfidf"]
+    tests = {
+        f"{a} vs {b}": mcnemar(correct[a], correct[b])
+        for i, a in enumerate(model_systems)
+        for b in model_systems[i + 1 :]
+    }
+    direct = "qa_scored" if "qa_scored" in systems else ("qa_generated" if "qa_generated" in systems else None)
+    summary = None
+    if direct and reasoning_key:
+        summary = verdict(metrics, tests.get(f"{direct} vs {reasoning_key}"), reasoning_key, direct)
+
+    report = {
+        "dataset": source,
+        "split": config.split,
+        "rows": len(texts),
+        "label_names": label_names,
+        "runs": {name: str(path) for name, path in runs.items()},
+        "tfidf_training_rows": len(train_rows),
+        "systems": metrics,
+        "mcnemar": tests,
+        "verdict": summary,
+        "config": dataclasses.asdict(config),
+    }
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(out / "metrics.json", report)
+    _write_predictions(out / "predictions.jsonl", texts, gold, label_names, systems, details)
+    (out / "report.md").write_text(markdown_report(report))
+    plot_report(report, out)
+    return report
+
+
+def _write_predictions(path: Path, texts, gold, label_names, systems, details) -> None:
+    with open(path, "w") as handle:
+        for i, text in enumerate(texts):
+            row = {"text": text, "gold": label_names[gold[i]]}
+            for name, predicted in systems.items():
+                row[name] = label_names[predicted[i]] if predicted[i] is not None else INVALID
+                for key, value in details.get(name, [{}] * len(texts))[i].items():
+                    row[f"{name}_{key}"] = value
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def markdown_report(report: dict) -> str:
+    lines = [
+        f"# Evaluation on {report['dataset']} / {report['split']} ({report['rows']} rows)",
+        "",
+        "| system | accuracy | macro-F1 | invalid | rows/s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, m in report["systems"].items():
+        lines.append(
+            f"| {SYSTEM_TITLES.get(name, name)} | {m['accuracy'] * 100:.1f}% | {m['macro_f1'] * 100:.1f}% | "
+            f"{m['invalid_rate'] * 100:.1f}% | {m['rows_per_s'] or '–'} |"
+        )
+    lines.append("")
+    lines.append(f"TF-IDF was trained on the same {report['tfidf_training_rows']} training rows as the runs.")
+    if report["verdict"]:
+        lines += ["", f"**{report['verdict']}**"]
+    if report["mcnemar"]:
+        lines += ["", "| McNemar | only first correct | only second correct | p |", "| --- | ---: | ---: | ---: |"]
+        for pair, test in report["mcnemar"].items():
+            lines.append(f"| {pair} | {test['only_a_correct']} | {test['only_b_correct']} | {test['p_value']:.3g} |")
+    lines += ["", "## Per-class F1", "", "| label | " + " | ".join(SYSTEM_TITLES.get(n, n) for n in report["systems"]) + " |"]
+    lines.append("| --- |" + " ---: |" * len(report["systems"]))
+    for label in report["label_names"]:
+        cells = [f"{m['per_class'][label]['f1'] * 100:.1f}" for m in report["systems"].values()]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Plots: `confusion.png`, `per_class_f1.png`."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(report: dict, out: Path) -> None:
+    """Confusion matrices side by side, and per-class F1 bars grouped by system."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    systems = report["systems"]
+    labels = report["label_names"]
+    fig, axes = plt.subplots(1, len(systems), figsize=(4.2 * len(systems), 4.2), squeeze=False)
+    for ax, (name, m) in zip(axes[0], systems.items(), strict=True):
+        matrix = np.array(m["confusion_matrix"])
+        ax.imshow(matrix, cmap="Blues")
+        ax.set_title(f"{SYSTEM_TITLES.get(name, name)}\nacc {m['accuracy'] * 100:.1f}%", fontsize=9)
+        ax.set_xticks(range(len(m["confusion_columns"])), m["confusion_columns"], rotation=60, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("gold", fontsize=8)
+        for (i, j), value in np.ndenumerate(matrix):
+            if value:
+                ax.text(j, i, str(value), ha="center", va="center", fontsize=6, color="black" if value < matrix.max() / 2 else "white")
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(labels)), 3.6))
+    width = 0.8 / len(systems)
+    for k, (name, m) in enumerate(systems.items()):
+        values = [m["per_class"][label]["f1"] for label in labels]
+        ax.bar(np.arange(len(labels)) + k * width, values, width, label=SYSTEM_TITLES.get(name, name))
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
+    ax.set_ylabel("F1")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "per_class_f1.png", dpi=110)
+    plt.close(fig)

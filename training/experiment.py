@@ -1,0 +1,134 @@
+"""The paper end to end, from one YAML file, each stage cached by its settings.
+
+    python -m training experiment --config configs/cpu-small.yaml
+
+Stages: R-Gen on the reasoning data -> Stage 2 reasonings for N training rows -> Q->A and Q->RA on
+those same N rows -> evaluation of both (and TF-IDF) on the test split. Each stage lives in
+`<workspace>/experiments/<name>/<stage>-<hash>/`, where the hash covers the stage's own settings and
+those of the stages it depends on. A re-run skips finished stages; a run killed midway resumes the
+unfinished stage from its last checkpoint. Changing a setting re-runs that stage and what follows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from reasonapp import settings
+from reasonapp.errors import ConfigError
+from training import rundir
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("rgen", "augment", "qa", "qra", "evaluate")
+DEFAULTS = {
+    "name": "experiment",
+    "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "dataset": "dair-ai/emotion",
+    "reasoning_dataset": "syvai/reasoning-gen",
+    "seed": 0,
+    "n_train": 1000,
+    "reasoning_format": "qra",
+    "rgen": {},
+    "augment": {"batch_size": 16, "max_new_tokens": 64},
+    "qa": {},
+    "qra": {},
+    "evaluate": {"split": "test", "limit": None, "batch_size": 16},
+}
+
+
+def load_experiment_config(path: str | Path) -> dict:
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"could not read experiment config {path}: {error}") from error
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"experiment config {path} has unknown keys {unknown}; known: {sorted(DEFAULTS)}")
+    config = {**DEFAULTS, **values}
+    for stage in STAGES:
+        config[stage] = {**DEFAULTS[stage], **(values.get(stage) or {})}
+    if config["reasoning_format"] not in ("qra", "qar"):
+        raise ConfigError("reasoning_format must be qra or qar")
+    return config
+
+
+def _stage_hash(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _finished(run_dir: Path) -> bool:
+    return rundir.read_json(run_dir / rundir.STATUS, {}).get("state") == "finished"
+
+
+def _train_stage(task: str, run_dir: Path, base: dict, overrides: dict) -> Path:
+    from training.sft import config_from_mapping, train
+
+    resume = (run_dir / rundir.CONFIG).is_file()  # killed midway: continue from its last checkpoint
+    train(config_from_mapping({**base, **overrides, "task": task, "output_dir": str(run_dir)}), resume=resume)
+    return run_dir
+
+
+def run_experiment(config: dict, root: Path | None = None) -> dict:
+    """Run (or resume) every stage; returns the evaluation report, with stage wall times."""
+    from training.augment import augment_split
+    from training.evaluate import EvalConfig, evaluate
+    from training.generation import Decoding
+
+    root = Path(root) if root else settings.workspace_dir() / "experiments" / config["name"]
+    root.mkdir(parents=True, exist_ok=True)
+    timings = rundir.read_json(root / "timings.json", {})
+    common = {"base_model": config["base_model"], "seed": config["seed"]}
+
+    def timed(stage: str, function):
+        """Run a stage that is not cached, and keep its wall time (a resumed stage adds to it)."""
+        started = time.time()
+        result = function()
+        timings[stage] = round(timings.get(stage, 0.0) + time.time() - started, 1)
+        rundir.write_json(root / "timings.json", timings)
+        return result
+
+    rgen_key = _stage_hash(common, config["reasoning_dataset"], config["rgen"])
+    rgen_dir = root / f"rgen-{rgen_key}"
+    if not _finished(rgen_dir):
+        timed("rgen", lambda: _train_stage("rgen", rgen_dir, {**common, "dataset": config["reasoning_dataset"]}, config["rgen"]))
+
+    augment = config["augment"]
+    augment_key = _stage_hash(rgen_key, config["dataset"], config["n_train"], augment)
+    augmented_dir = root / f"augment-{augment_key}"
+    if not (augmented_dir / "train.jsonl").is_file():
+        decoding = Decoding(max_new_tokens=augment["max_new_tokens"])
+        timed(
+            "augment",
+            lambda: augment_split(rgen_dir, config["dataset"], augmented_dir, config["n_train"], config["seed"], "train", decoding, augment["batch_size"]),
+        )
+
+    qa_key = _stage_hash(common, config["dataset"], config["n_train"], config["qa"])
+    qa_dir = root / f"qa-{qa_key}"
+    if not _finished(qa_dir):
+        timed("qa", lambda: _train_stage("qa", qa_dir, {**common, "dataset": config["dataset"], "limit": config["n_train"]}, config["qa"]))
+
+    fmt = config["reasoning_format"]
+    qra_key = _stage_hash(augment_key, common, fmt, config["qra"])
+    qra_dir = root / f"{fmt}-{qra_key}"
+    if not _finished(qra_dir):
+        timed(fmt, lambda: _train_stage(fmt, qra_dir, {**common, "dataset": str(augmented_dir)}, config["qra"]))
+
+    evaluation = config["evaluate"]
+    eval_key = _stage_hash(qa_key, qra_key, evaluation)
+    eval_dir = root / f"evaluate-{eval_key}"
+    report = rundir.read_json(eval_dir / "metrics.json")
+    if report is None:
+        eval_config = EvalConfig(
+            qa_run=str(qa_dir), qra_run=str(qra_dir), dataset=config["dataset"], output_dir=str(eval_dir), seed=config["seed"], **evaluation
+        )
+        report = timed("evaluate", lambda: evaluate(eval_config))
+    report["stage_wall_s"] = timings
+    report["stages"] = {"rgen": str(rgen_dir), "augment": str(augmented_dir), "qa": str(qa_dir), fmt: str(qra_dir), "evaluate": str(eval_dir)}
+    rundir.write_json(root / "summary.json", report)
+    return report

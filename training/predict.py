@@ -1,0 +1,104 @@
+"""Trained classifiers as objects: load runs as adapters on one shared base model, predict texts.
+
+Evaluation and the app's Compare tab both go through `Classifiers`, so what is measured is what is
+shown. Each run directory's config says its task (qa / qra / qar), label names and prompt version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from reasonapp.errors import ModelError, RunDirError
+from reasonapp.prompts import PROMPT_VERSION, LabelSpace, Prediction, get_format
+from training import rundir
+from training.generation import Decoding, ProgressCallback, generate, score_labels, stream
+
+CLASSIFIER_TASKS = ("qa", "qra", "qar")
+
+
+@dataclass
+class RunInfo:
+    """What a classifier run directory says about itself."""
+
+    name: str
+    run_dir: Path
+    task: str
+    base_model: str
+    labels: LabelSpace
+    adapter_dir: Path
+
+    @classmethod
+    def from_run_dir(cls, run_dir: str | Path, name: str | None = None) -> RunInfo:
+        run_dir = Path(run_dir)
+        config = rundir.read_config(run_dir)
+        task = config.get("task")
+        if task not in CLASSIFIER_TASKS:
+            raise RunDirError(f"{run_dir} is a {task} run; evaluation needs a classifier run ({', '.join(CLASSIFIER_TASKS)})")
+        if config.get("prompt_version") != PROMPT_VERSION:
+            raise RunDirError(
+                f"{run_dir} was trained with prompt version {config.get('prompt_version')}, this reasonapp uses {PROMPT_VERSION}"
+            )
+        adapter_dir = run_dir / rundir.ADAPTER
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise RunDirError(f"{run_dir} has no trained adapter yet (status: {rundir.read_json(run_dir / rundir.STATUS, {}).get('state', 'unknown')})")
+        labels = LabelSpace(tuple(config["label_names"]), config.get("task_description", ""))
+        return cls(name or task, run_dir, task, config["base_model"], labels, adapter_dir)
+
+
+class Classifiers:
+    """Several classifier runs as named LoRA adapters on one base model in memory."""
+
+    def __init__(self, runs: dict[str, str | Path], device: str | None = None):
+        from reasonapp.models import load_with_adapters
+
+        if not runs:
+            raise ModelError("no classifier runs given")
+        self.runs = {name: RunInfo.from_run_dir(path, name) for name, path in runs.items()}
+        bases = {info.base_model for info in self.runs.values()}
+        if len(bases) > 1:
+            raise ModelError(f"runs to compare must share a base model, got {sorted(bases)}")
+        self.model, self.tokenizer = load_with_adapters(bases.pop(), {n: i.adapter_dir for n, i in self.runs.items()}, device)
+
+    def _use(self, name: str) -> RunInfo:
+        info = self.runs[name]
+        self.model.set_adapter(name)
+        return info
+
+    def score(self, name: str, texts: list[str], batch_size: int = 16, progress: ProgressCallback | None = None):
+        """Label probabilities (softmax over the label set's log-probabilities), [rows, labels]."""
+        import numpy as np
+
+        info = self._use(name)
+        fmt = get_format("qa")
+        conversations = [fmt.messages(text, info.labels) for text in texts]
+        logp = score_labels(self.model, self.tokenizer, conversations, info.labels.names, batch_size, progress)
+        logp = logp - logp.max(axis=1, keepdims=True) if len(logp) else logp
+        probs = np.exp(logp)
+        return probs / probs.sum(axis=1, keepdims=True) if len(probs) else probs
+
+    def predict(
+        self,
+        name: str,
+        texts: list[str],
+        decoding: Decoding | None = None,
+        batch_size: int = 16,
+        progress: ProgressCallback | None = None,
+    ) -> list[Prediction]:
+        """Free generation in the run's format, parsed (invalid output stays invalid)."""
+        info = self._use(name)
+        fmt = get_format(info.task)
+        decoding = decoding or Decoding(max_new_tokens=8 if info.task == "qa" else 128)
+        conversations = [fmt.messages(text, info.labels) for text in texts]
+        outputs = generate(self.model, self.tokenizer, conversations, decoding, batch_size, progress)
+        return [fmt.parse(output, info.labels) for output in outputs]
+
+    def stream(self, name: str, text: str, decoding: Decoding | None = None):
+        """Yield the growing output for one text; the last value is the whole output."""
+        info = self._use(name)
+        fmt = get_format(info.task)
+        yield from stream(self.model, self.tokenizer, fmt.messages(text, info.labels), decoding or Decoding(max_new_tokens=128))
+
+    def parse(self, name: str, output: str) -> Prediction:
+        info = self.runs[name]
+        return get_format(info.task).parse(output, info.labels)

@@ -1,0 +1,186 @@
+"""The run directory: how a training run talks to the CLI, the UI and later runs, through files.
+
+    <run>/config.json         resolved config, label names, prompt version
+    <run>/status.json         state (running / finished / stopped / failed), step, total, error, pid
+    <run>/metrics.jsonl       one JSON line per log: step, epoch, loss, learning_rate, tokens_per_s, elapsed_s
+    <run>/final_metrics.json  train loss, steps, runtime, tokens/s
+    <run>/adapter/            LoRA adapter + tokenizer (or <run>/model/ for full fine-tuning)
+    <run>/checkpoints/        Trainer checkpoints for --resume
+    <run>/STOP                created by the UI's Stop button: the run saves a checkpoint and ends
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from reasonapp import settings
+from reasonapp.errors import RunDirError
+
+CONFIG = "config.json"
+STATUS = "status.json"
+METRICS = "metrics.jsonl"
+FINAL_METRICS = "final_metrics.json"
+ADAPTER = "adapter"
+FULL_MODEL = "model"
+CHECKPOINTS = "checkpoints"
+STOP_FILE = "STOP"
+
+# Settings that may differ when resuming: they do not change what the finished run is.
+RESUMABLE_DIFFERENCES = {"save_steps", "logging_steps", "output_dir"}
+
+
+def default_run_dir(task: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return settings.workspace_dir() / "runs" / f"{task}-{stamp}"
+
+
+def write_json(path: Path, value) -> None:
+    """Write atomically, so a reader polling the file never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text(json.dumps(value, indent=2, default=str))
+    staging.replace(path)
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return default
+
+
+def read_config(run_dir: Path) -> dict:
+    config = read_json(Path(run_dir) / CONFIG)
+    if config is None:
+        raise RunDirError(f"{run_dir} is not a run directory (no {CONFIG})")
+    return config
+
+
+def write_config(run_dir: Path, config: dict) -> None:
+    write_json(run_dir / CONFIG, config)
+
+
+def check_can_write(run_dir: Path, config: dict, resume: bool) -> None:
+    """Refuse to train into a directory that holds something else; allow resuming the same run."""
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        if resume:
+            raise RunDirError(f"nothing to resume in {run_dir}: it holds no run")
+        return
+    existing = read_json(run_dir / CONFIG)
+    if existing is None:
+        raise RunDirError(f"{run_dir} is not empty and holds no run; choose another --output-dir")
+    if not resume:
+        status = read_json(run_dir / STATUS, {}).get("state", "unknown")
+        raise RunDirError(
+            f"{run_dir} already holds a {existing.get('task')} run ({status}); pass --resume to continue it "
+            "or choose another --output-dir"
+        )
+    changed = sorted(
+        key for key, value in config.items() if key not in RESUMABLE_DIFFERENCES and existing.get(key) != value
+    )
+    if changed:
+        raise RunDirError(f"cannot resume {run_dir} with different settings: {changed}")
+
+
+def load_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now
+            continue
+    return rows
+
+
+def request_stop(run_dir: Path) -> None:
+    (Path(run_dir) / STOP_FILE).touch()
+
+
+class RunReporter(TrainerCallback):
+    """Appends metrics lines and keeps status.json current; ends training cleanly on STOP or SIGTERM."""
+
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.stop_requested = False
+        self._started = time.time()
+        self._last_time = self._started
+        self._last_tokens = None
+        self._rates: list[float] = []
+        self._status: dict = {}
+        (self.run_dir / STOP_FILE).unlink(missing_ok=True)
+
+    # status ---------------------------------------------------------------------------------
+    def mark(self, state: str, **fields) -> None:
+        if not self.enabled:
+            return
+        self._status.update(state=state, pid=os.getpid(), updated=time.time(), **fields)
+        write_json(self.run_dir / STATUS, self._status)
+
+    def request_stop(self, *_signal_args) -> None:
+        self.stop_requested = True
+
+    def mean_tokens_per_second(self) -> float | None:
+        rates = self._rates[1:] or self._rates  # the first interval includes start-up
+        return round(sum(rates) / len(rates), 1) if rates else None
+
+    # trainer events -------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.mark("running", step=state.global_step, total_steps=state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if (self.run_dir / STOP_FILE).exists():
+            self.stop_requested = True
+        if self.stop_requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not self.enabled or not logs or "loss" not in logs:
+            return
+        now = time.time()
+        tokens = logs.get("num_tokens")
+        rate = None
+        if tokens is not None and self._last_tokens is not None and now > self._last_time:
+            rate = (tokens - self._last_tokens) / (now - self._last_time)
+            self._rates.append(rate)
+        self._last_tokens, self._last_time = tokens, now
+        row = {
+            "step": state.global_step,
+            "epoch": round(state.epoch or 0.0, 4),
+            "loss": logs.get("loss"),
+            "learning_rate": logs.get("learning_rate"),
+            "tokens_per_s": round(rate, 1) if rate is not None else None,
+            "elapsed_s": round(now - self._started, 2),
+        }
+        with open(self.run_dir / METRICS, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        self.mark("running", step=state.global_step, total_steps=state.max_steps)
+
+
+def list_runs(root: Path | None = None) -> list[dict]:
+    """Every run under the workspace's runs/ folder, newest first, with config, status and final metrics."""
+    root = Path(root) if root else settings.workspace_dir() / "runs"
+    runs = []
+    for config_path in root.glob(f"*/{CONFIG}"):
+        run_dir = config_path.parent
+        runs.append(
+            {
+                "run_dir": str(run_dir),
+                "config": read_json(config_path, {}),
+                "status": read_json(run_dir / STATUS, {}),
+                "final_metrics": read_json(run_dir / FINAL_METRICS),
+                "modified": datetime.fromtimestamp(config_path.stat().st_mtime, tz=timezone.utc).isoformat(),
+            }
+        )
+    return sorted(runs, key=lambda run: run["modified"], reverse=True)

@@ -1,0 +1,334 @@
+"""Supervised fine-tuning for every task of the method, on prompt/completion pairs with TRL.
+
+One core serves all tasks; only the examples differ:
+
+- `rgen`: reasoning dataset, (question, answer) -> reasoning          (Stage 1)
+- `qa`:   classification dataset, text -> label
+- `qra`:  augmented dataset, text -> reasoning, then `Label: <label>`  (the paper's Q->RA)
+- `qar`:  augmented dataset, text -> `Label: <label>`, then reasoning
+
+The loss covers the completion only (TRL's completion mask). LoRA by default, full fine-tuning with
+`--no-lora`. The same command runs under `accelerate launch --num_processes N`.
+
+    python -m training train --task rgen --limit 3000 --output-dir workspace/runs/rgen
+    python -m training train --task qa --limit 2000 --epochs 1 --output-dir workspace/runs/qa
+    python -m training train --task qra --dataset workspace/exports/emotion-reasoned --output-dir workspace/runs/qra
+    accelerate launch --num_processes 2 --cpu -m training train --task qa --limit 64 --output-dir /tmp/qa2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reasonapp import __version__, data, prompts
+from reasonapp.errors import ConfigError, DataError
+from reasonapp.models import DEFAULT_BASE_MODEL
+from training import rundir
+from training.augment import read_provenance
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("rgen", "qa", "qra", "qar")
+CLASSIFIER_TASKS = ("qa", "qra", "qar")
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; written to the run directory as config.json."""
+
+    task: str = field(default="qa", metadata={"help": "what to train", "choices": TASKS})
+    base_model: str = field(default=DEFAULT_BASE_MODEL, metadata={"help": "Hub id or local directory of the base model"})
+    dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id or directory; default syvai/reasoning-gen for rgen, dair-ai/emotion for qa; "
+            "qra/qar need an augmented dataset (text, label, reasoning)"
+        },
+    )
+    split: str = field(default="train", metadata={"help": "split to train on"})
+    limit: int | None = field(default=None, metadata={"help": "train on a fixed random sample of this many rows"})
+    labels: str | None = field(default=None, metadata={"help": "comma-separated label names, if the data lacks them"})
+    epochs: float = field(default=1.0, metadata={"help": "passes over the training rows"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (overrides epochs)"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate (LoRA; use ~2e-5 for full)"})
+    batch_size: int = field(default=8, metadata={"help": "rows per device per step"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    max_length: int = field(default=256, metadata={"help": "tokens per example; longer ones are truncated"})
+    lora: bool = field(default=True, metadata={"help": "train a LoRA adapter (--no-lora: full fine-tuning)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_targets: str = field(default="all-linear", metadata={"help": "'all-linear' or comma-separated module names"})
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "recompute activations in the backward pass: less memory, ~30% more compute (TRL's default is on)"},
+    )
+    seed: int = field(default=0, metadata={"help": "seed for sampling, shuffling and initialisation"})
+    output_dir: str = field(default="", metadata={"help": "run directory; default workspace/runs/<task>-<time>"})
+    save_steps: int = field(default=50, metadata={"help": "checkpoint every this many steps (for --resume)"})
+    logging_steps: int = field(default=5, metadata={"help": "log loss/lr/tokens-per-second every this many steps"})
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; choose one of {list(TASKS)}")
+        if self.dataset is None:
+            if self.task in ("qra", "qar"):
+                raise ConfigError(f"task {self.task} needs --dataset: an augmented dataset with a reasoning column")
+            self.dataset = data.DEFAULT_REASONING_DATASET if self.task == "rgen" else data.DEFAULT_CLASSIFICATION_DATASET
+        for name in ("epochs", "learning_rate", "batch_size", "grad_accum", "max_length", "lora_r", "save_steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError(f"limit must be positive, got {self.limit}")
+        if not self.output_dir:
+            self.output_dir = str(rundir.default_run_dir(self.task))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# examples
+
+
+def _conversation(prompt_messages: prompts.Messages, completion: str) -> dict:
+    return {"prompt": prompt_messages, "completion": [{"role": "assistant", "content": completion}]}
+
+
+def build_examples(config: TrainConfig) -> tuple["datasets.Dataset", dict]:  # noqa: F821
+    """The prompt/completion rows for a task, and what inference will need to know about them."""
+    if config.task == "rgen":
+        loaded = data.load_reasoning_dataset(config.dataset)
+        rows = data.sample_rows(_split(loaded.splits, config.split, config.dataset), config.limit, config.seed)
+        _require_rows(rows, config)
+        examples = rows.map(
+            lambda row: _conversation(prompts.rgen_messages(row["question"], row["answer"]), row["reasoning"].strip()),
+            remove_columns=rows.column_names,
+        )
+        return examples, {"dataset_origin": loaded.origin}
+
+    labels = config.labels.split(",") if config.labels else None
+    loaded = data.load_classification_dataset(config.dataset, labels=labels)
+    rows = data.sample_rows(_split(loaded.splits, config.split, config.dataset), config.limit, config.seed)
+    _require_rows(rows, config)
+    label_space = prompts.LabelSpace(tuple(loaded.label_names), loaded.task_description)
+    fmt = prompts.get_format(config.task)
+    if fmt.uses_reasoning:
+        _require_reasonings(rows, config)
+
+    def to_example(row):
+        reasoning = row.get("reasoning") if fmt.uses_reasoning else None
+        completion = fmt.completion(loaded.label_names[row["label"]], reasoning)
+        return _conversation(fmt.messages(row["text"], label_space), completion)
+
+    examples = rows.map(to_example, remove_columns=rows.column_names)
+    meta = {
+        "label_names": loaded.label_names,
+        "task_description": loaded.task_description,
+        "dataset_origin": loaded.origin,
+    }
+    if fmt.uses_reasoning:  # evaluation needs the dataset the reasonings were written for (its test split)
+        meta["source_dataset"] = read_provenance(loaded.origin).get("source_dataset")
+    return examples, meta
+
+
+def _split(splits, split: str, source: str):
+    if split not in splits:
+        raise DataError(f"dataset {source!r} has no split {split!r} (splits: {list(splits)})")
+    return splits[split]
+
+
+def _require_rows(rows, config: TrainConfig) -> None:
+    if len(rows) == 0:
+        raise DataError(f"no training rows left in split {config.split!r} of {config.dataset!r}")
+
+
+def _require_reasonings(rows, config: TrainConfig) -> None:
+    if "reasoning" not in rows.column_names:
+        raise DataError(
+            f"task {config.task} needs a 'reasoning' column in {config.dataset!r} (columns: {rows.column_names}); "
+            "build one with `python -m training augment` and `export`"
+        )
+    empty = [i for i, reasoning in enumerate(rows["reasoning"]) if not (reasoning or "").strip()]
+    if empty:
+        raise DataError(
+            f"{len(empty)} rows of {config.dataset!r} have an empty reasoning (first: row {empty[0]}); "
+            "edit or reject them in the Review tab, then export again"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# library objects from the config
+
+
+def lora_config(config: TrainConfig):
+    """A peft LoraConfig for the run, or None for full fine-tuning."""
+    if not config.lora:
+        return None
+    from peft import LoraConfig
+
+    targets = config.lora_targets
+    target_modules = "all-linear" if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def sft_config(config: TrainConfig, run_dir: Path):
+    """TRL's SFTConfig for the run: completion-only loss, length-grouped batches, checkpoints."""
+    import torch
+    from trl import SFTConfig
+
+    on_gpu = torch.cuda.is_available()
+    return SFTConfig(
+        output_dir=str(run_dir / rundir.CHECKPOINTS),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=0.05,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        max_length=config.max_length,
+        completion_only_loss=True,
+        train_sampling_strategy="group_by_length",  # similar lengths per batch: less padding to compute
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=on_gpu and torch.cuda.is_bf16_supported(),
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        gradient_checkpointing=config.gradient_checkpointing,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def build_trainer(config: TrainConfig, run_dir: Path, callbacks=()):
+    """TRL's SFTTrainer for the run, with the model loaded for this process's device."""
+    from accelerate import PartialState
+    from trl import SFTTrainer
+
+    from reasonapp.models import load_base_model
+
+    state = PartialState()
+    examples, _ = build_examples(config)
+    device = f"cuda:{state.local_process_index}" if _on_cuda() else "cpu"
+    model, tokenizer = load_base_model(config.base_model, device=device)
+    tokenizer.padding_side = "right"  # training pads on the right; generation uses left
+    return SFTTrainer(
+        model=model,
+        args=sft_config(config, run_dir),
+        train_dataset=examples,
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+        callbacks=list(callbacks),
+    )
+
+
+def train(config: TrainConfig, resume: bool = False, callbacks=()) -> Path:
+    """Run one training job into `config.output_dir`; returns the run directory.
+
+    A directory that holds another run is refused (nothing is overwritten); `resume=True` continues
+    the run there from its last checkpoint, provided the config is the same.
+    """
+    from accelerate import PartialState
+    from transformers.trainer_utils import get_last_checkpoint
+
+    state = PartialState()
+    run_dir = Path(config.output_dir)
+    rundir.check_can_write(run_dir, config.to_dict(), resume)  # every rank checks before any rank writes
+    examples, meta = build_examples(config)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        rundir.write_config(run_dir, {**config.to_dict(), **meta, "prompt_version": prompts.PROMPT_VERSION, "reasonapp_version": __version__})
+    state.wait_for_everyone()
+
+    reporter = rundir.RunReporter(run_dir, enabled=state.is_main_process)
+    trainer = build_trainer(config, run_dir, [reporter, *callbacks])
+    checkpoint = None
+    if resume:
+        checkpoints = run_dir / rundir.CHECKPOINTS
+        checkpoint = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+        logger.info("resuming from %s", checkpoint or "the start (no checkpoint yet)")
+
+    previous_handler = signal.signal(signal.SIGTERM, reporter.request_stop) if state.is_main_process else None
+    reporter.mark("running", resumed_from=checkpoint)
+    started = time.time()
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    except BaseException as error:
+        reporter.mark("failed", error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+
+    stopped = reporter.stop_requested  # the reporter had the Trainer save a checkpoint before stopping
+    if stopped:  # resumable from that checkpoint; no adapter yet, so nothing mistakes it for a finished run
+        reporter.mark("stopped", step=trainer.state.global_step)
+        return run_dir
+    if state.is_main_process:
+        _save_artifacts(trainer, trainer.processing_class, config, run_dir)
+        rundir.write_json(
+            run_dir / rundir.FINAL_METRICS,
+            {
+                "train_loss": result.training_loss,
+                "global_step": trainer.state.global_step,
+                "train_runtime_s": round(time.time() - started, 2),
+                "train_rows": len(examples),
+                "tokens_per_second": reporter.mean_tokens_per_second(),
+            },
+        )
+    reporter.mark("finished", step=trainer.state.global_step)
+    return run_dir
+
+
+def _on_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _save_artifacts(trainer, tokenizer, config: TrainConfig, run_dir: Path) -> None:
+    target = run_dir / (rundir.ADAPTER if config.lora else rundir.FULL_MODEL)
+    model = trainer.model
+    if config.lora:
+        # Record the logical base name (not the cache path it was loaded from) so the adapter loads anywhere.
+        for adapter in model.peft_config.values():
+            adapter.base_model_name_or_path = config.base_model
+    model.save_pretrained(str(target))
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(str(target))
+
+
+def config_from_run(run_dir: str | Path) -> dict:
+    """The resolved config (with label names and prompt version) that a run directory was trained with."""
+    return rundir.read_config(Path(run_dir))
+
+
+def config_from_mapping(values: dict) -> TrainConfig:
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown training settings {unknown}; known: {sorted(known)}")
+    return TrainConfig(**values)
+
