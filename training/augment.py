@@ -124,3 +124,116 @@ def augment_split(
     return write_augmented_dataset(
         out_dir, [texts[i] for i in keep], [labels[i] for i in keep], [reasonings[i] for i in keep], loaded.label_names, provenance
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2 into the review store, and export of reviewed rows
+
+
+def augment_to_store(
+    rgen_run: str | Path,
+    source_dataset: str,
+    store_path: str | Path | None = None,
+    split: str = "train",
+    limit: int | None = None,
+    seed: int = 0,
+    decoding: Decoding = REASONING_DECODING,
+    batch_size: int = 16,
+    progress: ProgressCallback | None = None,
+) -> dict:
+    """Write a reasoning for every sampled row into the store, batch by batch.
+
+    Safe to kill and re-run: rows that already have a reasoning are skipped, and reviewed rows are
+    never touched. Returns counts of what was done.
+    """
+    from reasonapp import data
+    from reasonapp.store import ReasoningStore
+
+    loaded = data.load_classification_dataset(source_dataset)
+    if split not in loaded.splits:
+        raise RunDirError(f"{source_dataset} has no split {split!r}")
+    split_rows = loaded.splits[split].add_column("row_index", list(range(len(loaded.splits[split]))))
+    rows = data.sample_rows(split_rows, limit, seed)
+    store = ReasoningStore(store_path, loaded.label_names)
+    store.add_examples(
+        source_dataset, split, zip(rows["row_index"], rows["text"], (loaded.label_names[i] for i in rows["label"]), strict=True)
+    )
+    todo = store.ids_needing_reasoning(source_dataset, split, rows["row_index"])
+    skipped = len(rows) - len(todo)
+    if not todo:
+        return {"generated": 0, "skipped": skipped, "store": str(store.path)}
+
+    model, tokenizer, rgen_config = load_rgen(rgen_run)
+    label_space = prompts.LabelSpace(tuple(loaded.label_names), loaded.task_description)
+    generator = {
+        "rgen_run": str(rgen_run),
+        "base_model": rgen_config["base_model"],
+        "prompt_version": prompts.PROMPT_VERSION,
+        "decoding": dataclasses.asdict(decoding),
+    }
+    generated = 0
+    chunk = batch_size * 4  # big enough to batch well, small enough that a kill loses little
+    for start in range(0, len(todo), chunk):
+        ids = todo[start : start + chunk]
+        stored = [store.get(row_id) for row_id in ids]
+        reasonings = generate_reasonings(
+            model, tokenizer, [r.text for r in stored], [r.label for r in stored], label_space, decoding, batch_size
+        )
+        generated += store.write_generated(zip(ids, reasonings, strict=True), generator)
+        if progress:
+            progress(start + len(ids), len(todo))
+    store.close()
+    return {"generated": generated, "skipped": skipped, "store": str(store.path)}
+
+
+def export_store(
+    store_path: str | Path | None,
+    out_dir: str | Path,
+    include_pending: bool = False,
+) -> dict:
+    """Build the augmented training set from reviewed rows: accepted and edited (pending if asked), never rejected.
+
+    Writes `train.jsonl` and `train.parquet` (what the qra task reads), a `datasets` directory under
+    `hf/`, `labels.json` and `provenance.json` with the review statistics.
+    """
+    import datasets
+
+    from reasonapp.store import ReasoningStore
+
+    store = ReasoningStore(store_path)
+    rows = store.rows_for_export(include_pending)
+    counts = store.counts()
+    if not rows:
+        raise RunDirError(
+            f"nothing to export from {store.path}: no accepted or edited rows"
+            + ("" if include_pending else " (pass --include-pending to take unreviewed ones)")
+        )
+    label_names = store.label_names
+    sources = sorted({row.dataset for row in rows})
+    extra = {
+        "status": [r.status for r in rows],
+        "reviewer": [r.reviewer for r in rows],
+        "flags": [r.flags for r in rows],
+        "generator": [json.dumps(r.generator, sort_keys=True) if r.generator else None for r in rows],
+        "source_split": [r.split for r in rows],
+        "source_row": [r.row_index for r in rows],
+    }
+    provenance = {
+        "source_dataset": sources[0] if len(sources) == 1 else sources,
+        "store": str(store.path),
+        "include_pending": include_pending,
+        "rows": len(rows),
+        "review": counts["status"],
+        "exported_status": {s: extra["status"].count(s) for s in set(extra["status"])},
+        "flagged_rows": sum(1 for r in rows if r.flags),
+        "prompt_version": prompts.PROMPT_VERSION,
+    }
+    store.close()
+    out = write_augmented_dataset(out_dir, [r.text for r in rows], [r.label for r in rows], [r.reasoning for r in rows], label_names, provenance, extra)
+    table = datasets.Dataset.from_json(str(out / "train.jsonl"))
+    label_ids = {name: i for i, name in enumerate(label_names)}
+    table = table.map(lambda batch: {"label": [label_ids[name] for name in batch["label"]]}, batched=True)
+    table = table.cast_column("label", datasets.ClassLabel(names=label_names))
+    table.to_parquet(str(out / "train.parquet"))
+    datasets.DatasetDict({"train": table}).save_to_disk(str(out / "hf"))
+    return provenance

@@ -46,8 +46,64 @@ def evaluate_command(args) -> int:
     return 0
 
 
-not_built("augment", "issue 4: Stage 2 and review", "Stage 2: write a reasoning for every training row")
-not_built("export", "issue 4: Stage 2 and review", "build the augmented training set from the review store")
+def _rate_printer():
+    """Progress on stderr as rows, rows/s and ETA: the figures a user waiting on Stage 2 wants."""
+    import sys
+    import time
+
+    started = time.time()
+
+    def report(done: int, total: int) -> None:
+        elapsed = time.time() - started
+        rate = done / elapsed if elapsed else 0.0
+        eta = (total - done) / rate if rate else float("inf")
+        print(f"\r{done}/{total} rows  {rate:.2f} rows/s  ETA {eta:.0f}s   ", end="", file=sys.stderr, flush=True)
+        if done >= total:
+            print(file=sys.stderr)
+
+    return report
+
+
+def _add_augment_arguments(parser) -> None:
+    parser.add_argument("--rgen-run", required=True, help="run directory of a trained R-Gen (task rgen)")
+    parser.add_argument("--dataset", default="dair-ai/emotion", help="classification dataset to augment")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--limit", type=int, help="a fixed random sample of this many rows (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--store", help="review store file (default: <workspace>/reasonings.sqlite)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--temperature", type=float, default=0.7)
+
+
+@command("augment", "Stage 2: write a reasoning for every training row into the review store (resumable)", _add_augment_arguments)
+def augment_command(args) -> int:
+    from training.augment import augment_to_store
+    from training.generation import Decoding
+
+    decoding = Decoding(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature)
+    result = augment_to_store(
+        args.rgen_run, args.dataset, args.store, args.split, args.limit, args.seed, decoding, args.batch_size, _rate_printer()
+    )
+    print(f"generated {result['generated']} reasonings, {result['skipped']} rows already had one; store: {result['store']}")
+    return 0
+
+
+def _add_export_arguments(parser) -> None:
+    parser.add_argument("--store", help="review store file (default: <workspace>/reasonings.sqlite)")
+    parser.add_argument("--out", required=True, help="directory for the augmented dataset")
+    parser.add_argument("--include-pending", action="store_true", help="also export rows nobody reviewed yet")
+
+
+@command("export", "build the augmented training set (accepted + edited rows) from the review store", _add_export_arguments)
+def export_command(args) -> int:
+    from training.augment import export_store
+
+    provenance = export_store(args.store, args.out, args.include_pending)
+    print(f"exported {provenance['rows']} rows ({provenance['exported_status']}) to {args.out}")
+    return 0
+
 
 
 def _add_experiment_arguments(parser) -> None:

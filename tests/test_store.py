@@ -1,0 +1,181 @@
+"""The review store: nothing lost, conflicts caught, reviewed rows never overwritten, bad files refused."""
+
+import json
+import sqlite3
+import threading
+
+import pytest
+
+from reasonapp.quality import quality_flags
+from reasonapp.store import ConflictError, ReasoningStore, RowFilter, StoreError
+
+LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+GEN = {"rgen_run": "runs/rgen", "prompt_version": "1"}
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = ReasoningStore(tmp_path / "store.sqlite", LABELS)
+    store.add_examples("dair-ai/emotion", "train", [(0, "i feel so happy today", "joy"), (1, "i am terrified of spiders", "fear"), (2, "i miss my old dog", "sadness")])
+    ids = store.ids_needing_reasoning("dair-ai/emotion", "train")
+    store.write_generated(zip(ids, ["Feeling happy today shows joy.", "Joy is a positive emotion.", "Missing the old dog is sadness."]), GEN)
+    yield store
+    store.close()
+
+
+def test_generated_rows_are_pending_with_generator_and_flags(store):
+    rows = [store.get(i) for i in store.query_ids()]
+    assert [r.status for r in rows] == ["pending"] * 3
+    assert rows[0].generator == GEN and rows[0].flags == []
+    assert "argues for joy" in rows[1].flags  # a fear example whose reasoning argues for joy
+    assert store.query_ids(RowFilter(order="flags"))[0] == rows[1].id
+
+
+def test_every_change_is_kept_in_history(store):
+    row = store.get(store.query_ids()[0])
+    row = store.review(row.id, "accepted", row.version, "ann")
+    row = store.review(row.id, "accepted", row.version, "bob", reasoning="The writer says they feel happy: joy.")
+    assert row.status == "edited" and row.reviewer == "bob"
+    actions = [(h["action"], h["reasoning"]) for h in store.history(row.id)]
+    assert actions == [
+        ("generate", "Feeling happy today shows joy."),
+        ("accepted", "Feeling happy today shows joy."),
+        ("edit", "The writer says they feel happy: joy."),
+    ]
+
+
+def test_second_reviewer_gets_a_conflict_with_the_newer_text(store):
+    row = store.get(store.query_ids()[0])
+    store.review(row.id, "accepted", row.version, "ann", reasoning="Ann's version.")
+    with pytest.raises(ConflictError) as conflict:
+        store.review(row.id, "accepted", row.version, "bob", reasoning="Bob's version.")
+    assert conflict.value.current.reasoning == "Ann's version." and "ann" in str(conflict.value)
+    assert store.get(row.id).reasoning == "Ann's version."
+
+
+def test_concurrent_saves_from_two_connections_lose_nothing(tmp_path, store):
+    row = store.get(store.query_ids()[0])
+    results = []
+
+    def save(name):
+        other = ReasoningStore(store.path)
+        try:
+            other.review(row.id, "accepted", row.version, name, reasoning=f"{name} wrote this.")
+            results.append(("saved", name))
+        except ConflictError:
+            results.append(("conflict", name))
+        finally:
+            other.close()
+
+    threads = [threading.Thread(target=save, args=(name,)) for name in ("ann", "bob")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(kind for kind, _ in results) == ["conflict", "saved"]
+    winner = next(name for kind, name in results if kind == "saved")
+    assert store.get(row.id).reasoning == f"{winner} wrote this."
+
+
+def test_undo_steps_back_through_changes(store):
+    row = store.get(store.query_ids()[0])
+    row = store.review(row.id, "accepted", row.version, "ann", reasoning="First edit.")
+    row = store.review(row.id, "rejected", row.version, "ann")
+    row = store.undo(row.id, row.version, "ann")
+    assert (row.status, row.reasoning) == ("edited", "First edit.")
+    row = store.undo(row.id, row.version, "ann")
+    assert (row.status, row.reasoning) == ("pending", "Feeling happy today shows joy.")
+    with pytest.raises(StoreError, match="nothing to undo"):
+        store.undo(row.id, row.version, "ann")
+    assert len(store.history(row.id)) == 5
+
+
+def test_rerun_of_generation_never_overwrites_reviewed_rows(store):
+    ids = store.query_ids()
+    row = store.get(ids[0])
+    store.review(row.id, "accepted", row.version, "ann", reasoning="Reviewed text.")
+    assert store.ids_needing_reasoning("dair-ai/emotion", "train") == []
+    assert store.write_generated([(ids[0], "new text"), (ids[2], "new text")], GEN, overwrite_pending=True) == 1
+    assert store.get(ids[0]).reasoning == "Reviewed text."
+    assert store.get(ids[2]).reasoning == "new text"
+
+
+def test_empty_and_huge_edits_are_refused_and_nothing_changes(store):
+    row = store.get(store.query_ids()[0])
+    with pytest.raises(StoreError, match="empty"):
+        store.review(row.id, "accepted", row.version, "ann", reasoning="   ")
+    with pytest.raises(StoreError, match="100,000 characters; the limit is 20,000"):
+        store.review(row.id, "accepted", row.version, "ann", reasoning="x" * 100_000)
+    assert store.get(row.id).reasoning == "Feeling happy today shows joy." and store.get(row.id).version == row.version
+
+
+def test_filters_counts_and_bulk_accept(store):
+    assert store.query_ids(RowFilter(label="fear")) == [store.query_ids()[1]]
+    assert len(store.query_ids(RowFilter(search="DOG"))) == 1
+    assert len(store.query_ids(RowFilter(flagged=True))) == 1
+    assert store.bulk_accept(RowFilter(flagged=False), "ann") == 2
+    counts = store.counts()
+    assert counts["status"] == {"pending": 1, "accepted": 2, "edited": 0, "rejected": 0}
+    assert counts["label"]["fear"]["pending"] == 1
+
+
+def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path):
+    path = tmp_path / "notes.sqlite"
+    path.write_text("my precious notes")
+    with pytest.raises(StoreError, match="not an SQLite database"):
+        ReasoningStore(path)
+    assert path.read_text() == "my precious notes"
+
+
+def test_a_store_from_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "new.sqlite"
+    ReasoningStore(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="newer reasonapp"):
+        ReasoningStore(path)
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "text", "label", "flag"),
+    [
+        ("", "i feel great", "joy", "empty"),
+        ("Joy is a positive emotion.", "i feel great", "joy", "restates the label without a cue"),
+        ("This is anger, pure anger, not joy.", "i feel great", "joy", "argues for anger"),
+        ("so so so so so so so so so so so so", "i feel great", "joy", "repetitive"),
+        ("Joy.", "i feel great", "joy", "too short (1 words)"),
+        ("The words feel great show a happy mood.", "i feel great", "joy", None),
+    ],
+)
+def test_quality_flags_on_hand_written_reasonings(reasoning, text, label, flag):
+    flags = quality_flags(reasoning, text, label, LABELS)
+    assert (flag in flags) if flag else flags == []
+
+
+def test_export_keeps_accepted_and_edited_never_rejected(store, tmp_path):
+    from reasonapp.data import load_classification_dataset
+    from training.augment import export_store
+
+    first, second, third = store.query_ids()
+    store.review(first, "accepted", store.get(first).version, "ann")
+    store.review(second, "rejected", store.get(second).version, "ann")
+    store.review(third, "accepted", store.get(third).version, "ann", reasoning="Missing a dog one loved is sadness.")
+    provenance = export_store(store.path, tmp_path / "export")
+    assert provenance["rows"] == 2 and provenance["exported_status"] == {"accepted": 1, "edited": 1}
+    loaded = load_classification_dataset(str(tmp_path / "export"))
+    assert loaded.label_names == LABELS
+    train = loaded.splits["train"]
+    assert train["reasoning"] == ["Feeling happy today shows joy.", "Missing a dog one loved is sadness."]
+    assert {"status", "reviewer", "generator", "flags"} <= set(train.column_names)
+    assert json.loads(train["generator"][0]) == GEN
+    assert (tmp_path / "export" / "train.parquet").is_file() and (tmp_path / "export" / "hf" / "dataset_dict.json").is_file()
+    with_pending = export_store(store.path, tmp_path / "export2", include_pending=True)
+    assert with_pending["rows"] == 2  # the only other row was rejected
+
+
+def test_export_of_an_unreviewed_store_says_what_to_do(store, tmp_path):
+    from reasonapp.errors import RunDirError
+    from training.augment import export_store
+
+    with pytest.raises(RunDirError, match="--include-pending"):
+        export_store(store.path, tmp_path / "export")
