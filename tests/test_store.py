@@ -18,7 +18,7 @@ def store(tmp_path):
     store = ReasoningStore(tmp_path / "store.sqlite", LABELS)
     store.add_examples("dair-ai/emotion", "train", [(0, "i feel so happy today", "joy"), (1, "i am terrified of spiders", "fear"), (2, "i miss my old dog", "sadness")])
     ids = store.ids_needing_reasoning("dair-ai/emotion", "train")
-    store.write_generated(zip(ids, ["Feeling happy today shows joy.", "Joy is a positive emotion.", "Missing the old dog is sadness."]), GEN)
+    store.write_generated(zip(ids, ["Feeling happy today shows joy.", "Joy is a positive emotion.", "Missing the old dog is sadness."], strict=True), GEN)
     yield store
     store.close()
 

@@ -9,19 +9,29 @@ import gradio as gr
 from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET, load_classification_dataset
 from reasonapp.models import DEFAULT_BASE_MODEL
 from reasonapp.ui.overview import build_overview_tab
+from reasonapp.ui.review import SHORTCUT_SCRIPT, ReviewHandlers, build_review_tab
 
 
 def build_app(
     dataset: str = DEFAULT_CLASSIFICATION_DATASET,
     base_model: str = DEFAULT_BASE_MODEL,
+    store_path: str | None = None,
 ) -> gr.Blocks:
     data = load_classification_dataset(dataset)
+    review = ReviewHandlers(store_path or os.environ.get("REASONAPP_STORE"), data.label_names, data.task_description)
     with gr.Blocks(title="reasonapp") as demo:
         gr.Markdown("# reasonapp — reasoning-infused classification workbench")
         with gr.Tabs():
             with gr.Tab("Overview", id="overview"):
                 build_overview_tab(data, base_model)
+            with gr.Tab("Review", id="review"):
+                build_review_tab(review, demo)
     return demo
+
+
+def launch_settings() -> dict:
+    """What `launch()` needs besides the address: the keyboard-shortcut script (Gradio 6 takes it here)."""
+    return {"head": SHORTCUT_SCRIPT}
 
 
 def main() -> None:
@@ -32,4 +42,5 @@ def main() -> None:
     demo.queue(default_concurrency_limit=2).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        **launch_settings(),
     )

@@ -1,0 +1,272 @@
+"""Review tab: read, fix, accept or reject generated reasonings, one row at a time.
+
+Handlers are plain functions of (session state, inputs) over the store; each browser session keeps
+its own queue in `gr.State`. Texts and reasonings are shown in textboxes, so any HTML or script in
+them stays text. A save that conflicts with someone else's newer save shows their text instead of
+overwriting it; a refused edit keeps the reviewer's text in the box.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import gradio as gr
+
+from reasonapp.errors import ReasonappError
+from reasonapp.store import ConflictError, ReasoningStore, RowFilter, Status, StoredRow
+
+STATUS_CHOICES = ["pending", "accepted", "edited", "rejected", "all"]
+SHORTCUTS = {"accept": "Alt+A", "reject": "Alt+R", "save": "Alt+S", "skip": "Alt+N", "undo": "Alt+Z", "regenerate": "Alt+G"}
+GUIDELINES = """
+**Accept** a reasoning that explains the gold label from cues *in the text*.
+**Edit** it when the label is right but the reasoning is vague, restates the label ("Joy is a positive
+emotion."), or cites words the text does not contain: name the words that carry the emotion.
+**Reject** rows whose label itself looks wrong, or whose reasoning cannot be saved with a small edit.
+Keep reasonings to one or two sentences; the classifier learns to write what you accept.
+Flags (too short, cites nothing from the text, argues for another label, repetitive) are hints, not verdicts.
+"""
+
+# Shortcuts: a key listener that clicks the button whose elem_id matches; works while typing in the box.
+SHORTCUT_SCRIPT = """
+<script>
+document.addEventListener("keydown", (event) => {
+  if (!event.altKey) return;
+  const targets = {a: "review-accept", r: "review-reject", s: "review-save", n: "review-skip", z: "review-undo", g: "review-regenerate"};
+  const id = targets[event.key.toLowerCase()];
+  if (!id) return;
+  const element = document.getElementById(id);
+  const button = element && (element.tagName === "BUTTON" ? element : element.querySelector("button"));
+  if (button) { event.preventDefault(); button.click(); }
+});
+</script>
+"""
+
+
+@dataclass
+class ReviewSession:
+    """One browser session's queue: the row ids the filter selected and where the reviewer is."""
+
+    queue: list[int] = field(default_factory=list)
+    position: int = 0
+    version: int | None = None
+
+    @property
+    def row_id(self) -> int | None:
+        return self.queue[self.position] if 0 <= self.position < len(self.queue) else None
+
+
+@functools.lru_cache(maxsize=1)
+def _rgen_model(run_dir: str):
+    from training.augment import load_rgen
+
+    return load_rgen(run_dir)
+
+
+class ReviewHandlers:
+    """The Review tab's event handlers, bound to one store file."""
+
+    def __init__(self, store_path: str | None, label_names: list[str], task_description: str):
+        self.store = ReasoningStore(store_path)
+        self.label_names = label_names
+        self.task_description = task_description
+
+    # -- views ---------------------------------------------------------------------------
+    def counts_table(self) -> list[list]:
+        counts = self.store.counts()
+        rows = [["all", *counts["status"].values(), counts["total"]]]
+        for label, by_status in sorted(counts["label"].items()):
+            rows.append([label, *by_status.values(), sum(by_status.values())])
+        return rows
+
+    def progress_line(self, session: ReviewSession) -> str:
+        counts = self.store.counts()
+        reviewed = counts["total"] - counts["status"]["pending"]
+        position = f"row {session.position + 1} of {len(session.queue)} in this queue" if session.row_id else "queue is empty"
+        return f"{position} · reviewed {reviewed} of {counts['total']} · flagged {counts['flagged']} · not generated yet {counts['not_generated']}"
+
+    def view(self, session: ReviewSession, message: str = "", row: StoredRow | None = None):
+        """(state, text, label, reasoning, flags, meta, progress, counts, message) for the current row."""
+        if row is None and session.row_id is not None:
+            row = self.store.get(session.row_id)
+        if row is None:
+            session.version = None
+            empty = "No rows here. Generate reasonings with `python -m training augment`, or change the filters."
+            return session, "", "", "", "", "", self.progress_line(session), self.counts_table(), message or empty
+        session.version = row.version
+        generator = row.generator or {}
+        meta = (
+            f"status: {row.status} · version {row.version} · reviewer: {row.reviewer or '–'} · "
+            f"row {row.row_index} of {row.dataset}/{row.split} · generator: {generator.get('rgen_run', '–')} "
+            f"(prompt v{generator.get('prompt_version', '?')})"
+        )
+        flags = "; ".join(row.flags) if row.flags else "none"
+        return session, row.text, row.label, row.reasoning or "", flags, meta, self.progress_line(session), self.counts_table(), message
+
+    # -- queue ---------------------------------------------------------------------------
+    def load_queue(self, status: str, label: str, search: str, min_length, max_length, flagged: str, order: str):
+        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order)
+        session = ReviewSession(queue=self.store.query_ids(row_filter))
+        return self.view(session, f"{len(session.queue)} rows match")
+
+    @staticmethod
+    def _filter(status, label, search, min_length, max_length, flagged, order) -> RowFilter:
+        return RowFilter(
+            status=None if status in (None, "all") else status,
+            label=None if label in (None, "", "all") else label,
+            search=(search or "").strip() or None,
+            min_length=int(min_length) if min_length not in (None, "") and min_length > 0 else None,
+            max_length=int(max_length) if max_length not in (None, "") and max_length > 0 else None,
+            flagged={"flagged only": True, "unflagged only": False}.get(flagged),
+            order="flags" if order == "most flags first" else "id",
+        )
+
+    def skip(self, session: ReviewSession):
+        if session.queue:
+            session.position = min(session.position + 1, len(session.queue))
+        return self.view(session)
+
+    # -- decisions -------------------------------------------------------------------------
+    def _decide(self, session: ReviewSession, reviewer: str, status: str, reasoning: str | None, advance: bool = True):
+        if session.row_id is None:
+            return self.view(session, "Nothing to review here.")
+        try:
+            row = self.store.review(session.row_id, status, session.version, reviewer, reasoning)
+        except ConflictError as conflict:
+            gr.Warning(str(conflict))
+            return self.view(session, f"Not saved: {conflict}", row=conflict.current)
+        except ReasonappError as error:
+            gr.Warning(str(error))
+            state, *rest = self.view(session, f"Not saved: {error}")
+            rest[2] = reasoning if reasoning is not None else rest[2]  # keep the reviewer's text in the box
+            return (state, *rest)
+        message = f"Row {row.row_index}: {row.status}."
+        if advance:
+            session.position += 1
+            return self.view(session, message)
+        return self.view(session, message, row=row)
+
+    def accept(self, session, reasoning: str, reviewer: str):
+        return self._decide(session, reviewer, Status.ACCEPTED.value, reasoning)
+
+    def reject(self, session, reasoning: str, reviewer: str):
+        return self._decide(session, reviewer, Status.REJECTED.value, None)
+
+    def save_edit(self, session, reasoning: str, reviewer: str):
+        if session.row_id is not None and self.store.get(session.row_id).reasoning == reasoning:
+            return self.view(session, "No change to save: edit the reasoning first, or accept it as it is.")
+        return self._decide(session, reviewer, Status.EDITED.value, reasoning)
+
+    def undo(self, session, reasoning: str, reviewer: str):
+        # Undo the current row's last change, or else step back to the row just decided.
+        target = session.row_id
+        if target is None or self.store.get(target).status == Status.PENDING.value and len(self.store.history(target)) <= 1:
+            if session.position > 0:
+                session.position -= 1
+                target = session.row_id
+        if target is None:
+            return self.view(session, "Nothing to undo.")
+        try:
+            row = self.store.undo(target, self.store.get(target).version, reviewer)
+        except ReasonappError as error:
+            return self.view(session, str(error))
+        return self.view(session, f"Undone: row {row.row_index} is {row.status} again.", row=row)
+
+    def regenerate(self, session, rgen_run: str | None):
+        """A fresh sampled candidate in the box; nothing is stored until the reviewer accepts or saves it."""
+        from reasonapp.prompts import LabelSpace
+        from training.augment import generate_reasonings
+        from training.generation import Decoding
+
+        if session.row_id is None:
+            return self.view(session, "Nothing to regenerate.")
+        if not rgen_run:
+            return self.view(session, "Pick an R-Gen run to regenerate with (train one with `--task rgen`).")
+        row = self.store.get(session.row_id)
+        try:
+            model, tokenizer, _ = _rgen_model(rgen_run)
+        except ReasonappError as error:
+            return self.view(session, str(error), row=row)
+        labels = LabelSpace(tuple(self.label_names), self.task_description)
+        decoding = Decoding(max_new_tokens=64, do_sample=True)
+        candidate = generate_reasonings(model, tokenizer, [row.text], [row.label], labels, decoding, batch_size=1)[0]
+        state, *rest = self.view(session, "New candidate in the box: accept or save it to keep it.", row=row)
+        rest[2] = candidate
+        return (state, *rest)
+
+    def bulk_accept(self, session, reviewer, status, label, search, min_length, max_length, flagged, order):
+        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order)
+        accepted = self.store.bulk_accept(row_filter, reviewer)
+        session = ReviewSession(queue=self.store.query_ids(row_filter))
+        return self.view(session, f"Accepted {accepted} pending rows.")
+
+    def bulk_preview(self, status, label, search, min_length, max_length, flagged, order):
+        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order)
+        pending = sum(1 for i in self.store.query_ids(row_filter) if self.store.get(i).status == Status.PENDING.value)
+        return gr.update(visible=True), f"Accept all {pending} pending rows in this filter?"
+
+
+def rgen_run_choices() -> list[str]:
+    from training.rundir import list_runs
+
+    return [run["run_dir"] for run in list_runs() if run["config"].get("task") == "rgen" and run["status"].get("state") == "finished"]
+
+
+def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
+    session = gr.State(ReviewSession())
+    with gr.Row():
+        with gr.Column(scale=3):
+            with gr.Row():
+                status = gr.Radio(STATUS_CHOICES, value="pending", label="Status")
+                label = gr.Dropdown(["all", *handlers.label_names], value="all", label="Label")
+                flagged = gr.Radio(["any", "flagged only", "unflagged only"], value="any", label="Flags")
+            with gr.Row():
+                search = gr.Textbox(label="Search text or reasoning", max_lines=1)
+                min_length = gr.Number(label="Min reasoning chars", value=0, precision=0, minimum=0)
+                max_length = gr.Number(label="Max reasoning chars", value=0, precision=0, minimum=0, info="0 = no limit")
+                order = gr.Radio(["in order", "most flags first"], value="in order", label="Sort")
+                apply = gr.Button("Apply filters", elem_id="review-apply")
+            progress = gr.Textbox(label="Progress", interactive=False, elem_id="review-progress")
+            text = gr.Textbox(label="Text", interactive=False, lines=3, elem_id="review-text")
+            gold = gr.Textbox(label="Gold label", interactive=False, max_lines=1, elem_id="review-label")
+            reasoning = gr.Textbox(label="Reasoning (editable)", lines=4, max_lines=12, elem_id="review-reasoning")
+            flags = gr.Textbox(label="Quality flags", interactive=False, max_lines=2, elem_id="review-flags")
+            meta = gr.Textbox(label="Row", interactive=False, max_lines=2, elem_id="review-meta")
+            with gr.Row():
+                accept = gr.Button(f"Accept ({SHORTCUTS['accept']})", variant="primary", elem_id="review-accept")
+                save = gr.Button(f"Save edit ({SHORTCUTS['save']})", elem_id="review-save")
+                reject = gr.Button(f"Reject ({SHORTCUTS['reject']})", variant="stop", elem_id="review-reject")
+                skip = gr.Button(f"Skip ({SHORTCUTS['skip']})", elem_id="review-skip")
+                undo = gr.Button(f"Undo ({SHORTCUTS['undo']})", elem_id="review-undo")
+            message = gr.Textbox(label="Message", interactive=False, max_lines=3, elem_id="review-message")
+        with gr.Column(scale=1):
+            reviewer = gr.Textbox(label="Reviewer name", value="reviewer", max_lines=1, elem_id="review-reviewer")
+            with gr.Accordion("Guidelines", open=True):
+                gr.Markdown(GUIDELINES)
+            rgen_run = gr.Dropdown(rgen_run_choices(), label="R-Gen run for regenerate", allow_custom_value=True)
+            regenerate = gr.Button(f"Regenerate ({SHORTCUTS['regenerate']})", elem_id="review-regenerate")
+            bulk = gr.Button("Accept all pending in this filter…", elem_id="review-bulk")
+            with gr.Group(visible=False) as confirm_box:
+                confirm_text = gr.Textbox(show_label=False, interactive=False)
+                with gr.Row():
+                    confirm = gr.Button("Yes, accept them", variant="primary", elem_id="review-bulk-confirm")
+                    cancel = gr.Button("Cancel")
+            counts = gr.Dataframe(
+                headers=["label", *[s.value for s in Status], "total"], label="Counts", interactive=False
+            )
+
+    filters = [status, label, search, min_length, max_length, flagged, order]
+    outputs = [session, text, gold, reasoning, flags, meta, progress, counts, message]
+    apply.click(handlers.load_queue, filters, outputs, api_name="review_queue")
+    demo.load(handlers.load_queue, filters, outputs)
+    accept.click(handlers.accept, [session, reasoning, reviewer], outputs, api_name="review_accept")
+    save.click(handlers.save_edit, [session, reasoning, reviewer], outputs, api_name="review_save")
+    reject.click(handlers.reject, [session, reasoning, reviewer], outputs, api_name="review_reject")
+    skip.click(handlers.skip, [session], outputs, api_name="review_skip")
+    undo.click(handlers.undo, [session, reasoning, reviewer], outputs, api_name="review_undo")
+    regenerate.click(handlers.regenerate, [session, rgen_run], outputs, api_name="review_regenerate")
+    bulk.click(handlers.bulk_preview, filters, [confirm_box, confirm_text], api_name=False)
+    confirm.click(handlers.bulk_accept, [session, reviewer, *filters], outputs, api_name="review_bulk_accept").then(
+        lambda: gr.update(visible=False), None, confirm_box
+    )
+    cancel.click(lambda: gr.update(visible=False), None, confirm_box)

@@ -1,0 +1,55 @@
+"""Stage 2 into the store: batched, resumable after a kill, and never overwriting reviewed rows."""
+
+import pytest
+
+from reasonapp.store import ReasoningStore
+from training.augment import augment_to_store
+
+
+@pytest.fixture(scope="module")
+def rgen_run(tiny_model_dir, tmp_path_factory):
+    from tests.test_training import FAST
+    from training.sft import TrainConfig, train
+
+    return train(TrainConfig(task="rgen", base_model=tiny_model_dir, output_dir=str(tmp_path_factory.mktemp("rgen") / "run"), **{**FAST, "max_steps": 1}))
+
+
+def test_augment_fills_the_store_and_a_killed_run_resumes_without_duplicates(rgen_run, tmp_path, shared_data):
+    from training.generation import Decoding
+
+    store_path = tmp_path / "store.sqlite"
+    decoding = Decoding(max_new_tokens=6)
+
+    def kill_after_first_chunk(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        augment_to_store(rgen_run, "dair-ai/emotion", store_path, limit=20, decoding=decoding, batch_size=4, progress=kill_after_first_chunk)
+    store = ReasoningStore(store_path)
+    assert store.counts()["total"] == 16 and store.counts()["not_generated"] == 4  # one chunk of 4 batches written
+    first_chunk = store.query_ids()
+    store.review(first_chunk[0], "accepted", store.get(first_chunk[0]).version, "ann", reasoning="Reviewed by a person.")
+
+    result = augment_to_store(rgen_run, "dair-ai/emotion", store_path, limit=20, decoding=decoding, batch_size=4)
+    assert result == {"generated": 4, "skipped": 16, "store": str(store_path)}
+    assert store.counts()["total"] == 20 and store.counts()["not_generated"] == 0
+    assert all(sum(h["action"] == "generate" for h in store.history(i)) == 1 for i in store.query_ids())
+    assert store.get(first_chunk[0]).reasoning == "Reviewed by a person."
+    row = store.get(first_chunk[1])
+    assert row.generator["rgen_run"] == str(rgen_run) and row.generator["decoding"]["max_new_tokens"] == 6
+
+    again = augment_to_store(rgen_run, "dair-ai/emotion", store_path, limit=20, decoding=decoding, batch_size=4)
+    assert again["generated"] == 0 and again["skipped"] == 20
+
+
+def test_cli_import_of_non_utf8_file_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "train.jsonl").write_bytes(b'{"text": "caf\xe9", "label": "joy", "reasoning": "x"}\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "train", "--task", "qra", "--dataset", str(tmp_path), "--output-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "not valid UTF-8 (line 1)" in result.stderr
+    assert not (tmp_path / "run").exists()
