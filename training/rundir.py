@@ -31,6 +31,9 @@ FULL_MODEL = "model"
 CHECKPOINTS = "checkpoints"
 STOP_FILE = "STOP"
 
+# Files the app's launcher writes before the training process starts; they do not make a run.
+LAUNCHER_FILES = {"launch.yaml", "train.log", "process.json"}
+
 # Settings that may differ when resuming: they do not change what the finished run is.
 RESUMABLE_DIFFERENCES = {"save_steps", "logging_steps", "output_dir"}
 
@@ -68,7 +71,7 @@ def write_config(run_dir: Path, config: dict) -> None:
 
 def check_can_write(run_dir: Path, config: dict, resume: bool) -> None:
     """Refuse to train into a directory that holds something else; allow resuming the same run."""
-    if not run_dir.exists() or not any(run_dir.iterdir()):
+    if not run_dir.exists() or not any(p.name not in LAUNCHER_FILES for p in run_dir.iterdir()):
         if resume:
             raise RunDirError(f"nothing to resume in {run_dir}: it holds no run")
         return

@@ -263,7 +263,6 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> Path:
     state.wait_for_everyone()
 
     reporter = rundir.RunReporter(run_dir, enabled=state.is_main_process)
-    trainer = build_trainer(config, run_dir, [reporter, *callbacks])
     checkpoint = None
     if resume:
         checkpoints = run_dir / rundir.CHECKPOINTS
@@ -274,6 +273,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> Path:
     reporter.mark("running", resumed_from=checkpoint)
     started = time.time()
     try:
+        trainer = build_trainer(config, run_dir, [reporter, *callbacks])
         result = trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException as error:
         reporter.mark("failed", error=f"{type(error).__name__}: {error}")

@@ -8,8 +8,10 @@ import gradio as gr
 
 from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET, load_classification_dataset
 from reasonapp.models import DEFAULT_BASE_MODEL
+from reasonapp.ui.compare import CompareHandlers, build_compare_tab
 from reasonapp.ui.overview import build_overview_tab
 from reasonapp.ui.review import SHORTCUT_SCRIPT, ReviewHandlers, build_review_tab
+from reasonapp.ui.train import build_train_tab
 
 
 def build_app(
@@ -24,8 +26,12 @@ def build_app(
         with gr.Tabs():
             with gr.Tab("Overview", id="overview"):
                 build_overview_tab(data, base_model)
+            with gr.Tab("Train", id="train"):
+                build_train_tab(base_model)
             with gr.Tab("Review", id="review"):
                 build_review_tab(review, demo)
+            with gr.Tab("Compare", id="compare"):
+                build_compare_tab(CompareHandlers(), data.label_names)
     return demo
 
 

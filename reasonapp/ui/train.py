@@ -1,0 +1,204 @@
+"""Train tab: configure a run, start it as its own process, watch it, stop it, evaluate it.
+
+Nothing here trains: `training.launcher` starts `python -m training train` in a new process session
+and this tab reads the run directory every two seconds (`gr.Timer`). Reloading the page reattaches
+to any run, running or finished, by picking it from the list.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from reasonapp.errors import ReasonappError
+from training import launcher, rundir
+from training.sft import TASKS, TrainConfig
+
+
+def _number(value, cast=float, default=None):
+    if value in (None, ""):
+        return default
+    return cast(value)
+
+
+def build_config(task, base_model, dataset, limit, epochs, max_steps, learning_rate, batch_size, lora_r, seed, output_dir="") -> TrainConfig:
+    """The form's values as a TrainConfig; raises ConfigError with a message for the user."""
+    limit = _number(limit, int, 0)
+    return TrainConfig(
+        task=task,
+        base_model=(base_model or "").strip(),
+        dataset=(dataset or "").strip() or None,
+        limit=limit if limit and limit > 0 else None,
+        epochs=_number(epochs, float, 1.0),
+        max_steps=_number(max_steps, int, -1),
+        learning_rate=_number(learning_rate, float, 2e-4),
+        batch_size=_number(batch_size, int, 8),
+        lora_r=_number(lora_r, int, 16),
+        seed=_number(seed, int, 0),
+        output_dir=output_dir,
+        logging_steps=1,  # a live loss curve wants every step
+    )
+
+
+def run_choices() -> list[tuple[str, str]]:
+    choices = []
+    for run in rundir.list_runs():
+        state = run["status"].get("state", "starting")
+        choices.append((f"{Path(run['run_dir']).name} · {run['config'].get('task', '?')} · {state}", run["run_dir"]))
+    for launch in sorted((rundir.default_run_dir("x").parent).glob(f"*/{launcher.LAUNCH_CONFIG}"), reverse=True):
+        if not (launch.parent / rundir.CONFIG).is_file():  # launched, not yet started (or failed before it could)
+            choices.append((f"{launch.parent.name} · starting", str(launch.parent)))
+    return choices
+
+
+def runs_table() -> pd.DataFrame:
+    rows = []
+    for run in rundir.list_runs():
+        config, final = run["config"], run["final_metrics"] or {}
+        evaluation = rundir.read_json(Path(run["run_dir"]) / "eval-test" / "metrics.json") or {}
+        accuracy = {k: f"{v['accuracy'] * 100:.1f}%" for k, v in evaluation.get("systems", {}).items()}
+        rows.append(
+            {
+                "run": Path(run["run_dir"]).name,
+                "task": config.get("task"),
+                "state": run["status"].get("state"),
+                "base model": config.get("base_model"),
+                "rows": final.get("train_rows"),
+                "steps": final.get("global_step"),
+                "train loss": round(final["train_loss"], 4) if final.get("train_loss") is not None else None,
+                "test accuracy": ", ".join(f"{k} {v}" for k, v in accuracy.items()),
+            }
+        )
+    return pd.DataFrame(rows, columns=["run", "task", "state", "base model", "rows", "steps", "train loss", "test accuracy"])
+
+
+def show_command(*form):
+    try:
+        return launcher.show_command(build_config(*form))
+    except ReasonappError as error:
+        return f"# {error}"
+
+
+def start(*form):
+    try:
+        config = build_config(*form)
+        run_dir = launcher.start_training(config)
+    except ReasonappError as error:
+        gr.Warning(str(error))
+        return gr.update(), f"Not started: {error}"
+    return gr.update(choices=run_choices(), value=str(run_dir)), f"Started {run_dir}"
+
+
+def monitor(run_dir: str | None):
+    """(status line, loss plot data, log tail, error) for the selected run."""
+    if not run_dir:
+        return "Pick a run, or start one.", pd.DataFrame({"step": [], "loss": []}), "", ""
+    state = launcher.run_state(run_dir)
+    total = state["total_steps"]
+    line = f"{state['state']} · step {state['step']}/{total or '?'}"
+    if total:
+        line += f" · {state['step'] / total * 100:.0f}%"
+    if state["eta_s"] is not None:
+        line += f" · ETA {state['eta_s'] / 60:.1f} min"
+    if state["metrics"] and state["metrics"][-1].get("tokens_per_s"):
+        line += f" · {state['metrics'][-1]['tokens_per_s']:.0f} tokens/s"
+    points = [(m["step"], m["loss"]) for m in state["metrics"] if m.get("loss") is not None]
+    plot = pd.DataFrame(points, columns=["step", "loss"])
+    return line, plot, state["log"], state["error"] or ""
+
+
+def stop(run_dir: str | None) -> str:
+    if not run_dir:
+        return "No run selected."
+    rundir.request_stop(Path(run_dir))
+    return f"Stop requested: {Path(run_dir).name} saves a checkpoint and ends after its current step (Resume continues it)."
+
+
+def resume(run_dir: str | None) -> str:
+    if not run_dir:
+        return "No run selected."
+    state = launcher.run_state(run_dir)["state"]
+    if state in ("running", "starting", "finished"):
+        return f"{Path(run_dir).name} is {state}; nothing to resume."
+    launcher.resume_training(run_dir)
+    return f"Resuming {Path(run_dir).name} from its last checkpoint."
+
+
+def evaluate(run_dir: str | None, limit) -> str:
+    if not run_dir:
+        return "No run selected."
+    config = rundir.read_json(Path(run_dir) / rundir.CONFIG) or {}
+    task = config.get("task")
+    if task not in ("qa", "qra", "qar") or launcher.run_state(run_dir)["state"] != "finished":
+        return "Evaluate needs a finished qa, qra or qar run."
+    limit = _number(limit, int, 0) or None
+    qa, qra = (run_dir, None) if task == "qa" else (None, run_dir)
+    launcher.start_evaluation(qa, qra, limit, Path(run_dir) / "eval-test")
+    return f"Evaluating {Path(run_dir).name} on the test split{f' ({limit} rows)' if limit else ''}; the report appears below when done."
+
+
+def evaluation_view(run_dir: str | None):
+    """(report markdown, confusion plot path) of the run's last evaluation, if any."""
+    if not run_dir:
+        return "", None
+    out = Path(run_dir) / "eval-test"
+    report = out / "report.md"
+    if report.is_file():
+        return html.escape(report.read_text(), quote=False), str(out / "confusion.png") if (out / "confusion.png").is_file() else None
+    log = launcher.log_tail(out / launcher.EVAL_LOG, 3)
+    return (f"Evaluation running…\n\n```\n{log}\n```" if log else ""), None
+
+
+def build_train_tab(default_base_model: str) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            task = gr.Radio(list(TASKS), value="qa", label="Task", info="rgen: Stage 1 · qa: Q→A · qra: Q→RA · qar: Q→AR")
+            base_model = gr.Textbox(default_base_model, label="Base model", max_lines=1, elem_id="train-base-model")
+            dataset = gr.Textbox("", label="Dataset", max_lines=1, placeholder="empty: the task's default; qra/qar: an exported augmented dataset", elem_id="train-dataset")
+            with gr.Row():
+                limit = gr.Number(2000, label="Sample limit (0 = all)", precision=0, minimum=0, elem_id="train-limit")
+                epochs = gr.Number(1, label="Epochs", minimum=0.01)
+                max_steps = gr.Number(-1, label="Max steps (-1: by epochs)", precision=0, elem_id="train-max-steps")
+            with gr.Row():
+                learning_rate = gr.Number(2e-4, label="Learning rate", minimum=0)
+                batch_size = gr.Number(8, label="Batch size", precision=0, minimum=1, elem_id="train-batch-size")
+                lora_r = gr.Number(16, label="LoRA r", precision=0, minimum=1)
+                seed = gr.Number(0, label="Seed", precision=0)
+            with gr.Row():
+                show = gr.Button("Show command", elem_id="train-show")
+                begin = gr.Button("Start training", variant="primary", elem_id="train-start")
+            command = gr.Code(label="Equivalent command", language="shell", interactive=False)
+            message = gr.Textbox(label="Message", interactive=False, elem_id="train-message")
+        with gr.Column(scale=2):
+            with gr.Row():
+                run = gr.Dropdown(run_choices(), label="Run", elem_id="train-run", scale=4)
+                refresh = gr.Button("Refresh", scale=1)
+            status = gr.Textbox(label="Status", interactive=False, elem_id="train-status")
+            loss = gr.LinePlot(x="step", y="loss", label="Training loss", height=260, elem_id="train-loss")
+            error = gr.Textbox(label="Error", interactive=False, elem_id="train-error")
+            with gr.Row():
+                halt = gr.Button("Stop", variant="stop", elem_id="train-stop")
+                again = gr.Button("Resume", elem_id="train-resume")
+                eval_limit = gr.Number(200, label="Eval rows (0 = all)", precision=0, minimum=0)
+                evaluate_button = gr.Button("Evaluate", elem_id="train-evaluate")
+            log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, interactive=False, elem_id="train-log")
+            report = gr.Markdown()
+            confusion = gr.Image(label="Confusion matrices", type="filepath", interactive=False)
+    with gr.Accordion("Past runs", open=False):
+        table = gr.Dataframe(runs_table(), interactive=False)
+
+    form = [task, base_model, dataset, limit, epochs, max_steps, learning_rate, batch_size, lora_r, seed]
+    show.click(show_command, form, command, api_name="train_show_command")
+    begin.click(start, form, [run, message], api_name="train_start")
+    refresh.click(lambda: (gr.update(choices=run_choices()), runs_table()), None, [run, table], api_name=False)
+    timer = gr.Timer(2.0)
+    monitored = [status, loss, log, error]
+    timer.tick(monitor, run, monitored, api_name=False, show_progress="hidden")
+    run.change(monitor, run, monitored, api_name="train_monitor").then(evaluation_view, run, [report, confusion])
+    timer.tick(evaluation_view, run, [report, confusion], api_name=False, show_progress="hidden")
+    halt.click(stop, run, message, api_name="train_stop")
+    again.click(resume, run, message, api_name="train_resume")
+    evaluate_button.click(evaluate, [run, eval_limit], message, api_name="train_evaluate")

@@ -1,0 +1,156 @@
+"""Train and Compare tabs: every public endpoint through gradio_client, and the main flows in a real browser."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_training import FAST, write_augmented
+from tests.ui_helpers import browser_page, launched, screenshot
+from training import rundir
+
+
+@pytest.fixture
+def classifier_runs(tiny_model_dir, tmp_path, shared_data):
+    """A finished tiny qa run and qra run inside the test's workspace, where the app lists them."""
+    from reasonapp import settings
+    from training.sft import TrainConfig, train
+
+    runs = settings.workspace_dir() / "runs"
+    augmented = write_augmented(tmp_path / "augmented")
+    (tmp_path / "augmented" / "provenance.json").write_text(json.dumps({"source_dataset": "dair-ai/emotion"}))
+    qa = train(TrainConfig(task="qa", base_model=tiny_model_dir, output_dir=str(runs / "qa-tiny"), **{**FAST, "max_steps": 1}))
+    qra = train(TrainConfig(task="qra", base_model=tiny_model_dir, dataset=augmented, output_dir=str(runs / "qra-tiny"), **{**FAST, "max_steps": 1}))
+    return str(qa), str(qra)
+
+
+@pytest.fixture
+def app_url(classifier_runs):
+    from reasonapp.ui.app import build_app
+
+    with launched(build_app()) as url:
+        yield url
+
+
+def wait_for(predicate, timeout=240, every=1.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+FORM = ["qa", None, "", 16, 1, 3, 5e-3, 4, 4, 0]  # task, base model (set per test), dataset, limit, epochs, max steps, lr, batch, r, seed
+
+
+def test_train_endpoints_start_monitor_stop_resume_and_evaluate(app_url, tiny_model_dir):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    form = [*FORM]
+    form[1] = tiny_model_dir
+    command = client.predict(*form, api_name="/train_show_command")
+    assert command.startswith("python -m training train --task qa --base-model ") and "--max-steps 3" in command
+
+    bad = client.predict("qra", tiny_model_dir, "", 16, 1, 3, 5e-3, 4, 4, 0, api_name="/train_start")
+    assert "Not started: task qra needs --dataset" in bad[1]
+
+    _, message = client.predict(*form, api_name="/train_start")
+    run_dir = message.removeprefix("Started ")
+    status = wait_for(lambda: (s := client.predict(run_dir, api_name="/train_monitor"))[0].startswith("finished") and s)
+    assert "step 3/3" in status[0] and len(status[1]["data"]) == 3  # a loss point per step
+    assert (Path(run_dir) / "adapter" / "adapter_model.safetensors").is_file()
+
+    assert "Evaluating" in client.predict(run_dir, 8, api_name="/train_evaluate")
+    wait_for(lambda: (Path(run_dir) / "eval-test" / "metrics.json").is_file())
+
+    form[5] = 400  # long enough to stop midway
+    _, message = client.predict(*form, api_name="/train_start")
+    long_run = message.removeprefix("Started ")
+    wait_for(lambda: rundir.read_json(Path(long_run) / "status.json", {}).get("step", 0) >= 1)
+    assert "Stop requested" in client.predict(long_run, api_name="/train_stop")
+    wait_for(lambda: rundir.read_json(Path(long_run) / "status.json", {}).get("state") == "stopped")
+    assert "Resuming" in client.predict(long_run, api_name="/train_resume")
+    wait_for(lambda: rundir.read_json(Path(long_run) / "status.json", {}).get("resumed_from"))
+    rundir.request_stop(Path(long_run))
+
+
+def test_a_failing_run_shows_why(app_url, tmp_path):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    form = [*FORM]
+    form[1] = str(tmp_path / "no-such-model")
+    _, message = client.predict(*form, api_name="/train_start")
+    run_dir = message.removeprefix("Started ")
+    status = wait_for(lambda: (s := client.predict(run_dir, api_name="/train_monitor"))[0].startswith("failed") and s, timeout=120)
+    assert "neither a local directory nor reachable" in status[3]
+
+
+def test_compare_endpoints_predict_batch_and_disagreements(app_url, classifier_runs, tmp_path):
+    from gradio_client import Client, handle_file
+
+    qa, qra = classifier_runs
+    client = Client(app_url, verbose=False)
+    qa_label, probs, qa_latency, reasoning, qra_label, qra_latency, agreement, note = client.predict(
+        "<b>i feel wonderful</b>", qa, qra, api_name="/compare_predict"
+    )
+    assert qa_label in {"sadness", "joy", "love", "anger", "fear", "surprise"} and qa_latency.endswith("ms")
+    assert len(probs["data"]) == 6 and abs(sum(row[1] for row in probs["data"]) - 1) < 1e-3
+    assert qra_label and "first token" in qra_latency
+
+    long = client.predict("word " * 4000, qa, None, api_name="/compare_predict")
+    assert "20,000 characters; the models read its first 2,000" in long[7]
+    with pytest.raises(Exception, match="Type a text"):
+        client.predict("   ", qa, qra, api_name="/compare_predict")
+
+    (tmp_path / "texts.csv").write_text("text\ni am happy\ni am scared\n")
+    table, download, batch_note = client.predict(handle_file(str(tmp_path / "texts.csv")), qa, qra, api_name="/compare_batch")
+    assert table["headers"][:3] == ["text", "qa_label", "qa_probability"] and len(table["data"]) == 2
+    assert Path(download).read_text().startswith("text,qa_label")
+    (tmp_path / "bad.csv").write_text("sentence\nx\n")
+    with pytest.raises(Exception, match="no 'text' column"):
+        client.predict(handle_file(str(tmp_path / "bad.csv")), qa, qra, api_name="/compare_batch")
+
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    rows = [{"text": "a", "gold": "joy", "qa_scored": "joy", "qra": "fear", "qra_reasoning": "r1"},
+            {"text": "b", "gold": "fear", "qa_scored": "fear", "qra": "fear", "qra_reasoning": "r2"}]
+    (eval_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shown = client.predict(str(eval_dir), "all", api_name="/compare_disagreements")
+    assert shown["data"] == [["a", "joy", "joy", "fear", "r1"]]
+
+
+@pytest.mark.browser
+def test_browser_trains_from_the_train_tab_and_compares(app_url, classifier_runs, tiny_model_dir):
+    qa, qra = classifier_runs
+    with browser_page() as page:
+        page.goto(app_url)
+        screenshot(page, "overview-tab.png")
+        page.get_by_role("tab", name="Train").click()
+        page.locator("#train-base-model textarea, #train-base-model input").first.fill(tiny_model_dir)
+        page.locator("#train-limit input").fill("16")
+        page.locator("#train-max-steps input").fill("6")
+        page.locator("#train-batch-size input").fill("4")
+        page.locator("#train-start").click()
+        page.wait_for_function("() => document.querySelector('#train-status textarea')?.value.includes('running')", timeout=120_000)
+        page.wait_for_function("() => document.querySelector('#train-status textarea')?.value.startsWith('finished')", timeout=240_000)
+        assert "step 6/6" in page.locator("#train-status textarea").input_value()
+        page.wait_for_function("() => document.querySelectorAll('#train-loss canvas, #train-loss svg').length > 0")
+        screenshot(page, "train-tab.png")
+
+        page.get_by_role("tab", name="Compare").click()
+        for elem_id, run in (("compare-qa-run", qa), ("compare-qra-run", qra)):
+            field = page.locator(f"#{elem_id} input")
+            field.fill(run)
+            field.press("Enter")
+        page.locator("#compare-text textarea").fill("<script>window.hacked=1</script> i feel wonderful today")
+        page.locator("#compare-go").click()
+        page.wait_for_function("() => document.querySelector('#compare-qa-label textarea, #compare-qa-label input')?.value.length > 0")
+        page.wait_for_function("() => document.querySelector('#compare-qra-label textarea, #compare-qra-label input')?.value.length > 1", timeout=120_000)
+        assert page.evaluate("() => window.hacked === undefined")
+        assert page.locator("#compare-reasoning textarea").input_value()
+        screenshot(page, "compare-tab.png")

@@ -1,0 +1,160 @@
+"""Start training and evaluation as separate processes, and read back how they are doing.
+
+The app never trains inside its own worker: it writes the config as YAML into the run directory and
+starts `python -m training train --config launch.yaml` in a new process session, with output going
+to `train.log` there. Everything afterwards (progress, loss, failure, stop) goes through the run
+directory's files, so a closed or reloaded browser never touches a run, and the UI reattaches to
+any run by reading its directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from reasonapp import settings
+from training import rundir
+from training.sft import TrainConfig
+
+LAUNCH_CONFIG = "launch.yaml"
+TRAIN_LOG = "train.log"
+EVAL_LOG = "eval.log"
+
+
+def train_command(config: TrainConfig) -> list[str]:
+    """The CLI command that runs this config: what "Show command" prints and what Start runs."""
+    return [sys.executable, "-m", "training", "train", "--config", str(Path(config.output_dir) / LAUNCH_CONFIG)]
+
+
+def show_command(config: TrainConfig) -> str:
+    """The same run as flags, for a user to paste into a terminal."""
+    defaults = TrainConfig(task=config.task, dataset=config.dataset, output_dir=config.output_dir)
+    parts = ["python", "-m", "training", "train"]
+    for spec in dataclasses.fields(TrainConfig):
+        value = getattr(config, spec.name)
+        if spec.name in ("task", "dataset", "output_dir") or value != getattr(defaults, spec.name):
+            if isinstance(value, bool):
+                parts.append(f"--{'' if value else 'no-'}{spec.name.replace('_', '-')}")
+            elif value is not None:
+                parts += [f"--{spec.name.replace('_', '-')}", str(value)]
+    return shlex.join(parts)
+
+
+def start_training(config: TrainConfig) -> Path:
+    """Launch a training process for `config`; returns its run directory at once."""
+    run_dir = Path(config.output_dir)
+    rundir.check_can_write(run_dir, config.to_dict(), resume=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / LAUNCH_CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    _spawn(train_command(config), run_dir / TRAIN_LOG, run_dir)
+    return run_dir
+
+
+def resume_training(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    _spawn([*train_command(_launch_config(run_dir)), "--resume"], run_dir / TRAIN_LOG, run_dir)
+    return run_dir
+
+
+def start_evaluation(qa_run: str | None, qra_run: str | None, limit: int | None, output_dir: Path) -> Path:
+    command = [sys.executable, "-m", "training", "evaluate", "--output-dir", str(output_dir)]
+    if qa_run:
+        command += ["--qa-run", str(qa_run)]
+    if qra_run:
+        command += ["--qra-run", str(qra_run)]
+    if limit:
+        command += ["--limit", str(int(limit))]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _spawn(command, output_dir / EVAL_LOG, output_dir)
+    return output_dir
+
+
+def _launch_config(run_dir: Path) -> TrainConfig:
+    values = yaml.safe_load((run_dir / LAUNCH_CONFIG).read_text())
+    return TrainConfig(**values)
+
+
+def _spawn(command: list[str], log_path: Path, workdir: Path) -> int:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(settings.PROJECT_ROOT)}
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=settings.PROJECT_ROOT,
+            env=env,
+            start_new_session=True,  # outlives the app's worker and the browser session
+        )
+    rundir.write_json(workdir / "process.json", {"pid": process.pid, "command": command})
+    return process.pid
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a finished child we started stays a zombie until reaped
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        handle.seek(max(0, handle.tell() - 64_000))
+        text = handle.read().decode("utf-8", errors="replace")
+    # progress bars rewrite their line with \r; keep what a terminal would show
+    shown = [line.rsplit("\r", 1)[-1] for line in text.splitlines()]
+    return "\n".join(shown[-lines:])
+
+
+def run_state(run_dir: str | Path) -> dict:
+    """Everything the Train tab shows about a run: state, progress, metrics, the error if it failed."""
+    run_dir = Path(run_dir)
+    status = rundir.read_json(run_dir / rundir.STATUS, {})
+    process = rundir.read_json(run_dir / "process.json", {})
+    alive = _alive(process.get("pid"))
+    state = status.get("state", "starting")
+    error = status.get("error")
+    if state in ("starting", "running") and not alive and process:  # launched, gone, never said it finished
+        state = "failed"
+        error = error or _last_error(run_dir / TRAIN_LOG) or "the training process ended without saying why (see the log)"
+    metrics = rundir.load_metrics(run_dir)
+    step, total = status.get("step", 0), status.get("total_steps") or 0
+    eta = None
+    if metrics and total and step and state == "running":
+        elapsed = metrics[-1]["elapsed_s"]
+        eta = elapsed / step * (total - step)
+    return {
+        "run_dir": str(run_dir),
+        "state": state,
+        "step": step,
+        "total_steps": total,
+        "eta_s": eta,
+        "error": error,
+        "metrics": metrics,
+        "final_metrics": rundir.read_json(run_dir / rundir.FINAL_METRICS),
+        "config": rundir.read_json(run_dir / rundir.CONFIG) or rundir.read_json(run_dir / LAUNCH_CONFIG) or {},
+        "log": log_tail(run_dir / TRAIN_LOG),
+    }
+
+
+def _last_error(log_path: Path) -> str | None:
+    for line in reversed(log_tail(log_path, 200).splitlines()):
+        if line.startswith("error:") or "Error" in line.split(":")[0]:
+            return line.strip()
+    return None
