@@ -124,4 +124,34 @@ def experiment_command(args) -> int:
     return 0
 
 not_built("push", "issue 6: Hub and Spaces", "push a run or dataset to the Hugging Face Hub")
-not_built("bench", "issue 7: performance", "benchmark generation, training and prediction")
+
+
+def _add_bench_arguments(parser) -> None:
+    parser.add_argument("--experiment", help="take the runs below from an experiment directory's summary.json")
+    parser.add_argument("--rgen-run", help="R-Gen run (Stage 2 workload)")
+    parser.add_argument("--qa-run", help="Q->A run (prediction workloads)")
+    parser.add_argument("--qra-run", help="Q->RA run (prediction and memory workloads)")
+    parser.add_argument("--augmented", help="augmented dataset (training workload)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a run of a few minutes")
+    parser.add_argument("--only", help="comma-separated workloads: stage2, training, predictions, memory")
+    parser.add_argument("--output", default="docs/bench.json", help="where to write the JSON too")
+
+
+@command("bench", "benchmark Stage 2, LoRA training, predictions and memory on the real model; prints JSON", _add_bench_arguments)
+def bench_command(args) -> int:
+    from pathlib import Path
+
+    from training.bench import run_bench
+    from training.rundir import read_json, write_json
+
+    runs = {"rgen": args.rgen_run, "qa": args.qa_run, "qra": args.qra_run, "augment": args.augmented}
+    if args.experiment:
+        stages = (read_json(Path(args.experiment) / "summary.json") or {}).get("stages", {})
+        for name in runs:
+            runs[name] = runs[name] or stages.get(name) or stages.get("qar" if name == "qra" else name)
+    only = [w.strip() for w in args.only.split(",")] if args.only else None
+    results = run_bench(runs["rgen"], runs["qa"], runs["qra"], runs["augment"], quick=args.quick, only=only)
+    write_json(Path(args.output), results)
+    print(json.dumps(results, indent=2))
+    return 0
+

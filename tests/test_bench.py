@@ -1,0 +1,37 @@
+"""The benchmark command runs every workload and reports both paths; figures are checked by running it, not here."""
+
+import json
+
+import pytest
+
+from tests.test_training import FAST, write_augmented
+
+
+@pytest.mark.slow
+def test_quick_bench_reports_every_workload_as_json(tiny_model_dir, tmp_path, shared_data):
+    from training.bench import run_bench
+    from training.sft import TrainConfig, train
+
+    augmented = write_augmented(tmp_path / "augmented")
+    (tmp_path / "augmented" / "provenance.json").write_text(json.dumps({"source_dataset": "dair-ai/emotion"}))
+    runs = {
+        task: str(train(TrainConfig(task=task, base_model=tiny_model_dir, dataset=augmented if task == "qra" else None, output_dir=str(tmp_path / task), **{**FAST, "max_steps": 1})))
+        for task in ("rgen", "qa", "qra")
+    }
+    results = run_bench(runs["rgen"], runs["qa"], runs["qra"], augmented, quick=True)
+    workloads = results["workloads"]
+    assert set(workloads) == {"stage2", "training", "predictions", "memory"}
+    assert workloads["stage2"]["rows_per_s"] > 0 and workloads["stage2"]["plain"]["tokens_per_s"] > 0 and workloads["stage2"]["speedup"] > 0
+    assert workloads["stage2"]["same_greedy_outputs_on_plain_rows"] == 1.0  # batching does not change greedy output
+    assert workloads["training"]["tokens_per_s"] > 0 and workloads["training"]["plain"]["tokens_per_s"] > 0
+    assert workloads["predictions"]["qa"]["p50_ms"] > 0 and workloads["predictions"]["qra_stream"]["first_token_p50_ms"] > 0
+    assert workloads["memory"]["rss_mb"] > 0
+    json.dumps(results)  # one JSON object
+
+
+def test_bench_without_runs_says_what_it_needs(tmp_path):
+    from reasonapp.errors import ConfigError
+    from training.bench import run_bench
+
+    with pytest.raises(ConfigError, match="bench needs --rgen-run"):
+        run_bench(None, None, None, None)

@@ -1,0 +1,241 @@
+"""`python -m training bench`: speed of each workload on the real model, beside the plain way of doing it.
+
+Every figure comes from real runs' adapters and real data, so output lengths are the ones users see
+(an untrained model rambles to the token limit and would flatter tokens/s). Each workload runs our
+path and the plain path (transformers `generate` at batch 1; a padded fixed-batch training loop;
+one forward per label) in the same process, and reports both and their ratio, as one JSON object.
+
+    python -m training bench --rgen-run R --qa-run A --qra-run B --augmented D [--quick]
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+from reasonapp import data, prompts
+from reasonapp.errors import ConfigError
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _new_tokens(tokenizer, texts: list[str]) -> int:
+    return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)  # +1: end of turn
+
+
+def _emotion_rows(limit: int, seed: int, split: str = "train"):
+    loaded = data.load_classification_dataset(data.DEFAULT_CLASSIFICATION_DATASET)
+    rows = data.sample_rows(loaded.splits[split], limit, seed)
+    labels = prompts.LabelSpace(tuple(loaded.label_names), loaded.task_description)
+    return list(rows["text"]), [loaded.label_names[i] for i in rows["label"]], labels
+
+
+# ---------------------------------------------------------------------------------------------
+# workloads
+
+
+def bench_stage2(rgen_run: str, rows: int, plain_rows: int, batch_size: int) -> dict:
+    """Stage 2 augmentation: batched, length-sorted generation vs `generate` one row at a time."""
+    from training.augment import REASONING_DECODING, generate_reasonings, load_rgen
+
+    model, tokenizer, _ = load_rgen(rgen_run)
+    texts, golds, labels = _emotion_rows(rows, seed=1)
+    started = time.perf_counter()
+    outputs = generate_reasonings(model, tokenizer, texts, golds, labels, REASONING_DECODING, batch_size)
+    fast_s = time.perf_counter() - started
+    fast_tokens = _new_tokens(tokenizer, outputs)
+
+    started = time.perf_counter()
+    plain = generate_reasonings(model, tokenizer, texts[:plain_rows], golds[:plain_rows], labels, REASONING_DECODING, batch_size=1)
+    plain_s = time.perf_counter() - started
+    plain_tokens = _new_tokens(tokenizer, plain)
+    fast_rate, plain_rate = fast_tokens / fast_s, plain_tokens / plain_s
+    return {
+        "workload": "stage2_augmentation",
+        "rows": rows,
+        "batch_size": batch_size,
+        "max_new_tokens": REASONING_DECODING.max_new_tokens,
+        "mean_output_tokens": round(fast_tokens / rows, 1),
+        "tokens_per_s": round(fast_rate, 1),
+        "rows_per_s": round(rows / fast_s, 2),
+        "wall_s": round(fast_s, 1),
+        "plain": {"method": "generate, batch 1", "rows": plain_rows, "tokens_per_s": round(plain_rate, 1), "rows_per_s": round(plain_rows / plain_s, 2)},
+        "speedup": round(fast_rate / plain_rate, 2),
+        "same_greedy_outputs_on_plain_rows": sum(a == b for a, b in zip(outputs[:plain_rows], plain, strict=True)) / plain_rows,
+    }
+
+
+def bench_training(augmented: str, base_model: str, steps: int, batch_size: int, max_length: int) -> dict:
+    """LoRA on Q->RA rows: our trainer (length-grouped, completion-only) vs a padded fixed-batch loop."""
+    import tempfile
+
+    import torch
+
+    from training.sft import TrainConfig, build_trainer
+
+    rows = steps * batch_size
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainConfig(task="qra", base_model=base_model, dataset=augmented, limit=rows, max_steps=steps, batch_size=batch_size, max_length=max_length, logging_steps=max(1, steps // 4), save_steps=10_000, output_dir=tmp)
+        trainer = build_trainer(config, Path(tmp))
+        real_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+        started = time.perf_counter()
+        trainer.train()
+        fast_s = time.perf_counter() - started
+        del trainer
+        gc.collect()
+
+        # the plain way: fixed order, every batch padded to max_length, the full output layer everywhere
+        trainer = build_trainer(config, Path(tmp))
+        model, tokenizer = trainer.model, trainer.processing_class
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+        ids = [list(row) for row in trainer.train_dataset["input_ids"]]
+        plain_steps = max(2, steps // 10)
+        model.train()
+        started = time.perf_counter()
+        plain_real = 0
+        for step in range(plain_steps):
+            batch = [ids[(step * batch_size + j) % len(ids)] for j in range(batch_size)]
+            plain_real += sum(min(len(b), max_length) for b in batch)
+            input_ids = torch.full((len(batch), max_length), tokenizer.pad_token_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), max_length), dtype=torch.long)
+            for row, tokens in enumerate(batch):
+                tokens = tokens[:max_length]
+                input_ids[row, : len(tokens)] = torch.tensor(tokens)
+                attention[row, : len(tokens)] = 1
+            labels = input_ids.masked_fill(attention == 0, -100)
+            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        plain_s = time.perf_counter() - started
+        del trainer, model
+        gc.collect()
+    fast_rate, plain_rate = real_tokens / fast_s, plain_real / plain_s
+    return {
+        "workload": "lora_training_qra",
+        "steps": steps,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "real_tokens": real_tokens,
+        "tokens_per_s": round(fast_rate, 1),
+        "items_per_s": round(rows / fast_s, 2),
+        "wall_s": round(fast_s, 1),
+        "plain": {"method": f"padded fixed batches of {batch_size}x{max_length}", "steps": plain_steps, "tokens_per_s": round(plain_rate, 1)},
+        "speedup": round(fast_rate / plain_rate, 2),
+    }
+
+
+def bench_predictions(qa_run: str, qra_run: str, texts_count: int, stream_count: int) -> dict:
+    """Q->A latency by label scoring (vs one forward per label), Q->RA first token and streaming rate."""
+    from training.generation import score_labels_plainly
+    from training.predict import Classifiers
+
+    classifiers = Classifiers({"qa": qa_run, "qra": qra_run})
+    texts, _, labels = _emotion_rows(texts_count, seed=2, split="test")
+    classifiers.score("qa", texts[:2])  # warm-up
+    latencies = []
+    for text in texts:
+        started = time.perf_counter()
+        classifiers.score("qa", [text])
+        latencies.append((time.perf_counter() - started) * 1000)
+    plain_latencies = []
+    fmt = prompts.get_format("qa")
+    for text in texts[:10]:
+        started = time.perf_counter()
+        score_labels_plainly(classifiers.model, classifiers.tokenizer, [fmt.messages(text, labels)], labels.names)
+        plain_latencies.append((time.perf_counter() - started) * 1000)
+
+    first_tokens, rates, lengths = [], [], []
+    for text in texts[:stream_count]:
+        started = time.perf_counter()
+        first, output = None, ""
+        for partial in classifiers.stream("qra", text):
+            output = partial
+            if first is None:
+                first = time.perf_counter() - started
+        total = time.perf_counter() - started
+        tokens = len(classifiers.tokenizer(output, add_special_tokens=False)["input_ids"])
+        first_tokens.append(first * 1000)
+        lengths.append(tokens)
+        if total > first:
+            rates.append(max(tokens - 1, 0) / (total - first))
+    quantiles = statistics.quantiles(latencies, n=20)
+    return {
+        "workload": "predictions",
+        "qa": {
+            "texts": len(texts),
+            "p50_ms": round(statistics.median(latencies), 1),
+            "p95_ms": round(quantiles[18], 1),
+            "plain": {"method": "one forward per label", "p50_ms": round(statistics.median(plain_latencies), 1)},
+            "speedup_p50": round(statistics.median(plain_latencies) / statistics.median(latencies), 2),
+        },
+        "qra_stream": {
+            "texts": stream_count,
+            "first_token_p50_ms": round(statistics.median(first_tokens), 1),
+            "tokens_per_s_p50": round(statistics.median(rates), 1) if rates else None,
+            "mean_output_tokens": round(statistics.mean(lengths), 1),
+        },
+    }
+
+
+def bench_memory(qa_run: str, qra_run: str) -> dict:
+    """Resident memory of a fresh process holding the base model and both adapters (what the app holds)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json,resource;from training.predict import Classifiers;"
+        f"c=Classifiers({{'qa':{qa_run!r},'qra':{qra_run!r}}});c.score('qa',['i feel fine']);"
+        "print(json.dumps({'rss_mb':int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])/1024,"
+        "'peak_rss_mb':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise ConfigError(f"memory probe failed: {result.stderr[-500:]}")
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"workload": "app_memory_two_adapters", **{k: round(v, 1) for k, v in figures.items()}}
+
+
+def run_bench(rgen_run: str, qa_run: str, qra_run: str, augmented: str, quick: bool = False, only: list[str] | None = None) -> dict:
+    import torch
+
+    from training import rundir
+
+    for name, path in (("--rgen-run", rgen_run), ("--qa-run", qa_run), ("--qra-run", qra_run), ("--augmented", augmented)):
+        if not path or not Path(path).is_dir():
+            raise ConfigError(f"bench needs {name}: a directory from a real run (got {path!r}); see `python -m training experiment`")
+    base_model = rundir.read_config(Path(qra_run))["base_model"]
+    started = time.time()
+    selected = only or ["stage2", "training", "predictions", "memory"]
+    results = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "quick": quick,
+        "model": base_model,
+        "workloads": {},
+    }
+    if "stage2" in selected:
+        results["workloads"]["stage2"] = bench_stage2(rgen_run, rows=48 if quick else 256, plain_rows=6 if quick else 24, batch_size=32)
+    if "training" in selected:
+        results["workloads"]["training"] = bench_training(augmented, base_model, steps=6 if quick else 200, batch_size=8, max_length=256)
+    if "predictions" in selected:
+        results["workloads"]["predictions"] = bench_predictions(qa_run, qra_run, texts_count=20 if quick else 100, stream_count=3 if quick else 10)
+    if "memory" in selected:
+        results["workloads"]["memory"] = bench_memory(qa_run, qra_run)
+    results["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    results["wall_s"] = round(time.time() - started, 1)
+    return results
