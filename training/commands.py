@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from training.cli import add_dataclass_arguments, command, config_from_args, not_built
+from training.cli import add_dataclass_arguments, command, config_from_args
 from training.evaluate import EvalConfig
 from training.sft import TrainConfig
 
@@ -123,7 +123,23 @@ def experiment_command(args) -> int:
     print(f"report: {report['stages']['evaluate']}/report.md")
     return 0
 
-not_built("push", "issue 6: Hub and Spaces", "push a run or dataset to the Hugging Face Hub")
+
+
+def _add_push_arguments(parser) -> None:
+    parser.add_argument("path", help="a run directory, or a dataset directory made by `export`")
+    parser.add_argument("--repo-id", required=True, help="user-or-org/name on the Hub")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--merged", action="store_true", help="push the adapter merged into its base model")
+
+
+@command("push", "push a run (adapter or merged model, config, metrics, card) or an exported dataset to the Hub", _add_push_arguments)
+def push_command(args) -> int:
+    from training.hub import push
+
+    result = push(args.path, args.repo_id, private=args.private, merged=args.merged)
+    print(f"pushed {len(result['files'])} files: {result['commit_url']}")
+    return 0
+
 
 
 def _add_bench_arguments(parser) -> None:

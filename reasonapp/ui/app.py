@@ -14,25 +14,35 @@ from reasonapp.ui.review import SHORTCUT_SCRIPT, ReviewHandlers, build_review_ta
 from reasonapp.ui.train import build_train_tab
 
 
+def demo_mode() -> bool:
+    """`REASONAPP_DEMO=1` (for free CPU Spaces): review and predictions stay, starting training is off."""
+    return os.environ.get("REASONAPP_DEMO", "0").lower() in {"1", "true", "yes"}
+
+
 def build_app(
     dataset: str = DEFAULT_CLASSIFICATION_DATASET,
     base_model: str = DEFAULT_BASE_MODEL,
     store_path: str | None = None,
+    demo: bool | None = None,
 ) -> gr.Blocks:
     data = load_classification_dataset(dataset)
+    demo = demo_mode() if demo is None else demo
     review = ReviewHandlers(store_path or os.environ.get("REASONAPP_STORE"), data.label_names, data.task_description)
-    with gr.Blocks(title="reasonapp") as demo:
-        gr.Markdown("# reasonapp — reasoning-infused classification workbench")
+    with gr.Blocks(title="reasonapp") as blocks:
+        with gr.Row():
+            gr.Markdown("# reasonapp — reasoning-infused classification workbench")
+            if os.environ.get("SPACE_ID"):  # on a Space: HF OAuth login, whose token the Push button uses
+                gr.LoginButton(scale=0)
         with gr.Tabs():
             with gr.Tab("Overview", id="overview"):
                 build_overview_tab(data, base_model)
             with gr.Tab("Train", id="train"):
-                build_train_tab(base_model)
+                build_train_tab(base_model, demo_mode=demo)
             with gr.Tab("Review", id="review"):
-                build_review_tab(review, demo)
+                build_review_tab(review, blocks)
             with gr.Tab("Compare", id="compare"):
                 build_compare_tab(CompareHandlers(), data.label_names)
-    return demo
+    return blocks
 
 
 def launch_settings() -> dict:

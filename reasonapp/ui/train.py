@@ -152,7 +152,20 @@ def evaluation_view(run_dir: str | None):
     return (f"Evaluation running…\n\n```\n{log}\n```" if log else ""), None
 
 
-def build_train_tab(default_base_model: str) -> None:
+def push_run(run_dir: str | None, repo_id: str, private: bool, merged: bool, oauth_token: gr.OAuthToken | None = None) -> str:
+    """Push the selected run; the token is the Space login's, else HF_TOKEN or the local login."""
+    from training.hub import push
+
+    if not run_dir:
+        return "No run selected."
+    try:
+        result = push(run_dir, (repo_id or "").strip(), private=private, merged=merged, token=oauth_token.token if oauth_token else None)
+    except ReasonappError as error:
+        return f"Not pushed: {error}"
+    return f"Pushed {len(result['files'])} files: {result['commit_url']}"
+
+
+def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             task = gr.Radio(list(TASKS), value="qa", label="Task", info="rgen: Stage 1 · qa: Q→A · qra: Q→RA · qar: Q→AR")
@@ -169,12 +182,17 @@ def build_train_tab(default_base_model: str) -> None:
                 seed = gr.Number(0, label="Seed", precision=0)
             with gr.Row():
                 show = gr.Button("Show command", elem_id="train-show")
-                begin = gr.Button("Start training", variant="primary", elem_id="train-start")
+                begin = gr.Button(
+                    "Start training" if not demo_mode else "Training is off in this demo",
+                    variant="primary",
+                    interactive=not demo_mode,
+                    elem_id="train-start",
+                )
             command = gr.Code(label="Equivalent command", language="shell", interactive=False)
             message = gr.Textbox(label="Message", interactive=False, elem_id="train-message")
         with gr.Column(scale=2):
             with gr.Row():
-                run = gr.Dropdown(run_choices(), label="Run", elem_id="train-run", scale=4)
+                run = gr.Dropdown(run_choices(), label="Run", elem_id="train-run", scale=4, allow_custom_value=True)
                 refresh = gr.Button("Refresh", scale=1)
             status = gr.Textbox(label="Status", interactive=False, elem_id="train-status")
             loss = gr.LinePlot(x="step", y="loss", label="Training loss", height=260, elem_id="train-loss")
@@ -187,12 +205,21 @@ def build_train_tab(default_base_model: str) -> None:
             log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, interactive=False, elem_id="train-log")
             report = gr.Markdown()
             confusion = gr.Image(label="Confusion matrices", type="filepath", interactive=False)
+    with gr.Accordion("Push the selected run to the Hub", open=False):
+        with gr.Row():
+            repo_id = gr.Textbox(label="Repo id", placeholder="user-or-org/name", max_lines=1)
+            private = gr.Checkbox(label="Private", value=True)
+            merged = gr.Checkbox(label="Merge the adapter into the base model", value=False)
+            push = gr.Button("Push", elem_id="train-push")
+        push_message = gr.Textbox(label="Push result", interactive=False)
     with gr.Accordion("Past runs", open=False):
         table = gr.Dataframe(runs_table(), interactive=False)
 
     form = [task, base_model, dataset, limit, epochs, max_steps, learning_rate, batch_size, lora_r, seed]
     show.click(show_command, form, command, api_name="train_show_command")
-    begin.click(start, form, [run, message], api_name="train_start")
+    if not demo_mode:
+        begin.click(start, form, [run, message], api_name="train_start")
+    push.click(push_run, [run, repo_id, private, merged], push_message, api_name="train_push")
     refresh.click(lambda: (gr.update(choices=run_choices()), runs_table()), None, [run, table], api_name=False)
     timer = gr.Timer(2.0)
     monitored = [status, loss, log, error]
@@ -200,5 +227,6 @@ def build_train_tab(default_base_model: str) -> None:
     run.change(monitor, run, monitored, api_name="train_monitor").then(evaluation_view, run, [report, confusion])
     timer.tick(evaluation_view, run, [report, confusion], api_name=False, show_progress="hidden")
     halt.click(stop, run, message, api_name="train_stop")
-    again.click(resume, run, message, api_name="train_resume")
+    if not demo_mode:
+        again.click(resume, run, message, api_name="train_resume")
     evaluate_button.click(evaluate, [run, eval_limit], message, api_name="train_evaluate")

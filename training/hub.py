@@ -1,0 +1,281 @@
+"""Share runs and reviewed datasets on the Hugging Face Hub, with cards that say what they are.
+
+    python -m training push workspace/runs/qra --repo-id you/emotion-qra [--private] [--merged]
+    python -m training push workspace/exports/emotion-reviewed --repo-id you/emotion-reasonings
+
+A run is pushed in its run-directory layout (`adapter/` or `model/`, `config.json`, metrics,
+evaluation), so the app's Compare tab can load it back by repo id. The token comes from the caller
+(the Space's OAuth login), `HF_TOKEN`, or the local login; it is never written, logged or shown:
+any message that could carry it is scrubbed first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from reasonapp import prompts
+from reasonapp.errors import ReasonappError, RunDirError
+from training import rundir
+
+PAPER_CITATION = """@article{henrichsen2025reasoning,
+  title   = {Reasoning-infused classification},
+  author  = {Henrichsen and Krebs},
+  journal = {arXiv preprint arXiv:2507.00214},
+  year    = {2025}
+}"""
+TASK_TITLES = {"rgen": "R-Gen (Stage 1 reasoning generator)", "qa": "Q→A classifier", "qra": "Q→RA classifier", "qar": "Q→AR classifier"}
+RUN_FILES = ["config.json", "final_metrics.json", "metrics.jsonl", "eval-test/metrics.json", "eval-test/report.md"]
+
+
+class HubError(ReasonappError):
+    """A push that cannot be made, with what to do about it."""
+
+
+def resolve_token(token: str | None = None) -> str:
+    from huggingface_hub import get_token
+
+    token = token or os.environ.get("HF_TOKEN") or get_token()
+    if not token:
+        raise HubError("no Hugging Face token: set HF_TOKEN, run `hf auth login`, or sign in with the button on a Space")
+    return token
+
+
+def _scrub(text: str, token: str) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def check_repo_id(repo_id: str) -> str:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise HubError(f"invalid repo id {repo_id!r}: use 'user-or-org/name' with letters, digits, '-', '_' and '.'") from error
+    if "/" not in repo_id:
+        raise HubError(f"invalid repo id {repo_id!r}: give it as 'user-or-org/name'")
+    return repo_id
+
+
+# ---------------------------------------------------------------------------------------------
+# cards
+
+
+def model_card(config: dict, run_dir: Path, repo_id: str, merged: bool):
+    from huggingface_hub import ModelCard, ModelCardData
+
+    task = config["task"]
+    evaluation = rundir.read_json(run_dir / "eval-test" / "metrics.json") or {}
+    final = rundir.read_json(run_dir / rundir.FINAL_METRICS) or {}
+    data = ModelCardData(
+        base_model=config["base_model"],
+        datasets=[config.get("source_dataset") or config["dataset"]] if "/" in str(config.get("source_dataset") or config["dataset"]) else None,
+        library_name="transformers" if merged else "peft",
+        pipeline_tag="text-generation",
+        tags=["reasonapp", "reasoning-infused-classification", task, "lora" if not merged else "merged"],
+    )
+    metrics_table = ""
+    if evaluation.get("systems"):
+        lines = ["| system | accuracy | macro-F1 | invalid |", "| --- | ---: | ---: | ---: |"]
+        for name, m in evaluation["systems"].items():
+            lines.append(f"| {name} | {m['accuracy'] * 100:.1f}% | {m['macro_f1'] * 100:.1f}% | {m['invalid_rate'] * 100:.1f}% |")
+        metrics_table = f"Evaluated on `{evaluation['dataset']}` / {evaluation['split']} ({evaluation['rows']} rows):\n\n" + "\n".join(lines)
+        if evaluation.get("verdict"):
+            metrics_table += f"\n\n{evaluation['verdict']}"
+    else:
+        metrics_table = "Not evaluated yet (`python -m training evaluate`)."
+    example = _example_prompt(config)
+    load = (
+        f'model = AutoModelForCausalLM.from_pretrained("{repo_id}", subfolder="model")'
+        if merged
+        else f'base = AutoModelForCausalLM.from_pretrained("{config["base_model"]}")\nmodel = PeftModel.from_pretrained(base, "{repo_id}", subfolder="adapter")'
+    )
+    content = f"""---
+{data.to_yaml()}
+---
+
+# {repo_id.split('/')[-1]}: {TASK_TITLES.get(task, task)}
+
+Trained with [reasonapp](https://arxiv.org/abs/2507.00214), a workbench for two-stage reasoning-infused
+classification (Henrichsen & Krebs, arXiv 2507.00214). {"A merged model" if merged else "A LoRA adapter"} on
+`{config['base_model']}`, task `{task}`, prompt format version {config.get('prompt_version')}.
+
+## Training
+
+- data: `{config.get('dataset')}` (split `{config.get('split')}`, {final.get('train_rows', config.get('limit') or 'all')} rows)
+- epochs {config.get('epochs')}, learning rate {config.get('learning_rate')}, batch size {config.get('batch_size')},
+  max length {config.get('max_length')}, LoRA r={config.get('lora_r')} alpha={config.get('lora_alpha')}, seed {config.get('seed')}
+- final training loss: {final.get('train_loss', 'n/a')}, steps {final.get('global_step', 'n/a')}
+- labels: {', '.join(config.get('label_names', [])) or 'n/a'}
+
+## Evaluation
+
+{metrics_table}
+
+## Prompt format
+
+Messages go through the base model's chat template. The user turn:
+
+```
+{example['prompt']}
+```
+
+and the model writes:
+
+```
+{example['completion']}
+```
+
+## Use
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from peft import PeftModel
+
+tokenizer = AutoTokenizer.from_pretrained("{repo_id}", subfolder="{'model' if merged else 'adapter'}")
+{load}
+messages = [{{"role": "user", "content": {json.dumps(example['prompt'])}}}]
+inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+print(tokenizer.decode(model.generate(**inputs, max_new_tokens=96)[0], skip_special_tokens=True))
+```
+
+Or load it in the reasonapp Compare tab by its repo id.
+
+## Citation
+
+```bibtex
+{PAPER_CITATION}
+```
+"""
+    return ModelCard(content)
+
+
+def _example_prompt(config: dict) -> dict:
+    if config["task"] == "rgen":
+        messages = prompts.rgen_messages("Which emotion does the text express?\nText: i feel so relieved", "joy")
+        return {"prompt": messages[0]["content"], "completion": "<a short reasoning>"}
+    labels = prompts.LabelSpace(tuple(config["label_names"]), config.get("task_description") or "Which label fits the text?")
+    fmt = prompts.get_format(config["task"])
+    text = "i feel so relieved that it is over"
+    completion = fmt.completion(labels.names[0], "<a short reasoning citing the text>" if fmt.uses_reasoning else None)
+    return {"prompt": fmt.messages(text, labels)[0]["content"], "completion": completion}
+
+
+def dataset_card(provenance: dict, repo_id: str, label_names: list[str], rows: int):
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    data = DatasetCardData(
+        task_categories=["text-classification"],
+        tags=["reasonapp", "reasoning-infused-classification", "rationales"],
+        size_categories=["n<1K"] if rows < 1000 else (["1K<n<10K"] if rows < 10_000 else ["10K<n<100K"]),
+    )
+    review = provenance.get("review", {})
+    content = f"""---
+{data.to_yaml()}
+---
+
+# {repo_id.split('/')[-1]}
+
+Classification examples with a reasoning for each, written by an R-Gen model and reviewed by people in
+[reasonapp](https://arxiv.org/abs/2507.00214). Columns: `text`, `label` ({', '.join(label_names)}),
+`reasoning`, and provenance: `status` (accepted / edited / pending), `reviewer`, `flags` (automatic
+quality signals), `generator` (R-Gen run, prompt version, decoding), `source_split`, `source_row`.
+
+## Provenance
+
+- source dataset: `{provenance.get('source_dataset')}`
+- rows: {rows} ({provenance.get('exported_status') or provenance.get('review')})
+- review state of the whole store: {json.dumps(review)}
+- unreviewed rows included: {provenance.get('include_pending', False)}
+- rows with quality flags: {provenance.get('flagged_rows', 'n/a')}
+
+## Citation
+
+```bibtex
+{PAPER_CITATION}
+```
+"""
+    return DatasetCard(content)
+
+
+# ---------------------------------------------------------------------------------------------
+# pushing
+
+
+def _commit(repo_id: str, repo_type: str, files: dict[str, Path | bytes], private: bool, token: str, message: str) -> dict:
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(token=token)
+    try:
+        repo = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=content if isinstance(content, bytes) else str(content)) for path, content in files.items()]
+        commit = api.create_commit(repo_id, operations, commit_message=message, repo_type=repo_type)
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        raise HubError(_scrub(f"push to {repo_id} failed: {error}", token) + " (nothing partial was committed; retry when the Hub answers)") from None
+    return {"repo_url": str(repo), "commit_url": commit.commit_url, "commit": commit.oid, "files": sorted(files)}
+
+
+def push_run(run_dir: str | Path, repo_id: str, private: bool = False, merged: bool = False, token: str | None = None) -> dict:
+    """Push a finished run (adapter, or the adapter merged into its base) with its config, metrics and card."""
+    run_dir = Path(run_dir)
+    check_repo_id(repo_id)
+    config = rundir.read_config(run_dir)
+    adapter = run_dir / rundir.ADAPTER
+    full_model = run_dir / rundir.FULL_MODEL
+    if not (adapter / "adapter_config.json").is_file() and not (full_model / "config.json").is_file():
+        raise RunDirError(f"{run_dir} has no trained adapter or model to push (state: {rundir.read_json(run_dir / rundir.STATUS, {}).get('state', 'unknown')})")
+    token = resolve_token(token)
+
+    files: dict[str, Path | bytes] = {}
+    with tempfile.TemporaryDirectory() as staging:
+        if merged and adapter.is_dir():
+            from reasonapp.models import load_with_adapters
+
+            model, tokenizer = load_with_adapters(config["base_model"], {"default": adapter}, device="cpu")
+            model.merge_and_unload().save_pretrained(Path(staging) / "model")
+            tokenizer.save_pretrained(Path(staging) / "model")
+            source, folder = Path(staging) / "model", "model"
+        elif adapter.is_dir():
+            source, folder = adapter, "adapter"
+        else:
+            source, folder = full_model, "model"
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                files[f"{folder}/{path.relative_to(source)}"] = path
+        for name in RUN_FILES:
+            if (run_dir / name).is_file():
+                files[name] = run_dir / name
+        files["README.md"] = str(model_card(config, run_dir, repo_id, merged and adapter.is_dir())).encode()
+        return _commit(repo_id, "model", files, private, token, f"Push {config['task']} run {run_dir.name} from reasonapp")
+
+
+def push_dataset(export_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> dict:
+    """Push an exported augmented dataset (parquet + provenance) as a dataset repo with its card."""
+    export_dir = Path(export_dir)
+    check_repo_id(repo_id)
+    provenance = rundir.read_json(export_dir / "provenance.json")
+    if provenance is None or not (export_dir / "train.parquet").is_file():
+        raise RunDirError(f"{export_dir} is not an exported dataset (run `python -m training export` first)")
+    token = resolve_token(token)
+    label_names = json.loads((export_dir / "labels.json").read_text())
+    files: dict[str, Path | bytes] = {
+        "data/train.parquet": export_dir / "train.parquet",
+        "labels.json": export_dir / "labels.json",
+        "provenance.json": export_dir / "provenance.json",
+        "README.md": str(dataset_card(provenance, repo_id, label_names, provenance.get("rows", 0))).encode(),
+    }
+    return _commit(repo_id, "dataset", files, private, token, f"Push reviewed reasonings from {export_dir.name}")
+
+
+def push(path: str | Path, repo_id: str, private: bool = False, merged: bool = False, token: str | None = None) -> dict:
+    """A run directory or an exported dataset, whichever `path` is."""
+    path = Path(path)
+    if (path / "provenance.json").is_file() and (path / "train.parquet").is_file():
+        return push_dataset(path, repo_id, private, token)
+    if (path / rundir.CONFIG).is_file():
+        return push_run(path, repo_id, private, merged, token)
+    raise RunDirError(f"{path} is neither a run directory nor an exported dataset")
