@@ -92,10 +92,17 @@ def start(*form):
     return gr.update(choices=run_choices(), value=str(run_dir)), f"Started {run_dir}"
 
 
+def loss_frame(points: list[tuple[int, float]]) -> pd.DataFrame:
+    """Numeric dtypes even when empty: Gradio infers the axis type per update, and object means nominal."""
+    return pd.DataFrame(
+        {"step": pd.Series([p[0] for p in points], dtype="int64"), "loss": pd.Series([p[1] for p in points], dtype="float64")}
+    )
+
+
 def monitor(run_dir: str | None):
     """(status line, loss plot data, log tail, error) for the selected run."""
     if not run_dir:
-        return "Pick a run, or start one.", pd.DataFrame({"step": [], "loss": []}), "", ""
+        return "Pick a run, or start one.", loss_frame([]), "", ""
     state = launcher.run_state(run_dir)
     total = state["total_steps"]
     line = f"{state['state']} · step {state['step']}/{total or '?'}"
@@ -106,8 +113,7 @@ def monitor(run_dir: str | None):
     if state["metrics"] and state["metrics"][-1].get("tokens_per_s"):
         line += f" · {state['metrics'][-1]['tokens_per_s']:.0f} tokens/s"
     points = [(m["step"], m["loss"]) for m in state["metrics"] if m.get("loss") is not None]
-    plot = pd.DataFrame(points, columns=["step", "loss"])
-    return line, plot, state["log"], state["error"] or ""
+    return line, loss_frame(points), state["log"], state["error"] or ""
 
 
 def stop(run_dir: str | None) -> str:
