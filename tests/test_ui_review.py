@@ -90,3 +90,21 @@ def test_edit_accept_with_shortcut_then_reload_finds_it_persisted(app_url, store
         assert box.input_value() == edit
     row = ReasoningStore(store_path).get(1)
     assert (row.status, row.reasoning) == ("edited", edit)
+
+
+def test_regenerate_puts_a_new_candidate_in_the_box_without_saving(tiny_model_dir, store_path, tmp_path, shared_data):
+    from gradio_client import Client
+
+    from reasonapp.ui.app import build_app
+    from tests.test_training import FAST
+    from training.sft import TrainConfig, train
+
+    rgen = train(TrainConfig(task="rgen", base_model=tiny_model_dir, output_dir=str(tmp_path / "rgen"), **{**FAST, "max_steps": 1}))
+    with launched(build_app(store_path=str(store_path))) as url:
+        client = Client(url, verbose=False)
+        client.predict(*FILTERS, api_name="/review_queue")
+        result = client.predict(str(rgen), api_name="/review_regenerate")
+        assert "New candidate in the box" in result[7] and result[2] != "Feeling happy today shows joy."
+        missing = client.predict("", api_name="/review_regenerate")
+        assert "Pick an R-Gen run" in missing[7]
+    assert ReasoningStore(store_path).get(1).reasoning == "Feeling happy today shows joy."  # nothing stored until accepted

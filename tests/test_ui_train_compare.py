@@ -154,3 +154,25 @@ def test_browser_trains_from_the_train_tab_and_compares(app_url, classifier_runs
         assert page.evaluate("() => window.hacked === undefined")
         assert page.locator("#compare-reasoning textarea").input_value()
         screenshot(page, "compare-tab.png")
+
+
+def test_concurrent_sessions_each_get_their_own_predictions(app_url, classifier_runs):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    qa, _ = classifier_runs
+    texts = ["i feel wonderful today", "i am so angry at everyone", "i miss her every single day", "what a shock that was"]
+
+    def ask(text):
+        client = Client(app_url, verbose=False)
+        label, probs, *_ = client.predict(text, qa, None, api_name="/compare_predict")
+        return text, label, [row[1] for row in probs["data"]]
+
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(ask, texts))
+    alone = [ask(text) for text in texts]
+    assert len({tuple(round(p, 4) for p in probs) for _, _, probs in alone}) == len(texts)  # a mix-up would show
+    for (text_a, label_a, probs_a), (text_b, label_b, probs_b) in zip(concurrent, alone, strict=True):
+        assert text_a == text_b and label_a == label_b
+        assert max(abs(a - b) for a, b in zip(probs_a, probs_b, strict=True)) < 1e-5
