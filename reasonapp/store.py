@@ -305,13 +305,8 @@ class ReasoningStore:
                     status = Status.EDITED.value
             elif status in (Status.ACCEPTED.value, Status.EDITED.value) and not (text or "").strip():
                 raise StoreError("this reasoning is empty: edit it or reject the row")
-            flags = quality_flags(text, row.text, row.label, self.label_names)
-            version = row.version + 1
-            self._db.execute(
-                "UPDATE rows SET reasoning = ?, status = ?, reviewer = ?, flags = ?, flag_count = ?, version = ?, updated_at = ? WHERE id = ?",
-                (text, status, reviewer, json.dumps(flags), len(flags), version, now, row_id),
-            )
-            self._log(row_id, version, status if reasoning is None or reasoning == row.reasoning else "edit", text, status, reviewer, None, now)
+            action = status if reasoning is None or reasoning == row.reasoning else "edit"
+            self._apply(row, text, status, reviewer, action, now)
         return self.get(row_id)
 
     def undo(self, row_id: int, expected_version: int, reviewer: str) -> StoredRow:
@@ -331,13 +326,7 @@ class ReasoningStore:
             if len(states) < 2:
                 raise StoreError("nothing to undo on this row")
             target = states[-2]
-            flags = quality_flags(target["reasoning"], row.text, row.label, self.label_names)
-            version = row.version + 1
-            self._db.execute(
-                "UPDATE rows SET reasoning = ?, status = ?, reviewer = ?, flags = ?, flag_count = ?, version = ?, updated_at = ? WHERE id = ?",
-                (target["reasoning"], target["status"], reviewer, json.dumps(flags), len(flags), version, now, row_id),
-            )
-            self._log(row_id, version, "undo", target["reasoning"], target["status"], reviewer, None, now)
+            self._apply(row, target["reasoning"], target["status"], reviewer, "undo", now)
         return self.get(row_id)
 
     def bulk_accept(self, row_filter: RowFilter, reviewer: str) -> int:
@@ -360,6 +349,16 @@ class ReasoningStore:
             raise StoreError(
                 f"the reasoning is {len(reasoning):,} characters; the limit is {MAX_REASONING_CHARS:,} (reasonings are a few sentences)"
             )
+
+    def _apply(self, row: StoredRow, reasoning: str | None, status: str, reviewer: str, action: str, now: float) -> None:
+        """Write a reviewer's change to a row, re-flag it, bump its version, and record it in the history."""
+        flags = quality_flags(reasoning, row.text, row.label, self.label_names)
+        version = row.version + 1
+        self._db.execute(
+            "UPDATE rows SET reasoning = ?, status = ?, reviewer = ?, flags = ?, flag_count = ?, version = ?, updated_at = ? WHERE id = ?",
+            (reasoning, status, reviewer, json.dumps(flags), len(flags), version, now, row.id),
+        )
+        self._log(row.id, version, action, reasoning, status, reviewer, None, now)
 
     def _log(self, row_id, version, action, reasoning, status, reviewer, generator, at) -> None:
         self._db.execute(

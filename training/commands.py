@@ -37,13 +37,16 @@ def evaluate_command(args) -> int:
     from training.evaluate import evaluate
 
     config = config_from_args(args, EvalConfig)
-    report = evaluate(config)
+    _print_report(evaluate(config), config.output_dir)
+    return 0
+
+
+def _print_report(report: dict, report_dir: str) -> None:
     for name, metrics in report["systems"].items():
         print(f"{name:>14}: accuracy {metrics['accuracy'] * 100:5.1f}%  macro-F1 {metrics['macro_f1'] * 100:5.1f}%  invalid {metrics['invalid_rate'] * 100:4.1f}%")
     if report["verdict"]:
         print(report["verdict"])
-    print(f"report: {config.output_dir}/report.md")
-    return 0
+    print(f"report: {report_dir}/report.md")
 
 
 def _rate_printer():
@@ -116,11 +119,8 @@ def experiment_command(args) -> int:
     from training.experiment import load_experiment_config, run_experiment
 
     report = run_experiment(load_experiment_config(args.config), args.root)
-    for name, metrics in report["systems"].items():
-        print(f"{name:>14}: accuracy {metrics['accuracy'] * 100:5.1f}%  macro-F1 {metrics['macro_f1'] * 100:5.1f}%")
-    print(report["verdict"] or "")
+    _print_report(report, report["stages"]["evaluate"])
     print("stage wall times (s):", json.dumps(report["stage_wall_s"]))
-    print(f"report: {report['stages']['evaluate']}/report.md")
     return 0
 
 
