@@ -1,8 +1,9 @@
 """Stage 2: an R-Gen run writes a reasoning for every (text, label) of a classification split.
 
-`generate_reasonings` is the shared core; `write_augmented_dataset` writes what the qra/qar training
-tasks read: a directory with `train.jsonl` (text, label name, reasoning, provenance), `labels.json`
-(label order) and `provenance.json` (source dataset, generator, prompt version, decoding).
+`generate_reasonings` is the shared core; `augment_to_store` runs it over a split into the review
+store, and `export_store` writes what the qra/qar training tasks read: a directory with `train.jsonl`
+and `train.parquet` (text, label name, reasoning, provenance columns), `labels.json` (label order)
+and `provenance.json` (source dataset, review counts, prompt version).
 """
 
 from __future__ import annotations
@@ -76,54 +77,6 @@ def write_augmented_dataset(
 
 def read_provenance(dataset_dir: str | Path) -> dict:
     return rundir.read_json(Path(dataset_dir) / PROVENANCE, {}) if Path(dataset_dir).is_dir() else {}
-
-
-def augment_split(
-    rgen_run: str | Path,
-    source_dataset: str,
-    out_dir: str | Path,
-    limit: int | None,
-    seed: int,
-    split: str = "train",
-    decoding: Decoding = REASONING_DECODING,
-    batch_size: int = 16,
-    progress: ProgressCallback | None = None,
-) -> Path:
-    """The plain batched Stage 2 pass: sample rows, generate reasonings, write the augmented dataset."""
-    from reasonapp import data
-
-    loaded = data.load_classification_dataset(source_dataset)
-    rows = data.sample_rows(loaded.splits[split], limit, seed)
-    label_space = prompts.LabelSpace(tuple(loaded.label_names), loaded.task_description)
-    labels = [loaded.label_names[i] for i in rows["label"]]
-    model, tokenizer, rgen_config = load_rgen(rgen_run)
-    texts = list(rows["text"])
-    reasonings = generate_reasonings(model, tokenizer, texts, labels, label_space, decoding, batch_size, progress)
-    empty = [i for i, reasoning in enumerate(reasonings) if not reasoning.strip()]
-    if empty:  # one more try with sampling; rows still empty are dropped and counted, never trained on
-        retry = dataclasses.replace(decoding, do_sample=True)
-        again = generate_reasonings(model, tokenizer, [texts[i] for i in empty], [labels[i] for i in empty], label_space, retry, batch_size)
-        for i, reasoning in zip(empty, again, strict=True):
-            reasonings[i] = reasoning
-    keep = [i for i, reasoning in enumerate(reasonings) if reasoning.strip()]
-    provenance = {
-        "source_dataset": source_dataset,
-        "split": split,
-        "limit": limit,
-        "seed": seed,
-        "generator": {
-            "rgen_run": str(rgen_run),
-            "base_model": rgen_config["base_model"],
-            "prompt_version": prompts.PROMPT_VERSION,
-            "decoding": dataclasses.asdict(decoding),
-        },
-        "review": "none (plain batched pass)",
-        "rows": len(keep),
-        "dropped_empty_reasoning": len(reasonings) - len(keep),
-    }
-    return write_augmented_dataset(
-        out_dir, [texts[i] for i in keep], [labels[i] for i in keep], [reasonings[i] for i in keep], loaded.label_names, provenance
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,7 +154,8 @@ def export_store(
     from reasonapp.store import ReasoningStore
 
     store = ReasoningStore(store_path)
-    rows = store.rows_for_export(include_pending)
+    candidates = store.rows_for_export(include_pending)
+    rows = [row for row in candidates if (row.reasoning or "").strip()]  # a blank reasoning teaches nothing
     counts = store.counts()
     if not rows:
         raise RunDirError(
@@ -226,6 +180,7 @@ def export_store(
         "review": counts["status"],
         "exported_status": {s: extra["status"].count(s) for s in set(extra["status"])},
         "flagged_rows": sum(1 for r in rows if r.flags),
+        "skipped_blank_reasoning": len(candidates) - len(rows),
         "prompt_version": prompts.PROMPT_VERSION,
     }
     store.close()

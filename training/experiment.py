@@ -76,7 +76,7 @@ def _train_stage(task: str, run_dir: Path, base: dict, overrides: dict) -> Path:
 
 def run_experiment(config: dict, root: Path | None = None) -> dict:
     """Run (or resume) every stage; returns the evaluation report, with stage wall times."""
-    from training.augment import augment_split
+    from training.augment import augment_to_store, export_store
     from training.evaluate import EvalConfig, evaluate
     from training.generation import Decoding
 
@@ -102,11 +102,16 @@ def run_experiment(config: dict, root: Path | None = None) -> dict:
     augment_key = _stage_hash(rgen_key, config["dataset"], config["n_train"], augment)
     augmented_dir = root / f"augment-{augment_key}"
     if not (augmented_dir / "train.jsonl").is_file():
+        # Into a store of its own (resumable row by row), then exported blind, as the paper trains:
+        # every generated reasoning counts, reviewed or not.
         decoding = Decoding(max_new_tokens=augment["max_new_tokens"])
-        timed(
-            "augment",
-            lambda: augment_split(rgen_dir, config["dataset"], augmented_dir, config["n_train"], config["seed"], "train", decoding, augment["batch_size"]),
-        )
+        store = augmented_dir / "store.sqlite"
+
+        def stage2():
+            augment_to_store(rgen_dir, config["dataset"], store, "train", config["n_train"], config["seed"], decoding, augment["batch_size"])
+            export_store(store, augmented_dir, include_pending=True)
+
+        timed("augment", stage2)
 
     qa_key = _stage_hash(common, config["dataset"], config["n_train"], config["qa"])
     qa_dir = root / f"qa-{qa_key}"
