@@ -103,14 +103,22 @@ def rgen_question(text: str, labels: LabelSpace) -> str:
     return f"{labels.task_description} Options: {labels.options}.\nText: {clip_text(text)}"
 
 
-def rgen_messages(question: str, answer: str) -> Messages:
+RGEN_INSTRUCTIONS = {
+    # what Stage 1 trains on, and the paper's setting
+    "default": "Explain briefly why this answer is correct, citing the parts of the question that support it.",
+    # for small models that restate the label: ask for the words that carry it first
+    "cue": "Quote the words in the text that show this answer, then say in one sentence why they point to it. "
+    "Do not just name the answer.",
+}
+
+
+def rgen_messages(question: str, answer: str, variant: str = "default") -> Messages:
+    if variant not in RGEN_INSTRUCTIONS:
+        raise ValueError(f"unknown R-Gen prompt variant {variant!r}; choose one of {sorted(RGEN_INSTRUCTIONS)}")
     return [
         {
             "role": "user",
-            "content": (
-                f"Question: {clip_text(question)}\nAnswer: {answer.strip()}\n\n"
-                "Explain briefly why this answer is correct, citing the parts of the question that support it."
-            ),
+            "content": f"Question: {clip_text(question)}\nAnswer: {answer.strip()}\n\n{RGEN_INSTRUCTIONS[variant]}",
         }
     ]
 

@@ -53,3 +53,34 @@ def test_cli_import_of_non_utf8_file_is_a_clear_error(tmp_path):
     )
     assert result.returncode == 2 and "not valid UTF-8 (line 1)" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_best_candidate_prefers_fewest_quality_flags_then_cues_from_the_text():
+    from training.augment import best_candidate
+
+    labels = ["sadness", "joy", "fear"]
+    options = ["Joy is a positive emotion.", "", "The words feel so relieved show joy.", "feel so relieved is joy"]
+    assert best_candidate(options, "i feel so relieved today", "joy", labels) == "The words feel so relieved show joy."
+
+
+def test_prompt_variants_candidates_and_base_model_are_recorded(tiny_model_dir, tmp_path, shared_data):
+    from training.generation import Decoding
+
+    store_path = tmp_path / "store.sqlite"
+    result = augment_to_store(
+        f"base:{tiny_model_dir}", "dair-ai/emotion", store_path, limit=4, decoding=Decoding(max_new_tokens=6),
+        batch_size=4, prompt_variant="cue", candidates=3,
+    )
+    assert result["generated"] == 4
+    store = ReasoningStore(store_path)
+    generator = store.get(store.query_ids()[0]).generator
+    assert generator["stage1"] is False and generator["base_model"] == tiny_model_dir
+    assert (generator["prompt_variant"], generator["candidates"], generator["selection"]) == ("cue", 3, "fewest quality flags")
+
+
+def test_cue_prompt_asks_for_the_words_in_the_text():
+    from reasonapp.prompts import rgen_messages
+
+    assert "Quote the words in the text" in rgen_messages("q", "joy", "cue")[0]["content"]
+    with pytest.raises(ValueError, match="unknown R-Gen prompt variant"):
+        rgen_messages("q", "joy", "shout")

@@ -22,10 +22,17 @@ PROVENANCE = "provenance.json"
 REASONING_DECODING = Decoding(max_new_tokens=64)  # real reasonings are ~15-40 tokens
 
 
-def load_rgen(run_dir: str | Path, device: str | None = None):
-    """(model, tokenizer, config) of an R-Gen run, its adapter on the base model."""
-    from reasonapp.models import load_with_adapters
+BASE_PREFIX = "base:"  # `--rgen-run base:<model>`: the instruct model itself as R-Gen, without Stage 1
 
+
+def load_rgen(run_dir: str | Path, device: str | None = None):
+    """(model, tokenizer, config) of an R-Gen run, its adapter on the base model; or a bare base model."""
+    from reasonapp.models import load_base_model, load_with_adapters
+
+    if str(run_dir).startswith(BASE_PREFIX):
+        base = str(run_dir)[len(BASE_PREFIX) :]
+        model, tokenizer = load_base_model(base, device)
+        return model, tokenizer, {"task": "rgen", "base_model": base, "stage1": False}
     run_dir = Path(run_dir)
     config = rundir.read_config(run_dir)
     if config.get("task") != "rgen":
@@ -44,12 +51,37 @@ def generate_reasonings(
     decoding: Decoding = REASONING_DECODING,
     batch_size: int = 16,
     progress: ProgressCallback | None = None,
+    prompt_variant: str = "default",
+    candidates: int = 1,
 ) -> list[str]:
-    """One reasoning per (text, label): R-Gen explains why the gold label answers the text."""
+    """One reasoning per (text, label): R-Gen explains why the gold label answers the text.
+
+    With `candidates` > 1, that many are sampled per row and the one with the fewest quality flags
+    is kept (ties: the one sharing most words with the text, then the first).
+    """
     conversations = [
-        prompts.rgen_messages(prompts.rgen_question(text, label_space), label) for text, label in zip(texts, labels, strict=True)
+        prompts.rgen_messages(prompts.rgen_question(text, label_space), label, prompt_variant)
+        for text, label in zip(texts, labels, strict=True)
     ]
-    return generate(model, tokenizer, conversations, decoding, batch_size, progress)
+    if candidates <= 1:
+        return generate(model, tokenizer, conversations, decoding, batch_size, progress)
+    sampling = dataclasses.replace(decoding, do_sample=True)
+    pool = generate(model, tokenizer, [c for c in conversations for _ in range(candidates)], sampling, batch_size, progress)
+    return [
+        best_candidate(pool[i * candidates : (i + 1) * candidates], text, label, label_space.names)
+        for i, (text, label) in enumerate(zip(texts, labels, strict=True))
+    ]
+
+
+def best_candidate(options: Sequence[str], text: str, label: str, label_names: Sequence[str]) -> str:
+    """The option the quality signals like best: fewest flags, then most words shared with the text."""
+    from reasonapp.quality import content_words, quality_flags
+
+    def rank(item):
+        index, option = item
+        return (len(quality_flags(option, text, label, label_names)), -len(content_words(option) & content_words(text)), index)
+
+    return min(enumerate(options), key=rank)[1]
 
 
 def write_augmented_dataset(
@@ -93,6 +125,8 @@ def augment_to_store(
     decoding: Decoding = REASONING_DECODING,
     batch_size: int = 16,
     progress: ProgressCallback | None = None,
+    prompt_variant: str = "default",
+    candidates: int = 1,
 ) -> dict:
     """Write a reasoning for every sampled row into the store, batch by batch.
 
@@ -121,7 +155,11 @@ def augment_to_store(
     generator = {
         "rgen_run": str(rgen_run),
         "base_model": rgen_config["base_model"],
+        "stage1": rgen_config.get("stage1", True),
         "prompt_version": prompts.PROMPT_VERSION,
+        "prompt_variant": prompt_variant,
+        "candidates": candidates,
+        "selection": "fewest quality flags" if candidates > 1 else None,
         "decoding": dataclasses.asdict(decoding),
     }
     generated = 0
@@ -130,7 +168,8 @@ def augment_to_store(
         ids = todo[start : start + chunk]
         stored = [store.get(row_id) for row_id in ids]
         reasonings = generate_reasonings(
-            model, tokenizer, [r.text for r in stored], [r.label for r in stored], label_space, decoding, batch_size
+            model, tokenizer, [r.text for r in stored], [r.label for r in stored], label_space, decoding, batch_size,
+            prompt_variant=prompt_variant, candidates=candidates,
         )
         generated += store.write_generated(zip(ids, reasonings, strict=True), generator)
         if progress:

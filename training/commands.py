@@ -68,7 +68,9 @@ def _rate_printer():
 
 
 def _add_augment_arguments(parser) -> None:
-    parser.add_argument("--rgen-run", required=True, help="run directory of a trained R-Gen (task rgen)")
+    parser.add_argument("--rgen-run", required=True, help="run directory of a trained R-Gen (task rgen), or base:<model> to use an instruct model without Stage 1")
+    parser.add_argument("--prompt-variant", choices=["default", "cue"], default="default", help="cue: ask for the words in the text that carry the label")
+    parser.add_argument("--candidates", type=int, default=1, help="sample this many per row and keep the one with the fewest quality flags")
     parser.add_argument("--dataset", default="dair-ai/emotion", help="classification dataset to augment")
     parser.add_argument("--split", default="train")
     parser.add_argument("--limit", type=int, help="a fixed random sample of this many rows (default: all)")
@@ -87,7 +89,8 @@ def augment_command(args) -> int:
 
     decoding = Decoding(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature)
     result = augment_to_store(
-        args.rgen_run, args.dataset, args.store, args.split, args.limit, args.seed, decoding, args.batch_size, _rate_printer()
+        args.rgen_run, args.dataset, args.store, args.split, args.limit, args.seed, decoding, args.batch_size, _rate_printer(),
+        prompt_variant=args.prompt_variant, candidates=args.candidates,
     )
     print(f"generated {result['generated']} reasonings, {result['skipped']} rows already had one; store: {result['store']}")
     return 0
