@@ -9,6 +9,8 @@ Formats:
 - `qa`    text -> label.
 - `qra`   text -> reasoning, then the label on a final line `Label: <label>` (the paper).
 - `qar`   text -> `Label: <label>` first, then the reasoning (explanations at Q->A cost).
+- `multitask` one model learns `[label]` text -> label and `[rationale]` text -> reasoning, and
+  predicts the label directly (Hsieh et al., 2023, "distilling step-by-step").
 
 The parser never guesses: output that does not name exactly one known label in the place the format
 puts it is `invalid`, with the reason.
@@ -127,25 +129,47 @@ def rgen_messages(question: str, answer: str, variant: str = "default") -> Messa
 # classifiers
 
 
+Layout = Literal["label", "reasoning_label", "label_reasoning", "reasoning"]
+
+
 @dataclass(frozen=True)
 class ClassificationFormat:
-    """One way of asking for a label; `completion` and `parse` are inverses on valid output."""
+    """One way of asking for a label; `completion` and `parse` are inverses on valid output.
+
+    `layout` says what the model writes; `task_prefix` marks the task when one model learns several
+    (multi-task); `auxiliary` names a second format whose examples are trained alongside this one.
+    """
 
     name: str
-    uses_reasoning: bool
+    layout: Layout
     instruction: str
+    task_prefix: str = ""
+    auxiliary: str | None = None
+
+    @property
+    def uses_reasoning(self) -> bool:
+        """Training needs a reasoning for every row."""
+        return self.layout != "label" or self.auxiliary is not None
+
+    @property
+    def answers_with_label_only(self) -> bool:
+        """The label can be scored directly, without generating a reasoning first."""
+        return self.layout == "label"
 
     def messages(self, text: str, labels: LabelSpace) -> Messages:
-        content = f"{labels.task_description} {self.instruction.format(options=labels.options)}\n\nText: {clip_text(text)}"
+        instruction = self.instruction.format(options=labels.options)
+        content = f"{self.task_prefix}{labels.task_description} {instruction}\n\nText: {clip_text(text)}"
         return [{"role": "user", "content": content}]
 
     def completion(self, label: str, reasoning: str | None = None) -> str:
-        if self.name == "qa":
+        if self.layout == "label":
             return label
         if reasoning is None or not reasoning.strip():
             raise ValueError(f"format {self.name!r} needs a non-empty reasoning")
         reasoning = reasoning.strip()
-        if self.name == "qra":
+        if self.layout == "reasoning":
+            return reasoning
+        if self.layout == "reasoning_label":
             return f"{reasoning}\n{LABEL_PREFIX} {label}"
         return f"{LABEL_PREFIX} {label}\n{reasoning}"
 
@@ -155,11 +179,13 @@ class ClassificationFormat:
         if not text:
             return _invalid(raw, "empty output")
         lines = [line for line in text.splitlines() if line.strip()]
-        if self.name == "qa":
+        if self.layout == "label":
             only = lines[0] if len(lines) == 1 else text
             label_line = _LABEL_LINE.match(only)
             return _match(raw, label_line.group(1) if label_line else only, labels, "exact")
-        if self.name == "qra":
+        if self.layout == "reasoning":
+            return _invalid(raw, "this format writes a reasoning, not a label", reasoning=text)
+        if self.layout == "reasoning_label":
             for position in range(len(lines) - 1, -1, -1):
                 found = _LABEL_LINE.match(lines[position])
                 if found:
@@ -172,21 +198,27 @@ class ClassificationFormat:
         return _match(raw, found.group(1), labels, "first_line", "\n".join(lines[1:]).strip())
 
 
+_ANSWER = "Answer with exactly one of: {options}."
+_EXPLAIN = "Explain briefly which words in the text point to the answer."
 FORMATS: dict[str, ClassificationFormat] = {
-    "qa": ClassificationFormat("qa", False, "Answer with exactly one of: {options}."),
+    "qa": ClassificationFormat("qa", "label", _ANSWER),
     "qra": ClassificationFormat(
         "qra",
-        True,
+        "reasoning_label",
         "First explain briefly which words in the text point to the answer, then give the answer on a "
         f"final line as '{LABEL_PREFIX} <one of: {{options}}>'.",
     ),
     "qar": ClassificationFormat(
         "qar",
-        True,
+        "label_reasoning",
         f"Give the answer first as '{LABEL_PREFIX} <one of: {{options}}>', then explain briefly which words "
         "in the text point to it.",
     ),
+    # "Distilling step-by-step" (Hsieh et al., 2023): one model, two prefixed tasks; predicts the label directly.
+    "multitask": ClassificationFormat("multitask", "label", _ANSWER, task_prefix="[label] ", auxiliary="multitask_rationale"),
+    "multitask_rationale": ClassificationFormat("multitask_rationale", "reasoning", _EXPLAIN, task_prefix="[rationale] "),
 }
+CLASSIFIER_FORMATS = ("qa", "qra", "qar", "multitask")
 
 
 def get_format(name: str) -> ClassificationFormat:

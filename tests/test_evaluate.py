@@ -77,6 +77,21 @@ def test_evaluate_writes_metrics_report_predictions_and_plots(tiny_runs, tmp_pat
     assert "TF-IDF + logistic regression" in (tmp_path / "eval" / "report.md").read_text()
 
 
+def test_a_multitask_run_is_evaluated_by_scoring_its_labels(tiny_model_dir, tiny_runs, tmp_path, shared_data):
+    from tests.test_training import FAST, write_augmented
+    from training.sft import TrainConfig, build_examples, train
+
+    augmented = write_augmented(tmp_path / "augmented")
+    (tmp_path / "augmented" / "provenance.json").write_text(json.dumps({"source_dataset": "dair-ai/emotion"}))
+    config = TrainConfig(task="multitask", base_model=tiny_model_dir, dataset=augmented, output_dir=str(tmp_path / "mt"), **{**FAST, "max_steps": 1})
+    examples, _ = build_examples(config)
+    assert len(examples) == 16  # 8 rows, each as a [label] and a [rationale] example
+    run = train(config)
+    report = evaluate(EvalConfig(qa_run=str(tiny_runs[0]), qra_run=str(run), limit=6, batch_size=6, qa_mode="scored", output_dir=str(tmp_path / "eval")))
+    assert set(report["systems"]) == {"qa_scored", "multitask", "tfidf"} and report["systems"]["multitask"]["invalid_rate"] == 0.0
+    assert "Multi-task (label + rationale)" in report["verdict"]
+
+
 def test_fast_label_scoring_matches_the_plain_forward_pass(tiny_model_dir):
     from reasonapp.models import load_base_model
     from reasonapp.prompts import LabelSpace, get_format

@@ -3,7 +3,7 @@
 import pytest
 
 from reasonapp.prompts import (
-    FORMATS,
+    CLASSIFIER_FORMATS,
     LabelSpace,
     clip_text,
     get_format,
@@ -16,14 +16,23 @@ from reasonapp.prompts import (
 EMOTIONS = LabelSpace(("sadness", "joy", "love", "anger", "fear", "surprise"), "Which emotion does the text express?")
 
 
-@pytest.mark.parametrize("name", sorted(FORMATS))
+@pytest.mark.parametrize("name", CLASSIFIER_FORMATS)
 def test_completion_parses_back_to_its_label_and_reasoning(name):
     fmt = get_format(name)
     reasoning = "The text says 'i feel so happy', a clear cue of joy.\nNothing points elsewhere." if fmt.uses_reasoning else None
     prediction = fmt.parse(fmt.completion("joy", reasoning), EMOTIONS)
     assert prediction.valid and prediction.label == "joy" and prediction.label_index == 1
-    if reasoning:
+    if not fmt.answers_with_label_only:
         assert prediction.reasoning == reasoning
+
+
+def test_multitask_trains_two_prefixed_tasks_and_predicts_the_label_directly():
+    label_task, rationale_task = get_format("multitask"), get_format(get_format("multitask").auxiliary)
+    assert label_task.messages("i feel great", EMOTIONS)[0]["content"].startswith("[label] ")
+    assert rationale_task.messages("i feel great", EMOTIONS)[0]["content"].startswith("[rationale] ")
+    assert label_task.completion("joy", "because great") == "joy"
+    assert rationale_task.completion("joy", "because great") == "because great"
+    assert label_task.answers_with_label_only and label_task.uses_reasoning
 
 
 def test_qra_reads_the_label_from_the_final_label_line():
@@ -71,7 +80,7 @@ def test_label_space_rejects_duplicates_and_single_labels():
 
 
 def test_unknown_format_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"\['qa', 'qar', 'qra'\]"):
+    with pytest.raises(ValueError, match=r"\['multitask', 'multitask_rationale', 'qa', 'qar', 'qra'\]"):
         get_format("qx")
 
 

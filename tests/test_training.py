@@ -34,9 +34,9 @@ def losses(run_dir: Path) -> list[float]:
     return [row["loss"] for row in rundir.load_metrics(run_dir)]
 
 
-@pytest.mark.parametrize("task", ["rgen", "qa", "qra", "qar"])
+@pytest.mark.parametrize("task", ["rgen", "qa", "qra", "qar", "multitask"])
 def test_each_task_trains_and_its_loss_falls(task, tiny_model_dir, tmp_path, shared_data):
-    dataset = write_augmented(tmp_path / "augmented") if task in ("qra", "qar") else None
+    dataset = write_augmented(tmp_path / "augmented") if task in ("qra", "qar", "multitask") else None
     run_dir = train(TrainConfig(task=task, base_model=tiny_model_dir, dataset=dataset, output_dir=str(tmp_path / "run"), **FAST))
     history = losses(run_dir)
     assert len(history) == 5 and history[-1] < history[0]

@@ -30,6 +30,7 @@ SYSTEM_TITLES = {
     "qa_generated": "Q→A (free generation)",
     "qra": "Q→RA",
     "qar": "Q→AR",
+    "multitask": "Multi-task (label + rationale)",
     "tfidf": "TF-IDF + logistic regression",
 }
 
@@ -120,7 +121,7 @@ class EvalConfig:
     """Which runs to evaluate on which rows, and where the report goes."""
 
     qa_run: str | None = field(default=None, metadata={"help": "run directory of a Q->A (qa) run"})
-    qra_run: str | None = field(default=None, metadata={"help": "run directory of a Q->RA (qra or qar) run"})
+    qra_run: str | None = field(default=None, metadata={"help": "run directory of a reasoning-trained run (qra, qar or multitask)"})
     dataset: str | None = field(default=None, metadata={"help": "classification dataset; default: the one the runs used"})
     split: str = field(default="test", metadata={"help": "split to evaluate on"})
     limit: int | None = field(default=None, metadata={"help": "evaluate a fixed random sample of this many rows"})
@@ -177,8 +178,8 @@ def evaluate(config: EvalConfig) -> dict:
     run_configs = {name: rundir.read_config(Path(path)) for name, path in runs.items()}
     if "qa" in run_configs and run_configs["qa"].get("task") != "qa":
         raise ConfigError(f"--qa-run {config.qa_run} is a {run_configs['qa'].get('task')} run, not qa")
-    if "qra" in run_configs and run_configs["qra"].get("task") not in ("qra", "qar"):
-        raise ConfigError(f"--qra-run {config.qra_run} is a {run_configs['qra'].get('task')} run, not qra/qar")
+    if "qra" in run_configs and run_configs["qra"].get("task") not in ("qra", "qar", "multitask"):
+        raise ConfigError(f"--qra-run {config.qra_run} is a {run_configs['qra'].get('task')} run, not qra/qar/multitask")
 
     source = _source_dataset(config, run_configs)
     loaded = data.load_classification_dataset(source)
@@ -210,16 +211,22 @@ def evaluate(config: EvalConfig) -> dict:
             details["qa_generated"] = [{"output": p.raw, "status": p.status} for p in predictions]
     reasoning_key = None
     if "qra" in runs:
+        from reasonapp.prompts import get_format
         from training.generation import Decoding
 
         reasoning_key = run_configs["qra"]["task"]
         started = time.time()
-        predictions = classifiers.predict(
-            "qra", texts, Decoding(max_new_tokens=config.max_new_tokens), config.batch_size, _progress_printer("Q->RA generation")
-        )
+        if get_format(reasoning_key).answers_with_label_only:  # multitask: learned from reasonings, answers directly
+            probs = classifiers.score("qra", texts, config.batch_size, _progress_printer(f"{reasoning_key} scoring"))
+            systems[reasoning_key] = [int(p.argmax()) for p in probs]
+            details[reasoning_key] = [{"probabilities": [round(float(x), 4) for x in p]} for p in probs]
+        else:
+            predictions = classifiers.predict(
+                "qra", texts, Decoding(max_new_tokens=config.max_new_tokens), config.batch_size, _progress_printer(f"{reasoning_key} generation")
+            )
+            systems[reasoning_key] = [p.label_index for p in predictions]
+            details[reasoning_key] = [{"output": p.raw, "reasoning": p.reasoning, "status": p.status, "reason": p.reason} for p in predictions]
         timings[reasoning_key] = time.time() - started
-        systems[reasoning_key] = [p.label_index for p in predictions]
-        details[reasoning_key] = [{"output": p.raw, "reasoning": p.reasoning, "status": p.status, "reason": p.reason} for p in predictions]
     del classifiers
 
     started = time.time()

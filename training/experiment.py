@@ -53,8 +53,8 @@ def load_experiment_config(path: str | Path) -> dict:
     config = {**DEFAULTS, **values}
     for stage in STAGES:
         config[stage] = {**DEFAULTS[stage], **(values.get(stage) or {})}
-    if config["reasoning_format"] not in ("qra", "qar"):
-        raise ConfigError("reasoning_format must be qra or qar")
+    if config["reasoning_format"] not in ("qra", "qar", "multitask"):
+        raise ConfigError("reasoning_format must be qra, qar or multitask")
     return config
 
 

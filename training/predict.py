@@ -14,7 +14,7 @@ from reasonapp.prompts import PROMPT_VERSION, LabelSpace, Prediction, get_format
 from training import rundir
 from training.generation import Decoding, ProgressCallback, generate, score_labels, stream
 
-CLASSIFIER_TASKS = ("qa", "qra", "qar")
+CLASSIFIER_TASKS = ("qa", "qra", "qar", "multitask")
 
 
 @dataclass
@@ -70,7 +70,9 @@ class Classifiers:
         import numpy as np
 
         info = self._use(name)
-        fmt = get_format("qa")
+        fmt = get_format(info.task)
+        if not fmt.answers_with_label_only:
+            raise ModelError(f"the {name} run ({info.task}) writes a reasoning first; its labels come from generation, not scoring")
         conversations = [fmt.messages(text, info.labels) for text in texts]
         logp = score_labels(self.model, self.tokenizer, conversations, info.labels.names, batch_size, progress)
         logp = logp - logp.max(axis=1, keepdims=True) if len(logp) else logp
@@ -88,7 +90,7 @@ class Classifiers:
         """Free generation in the run's format, parsed (invalid output stays invalid)."""
         info = self._use(name)
         fmt = get_format(info.task)
-        decoding = decoding or Decoding(max_new_tokens=8 if info.task == "qa" else 128)
+        decoding = decoding or Decoding(max_new_tokens=8 if fmt.answers_with_label_only else 128)
         conversations = [fmt.messages(text, info.labels) for text in texts]
         outputs = generate(self.model, self.tokenizer, conversations, decoding, batch_size, progress)
         return [fmt.parse(output, info.labels) for output in outputs]

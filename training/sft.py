@@ -6,6 +6,7 @@ One core serves all tasks; only the examples differ:
 - `qa`:   classification dataset, text -> label
 - `qra`:  augmented dataset, text -> reasoning, then `Label: <label>`  (the paper's Q->RA)
 - `qar`:  augmented dataset, text -> `Label: <label>`, then reasoning
+- `multitask`: augmented dataset, `[label]` text -> label plus `[rationale]` text -> reasoning
 
 The loss covers the completion only (TRL's completion mask). LoRA by default, full fine-tuning with
 `--no-lora`. The same command runs under `accelerate launch --num_processes N`.
@@ -33,8 +34,8 @@ from training.augment import read_provenance
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("rgen", "qa", "qra", "qar")
-CLASSIFIER_TASKS = ("qa", "qra", "qar")
+TASKS = ("rgen", "qa", "qra", "qar", "multitask")
+CLASSIFIER_TASKS = ("qa", "qra", "qar", "multitask")
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -78,7 +79,7 @@ class TrainConfig:
         if self.task not in TASKS:
             raise ConfigError(f"unknown task {self.task!r}; choose one of {list(TASKS)}")
         if self.dataset is None:
-            if self.task in ("qra", "qar"):
+            if self.task in ("qra", "qar", "multitask"):
                 raise ConfigError(f"task {self.task} needs --dataset: an augmented dataset with a reasoning column")
             self.dataset = data.DEFAULT_REASONING_DATASET if self.task == "rgen" else data.DEFAULT_CLASSIFICATION_DATASET
         for name in ("epochs", "learning_rate", "batch_size", "grad_accum", "max_length", "lora_r", "save_steps"):
@@ -128,6 +129,15 @@ def build_examples(config: TrainConfig) -> tuple["datasets.Dataset", dict]:  # n
         return _conversation(fmt.messages(row["text"], label_space), completion)
 
     examples = rows.map(to_example, remove_columns=rows.column_names)
+    if fmt.auxiliary:  # multi-task: the same rows once more, as the auxiliary task
+        import datasets
+
+        auxiliary = prompts.get_format(fmt.auxiliary)
+        extra = rows.map(
+            lambda row: _conversation(auxiliary.messages(row["text"], label_space), auxiliary.completion("", row["reasoning"])),
+            remove_columns=rows.column_names,
+        )
+        examples = datasets.concatenate_datasets([examples, extra])
     meta = {
         "label_names": loaded.label_names,
         "task_description": loaded.task_description,

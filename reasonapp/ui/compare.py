@@ -176,7 +176,7 @@ def disagreements(eval_dir: str | None, gold: str) -> pd.DataFrame:
 def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None:
     with gr.Row():
         qa_run = gr.Dropdown(classifier_runs(("qa",)), label="Q→A run (or Hub id)", allow_custom_value=True, elem_id="compare-qa-run")
-        qra_run = gr.Dropdown(classifier_runs(("qra", "qar")), label="Q→RA run (or Hub id)", allow_custom_value=True, elem_id="compare-qra-run")
+        qra_run = gr.Dropdown(classifier_runs(("qra", "qar", "multitask")), label="Q→RA run (or Hub id)", allow_custom_value=True, elem_id="compare-qra-run")
         refresh = gr.Button("Refresh runs", scale=0)
     with gr.Tab("One text"):
         text = gr.Textbox(label="Text", lines=3, elem_id="compare-text")
@@ -209,7 +209,7 @@ def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None
         table = gr.Dataframe(interactive=False, wrap=True)
 
     refresh.click(
-        lambda: (gr.update(choices=classifier_runs(("qa",))), gr.update(choices=classifier_runs(("qra", "qar"))), gr.update(choices=evaluation_choices())),
+        lambda: (gr.update(choices=classifier_runs(("qa",))), gr.update(choices=classifier_runs(("qra", "qar", "multitask"))), gr.update(choices=evaluation_choices())),
         None,
         [qa_run, qra_run, eval_dir],
         api_name=False,

@@ -138,8 +138,8 @@ def evaluate(run_dir: str | None, limit) -> str:
         return "No run selected."
     config = rundir.read_json(Path(run_dir) / rundir.CONFIG) or {}
     task = config.get("task")
-    if task not in ("qa", "qra", "qar") or launcher.run_state(run_dir)["state"] != "finished":
-        return "Evaluate needs a finished qa, qra or qar run."
+    if task not in ("qa", "qra", "qar", "multitask") or launcher.run_state(run_dir)["state"] != "finished":
+        return "Evaluate needs a finished qa, qra, qar or multitask run."
     limit = _number(limit, int, 0) or None
     qa, qra = (run_dir, None) if task == "qa" else (None, run_dir)
     launcher.start_evaluation(qa, qra, limit, Path(run_dir) / "eval-test")
