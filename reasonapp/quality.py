@@ -105,3 +105,30 @@ def quality_flags(reasoning: str | None, text: str, label: str, label_names: Seq
         if reason:
             found.append(reason)
     return found
+
+
+TEMPLATE_MIN_ROWS = 5
+TEMPLATE_FLAG = "template (shared by {count} rows)"
+
+
+def template_key(reasoning: str | None, label_names: Sequence[str]) -> str:
+    """A reasoning with its label words masked and its spacing and case normalized.
+
+    "Joy is a positive emotion." and "Fear is a negative emotion." differ; "Joy is a positive
+    emotion." on 77 rows is one template. Reasonings sharing a key across many rows cite nothing
+    particular to their text.
+    """
+    text = " ".join(words(reasoning or ""))
+    for name in label_names:
+        text = re.sub(rf"\b{re.escape(name.lower())}\b", "<label>", text)
+    return text
+
+
+# Export policies: which flagged rows an export leaves out. Named, so the dataset records what it did.
+EXPORT_POLICIES: dict[str, Callable[[list[str]], bool]] = {
+    "keep-all": lambda flags: True,
+    "drop-flagged": lambda flags: not flags,
+    "drop-label-restating": lambda flags: not any(
+        flag.startswith(("restates the label", "template", "cites nothing", "argues for", "empty")) for flag in flags
+    ),
+}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from reasonapp import settings
 from reasonapp.errors import ReasonappError
-from reasonapp.quality import quality_flags
+from reasonapp.quality import TEMPLATE_FLAG, TEMPLATE_MIN_ROWS, quality_flags, template_key
 
 SCHEMA_VERSION = 1
 MAX_REASONING_CHARS = 20_000
@@ -284,6 +284,28 @@ class ReasoningStore:
                 self._log(row_id, version, "generate", reasoning, Status.PENDING.value, None, generator_json, now)
                 written += 1
         return written
+
+    def mark_templates(self, min_rows: int = TEMPLATE_MIN_ROWS) -> int:
+        """Flag reasonings that, label words masked, appear on `min_rows` or more rows; returns rows flagged.
+
+        A corpus-level signal, so it is recomputed over the whole store (after a generation run).
+        """
+        records = self._db.execute("SELECT id, reasoning, flags FROM rows WHERE reasoning IS NOT NULL").fetchall()
+        keys = {r["id"]: template_key(r["reasoning"], self.label_names) for r in records}
+        counts: dict[str, int] = {}
+        for key in keys.values():
+            if key:
+                counts[key] = counts.get(key, 0) + 1
+        flagged = 0
+        with self._transaction():
+            for record in records:
+                flags = [f for f in json.loads(record["flags"]) if not f.startswith("template")]
+                count = counts.get(keys[record["id"]], 0)
+                if count >= min_rows:
+                    flags.append(TEMPLATE_FLAG.format(count=count))
+                    flagged += 1
+                self._db.execute("UPDATE rows SET flags = ?, flag_count = ? WHERE id = ?", (json.dumps(flags), len(flags), record["id"]))
+        return flagged
 
     # -- writing: review -------------------------------------------------------------------
     def review(self, row_id: int, status: str, expected_version: int, reviewer: str, reasoning: str | None = None) -> StoredRow:

@@ -31,7 +31,7 @@ def test_augment_fills_the_store_and_a_killed_run_resumes_without_duplicates(rge
     store.review(first_chunk[0], "accepted", store.get(first_chunk[0]).version, "ann", reasoning="Reviewed by a person.")
 
     result = augment_to_store(rgen_run, "dair-ai/emotion", store_path, limit=20, decoding=decoding, batch_size=4)
-    assert result == {"generated": 4, "skipped": 16, "store": str(store_path)}
+    assert (result["generated"], result["skipped"], result["store"]) == (4, 16, str(store_path))
     assert store.counts()["total"] == 20 and store.counts()["not_generated"] == 0
     assert all(sum(h["action"] == "generate" for h in store.history(i)) == 1 for i in store.query_ids())
     assert store.get(first_chunk[0]).reasoning == "Reviewed by a person."

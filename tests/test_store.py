@@ -179,3 +179,26 @@ def test_export_of_an_unreviewed_store_says_what_to_do(store, tmp_path):
 
     with pytest.raises(RunDirError, match="--include-pending"):
         export_store(store.path, tmp_path / "export")
+
+
+def test_template_reasonings_are_flagged_across_rows(tmp_path):
+    store = ReasoningStore(tmp_path / "s.sqlite", LABELS)
+    texts = [(i, f"text number {i} about my day", "joy" if i % 2 else "fear") for i in range(7)]
+    store.add_examples("d", "train", texts)
+    ids = store.ids_needing_reasoning("d", "train")
+    reasonings = ["Joy is a positive emotion." if i % 2 else "Fear is a positive emotion." for i in range(6)] + ["My day was fine, so joy."]
+    store.write_generated(zip(ids, reasonings, strict=True), GEN)
+    assert store.mark_templates(min_rows=5) == 6
+    flags = store.get(ids[0]).flags
+    assert "template (shared by 6 rows)" in flags
+    assert not any(f.startswith("template") for f in store.get(ids[6]).flags)
+    assert store.mark_templates(min_rows=5) == 6 and store.get(ids[0]).flags.count("template (shared by 6 rows)") == 1
+
+
+def test_export_policy_drops_flagged_rows_and_records_it(store, tmp_path):
+    from training.augment import export_store
+
+    for row_id in store.query_ids():
+        store.review(row_id, "accepted", store.get(row_id).version, "ann")
+    provenance = export_store(store.path, tmp_path / "export", policy="drop-label-restating")
+    assert provenance["rows"] == 2 and provenance["dropped_by_policy"] == 1 and provenance["policy"] == "drop-label-restating"

@@ -63,6 +63,17 @@ def test_lora_changes_adapter_weights_and_leaves_the_base_alone(tiny_model_dir, 
     assert all(torch.equal(base_after[k], base_before[k]) for k in base_before)
 
 
+def test_full_fine_tuning_saves_a_whole_model(tiny_model_dir, tmp_path, shared_data):
+    run_dir = train(TrainConfig(task="qa", base_model=tiny_model_dir, lora=False, output_dir=str(tmp_path / "run"), **{**FAST, "learning_rate": 1e-3}))
+    assert (run_dir / "model" / "model.safetensors").is_file() and not (run_dir / "adapter").exists()
+    history = losses(run_dir)
+    assert history[-1] < history[0]
+    from training.evaluate import EvalConfig, evaluate
+
+    report = evaluate(EvalConfig(qa_run=str(run_dir), limit=6, batch_size=6, qa_mode="scored", output_dir=str(tmp_path / "eval")))
+    assert report["systems"]["qa_scored"]["rows"] == 6
+
+
 def test_completion_only_loss_masks_the_prompt(tiny_model_dir, tmp_path, shared_data):
     config = TrainConfig(task="qa", base_model=tiny_model_dir, output_dir=str(tmp_path / "run"), **FAST)
     trainer = build_trainer(config, tmp_path / "run")

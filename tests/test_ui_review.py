@@ -108,3 +108,22 @@ def test_regenerate_puts_a_new_candidate_in_the_box_without_saving(tiny_model_di
         missing = client.predict("", api_name="/review_regenerate")
         assert "Pick an R-Gen run" in missing[7]
     assert ReasoningStore(store_path).get(1).reasoning == "Feeling happy today shows joy."  # nothing stored until accepted
+
+
+def test_skip_reject_bulk_accept_and_export_endpoints(app_url, store_path, tmp_path):
+    from gradio_client import Client
+
+    client = Client(app_url, verbose=False)
+    client.predict(*FILTERS, api_name="/review_queue")
+    skipped = client.predict(api_name="/review_skip")
+    assert skipped[0].startswith("<script>") and "row 2 of 3" in skipped[5]
+    rejected = client.predict("", "ann", api_name="/review_reject")
+    assert "Row 1: rejected." in rejected[7]
+    nothing = client.predict(str(tmp_path / "export"), False, api_name="/review_export")
+    assert nothing.startswith("Not exported") and "--include-pending" in nothing
+    bulk = client.predict("ann", "pending", "all", "", 0, 0, "any", "in order", api_name="/review_bulk_accept")
+    assert "Accepted 2 pending rows." in bulk[7]
+    exported = client.predict(str(tmp_path / "export"), False, api_name="/review_export")
+    assert exported.startswith("Exported 2 rows")
+    store = ReasoningStore(store_path)
+    assert store.counts()["status"] == {"pending": 0, "accepted": 2, "edited": 0, "rejected": 1}

@@ -174,27 +174,36 @@ def augment_to_store(
         generated += store.write_generated(zip(ids, reasonings, strict=True), generator)
         if progress:
             progress(start + len(ids), len(todo))
+    templates = store.mark_templates()
     store.close()
-    return {"generated": generated, "skipped": skipped, "store": str(store.path)}
+    return {"generated": generated, "skipped": skipped, "store": str(store.path), "template_rows": templates}
 
 
 def export_store(
     store_path: str | Path | None,
     out_dir: str | Path,
     include_pending: bool = False,
+    policy: str = "keep-all",
 ) -> dict:
     """Build the augmented training set from reviewed rows: accepted and edited (pending if asked), never rejected.
+
+    `policy` (see `reasonapp.quality.EXPORT_POLICIES`) leaves out rows by their quality flags.
 
     Writes `train.jsonl` and `train.parquet` (what the qra task reads), a `datasets` directory under
     `hf/`, `labels.json` and `provenance.json` with the review statistics.
     """
     import datasets
 
+    from reasonapp.quality import EXPORT_POLICIES
     from reasonapp.store import ReasoningStore
 
+    if policy not in EXPORT_POLICIES:
+        raise RunDirError(f"unknown export policy {policy!r}; choose one of {sorted(EXPORT_POLICIES)}")
+    keep = EXPORT_POLICIES[policy]
     store = ReasoningStore(store_path)
     candidates = store.rows_for_export(include_pending)
-    rows = [row for row in candidates if (row.reasoning or "").strip()]  # a blank reasoning teaches nothing
+    nonblank = [row for row in candidates if (row.reasoning or "").strip()]  # a blank reasoning teaches nothing
+    rows = [row for row in nonblank if keep(row.flags)]
     counts = store.counts()
     if not rows:
         raise RunDirError(
@@ -219,7 +228,9 @@ def export_store(
         "review": counts["status"],
         "exported_status": {s: extra["status"].count(s) for s in set(extra["status"])},
         "flagged_rows": sum(1 for r in rows if r.flags),
-        "skipped_blank_reasoning": len(candidates) - len(rows),
+        "skipped_blank_reasoning": len(candidates) - len(nonblank),
+        "policy": policy,
+        "dropped_by_policy": len(nonblank) - len(rows),
         "prompt_version": prompts.PROMPT_VERSION,
     }
     store.close()

@@ -26,7 +26,8 @@ class RunInfo:
     task: str
     base_model: str
     labels: LabelSpace
-    adapter_dir: Path
+    adapter_dir: Path | None
+    model_dir: Path | None = None  # a fully fine-tuned run's own model
 
     @classmethod
     def from_run_dir(cls, run_dir: str | Path, name: str | None = None) -> RunInfo:
@@ -40,29 +41,44 @@ class RunInfo:
                 f"{run_dir} was trained with prompt version {config.get('prompt_version')}, this reasonapp uses {PROMPT_VERSION}"
             )
         adapter_dir = run_dir / rundir.ADAPTER
-        if not (adapter_dir / "adapter_config.json").is_file():
-            raise RunDirError(f"{run_dir} has no trained adapter yet (status: {rundir.read_json(run_dir / rundir.STATUS, {}).get('state', 'unknown')})")
+        model_dir = run_dir / rundir.FULL_MODEL
         labels = LabelSpace(tuple(config["label_names"]), config.get("task_description", ""))
-        return cls(name or task, run_dir, task, config["base_model"], labels, adapter_dir)
+        if (adapter_dir / "adapter_config.json").is_file():
+            return cls(name or task, run_dir, task, config["base_model"], labels, adapter_dir)
+        if (model_dir / "config.json").is_file():
+            return cls(name or task, run_dir, task, config["base_model"], labels, None, model_dir)
+        state = rundir.read_json(run_dir / rundir.STATUS, {}).get("state", "unknown")
+        raise RunDirError(f"{run_dir} has no trained adapter or model yet (status: {state})")
 
 
 class Classifiers:
-    """Several classifier runs as named LoRA adapters on one base model in memory."""
+    """Several classifier runs in memory: LoRA runs as named adapters on one shared base model,
+    fully fine-tuned runs as models of their own."""
 
     def __init__(self, runs: dict[str, str | Path], device: str | None = None):
-        from reasonapp.models import load_with_adapters
+        from reasonapp.models import load_base_model, load_with_adapters
 
         if not runs:
             raise ModelError("no classifier runs given")
         self.runs = {name: RunInfo.from_run_dir(path, name) for name, path in runs.items()}
-        bases = {info.base_model for info in self.runs.values()}
-        if len(bases) > 1:
-            raise ModelError(f"runs to compare must share a base model, got {sorted(bases)}")
-        self.model, self.tokenizer = load_with_adapters(bases.pop(), {n: i.adapter_dir for n, i in self.runs.items()}, device)
+        adapters = {name: info for name, info in self.runs.items() if info.adapter_dir}
+        self._models: dict[str, tuple] = {}
+        if adapters:
+            bases = {info.base_model for info in adapters.values()}
+            if len(bases) > 1:
+                raise ModelError(f"adapter runs to compare must share a base model, got {sorted(bases)}")
+            shared = load_with_adapters(bases.pop(), {n: i.adapter_dir for n, i in adapters.items()}, device)
+            self._models.update({name: shared for name in adapters})
+        for name, info in self.runs.items():
+            if info.model_dir:
+                self._models[name] = load_base_model(str(info.model_dir), device)
+        self.model, self.tokenizer = next(iter(self._models.values()))
 
     def _use(self, name: str) -> RunInfo:
         info = self.runs[name]
-        self.model.set_adapter(name)
+        self.model, self.tokenizer = self._models[name]
+        if info.adapter_dir:
+            self.model.set_adapter(name)
         return info
 
     def score(self, name: str, texts: list[str], batch_size: int = 16, progress: ProgressCallback | None = None):

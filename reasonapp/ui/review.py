@@ -200,6 +200,18 @@ class ReviewHandlers:
         session = ReviewSession(queue=self.store.query_ids(row_filter))
         return self.view(session, f"Accepted {accepted} pending rows.")
 
+    def export(self, out_dir: str, include_pending: bool) -> str:
+        """Build the augmented training set from this store (the same as `python -m training export`)."""
+        from reasonapp import settings
+        from training.augment import export_store
+
+        out = (out_dir or "").strip() or str(settings.workspace_dir() / "exports" / "reviewed")
+        try:
+            provenance = export_store(self.store.path, out, include_pending)
+        except ReasonappError as error:
+            return f"Not exported: {error}"
+        return f"Exported {provenance['rows']} rows ({provenance['exported_status']}) to {out}; train Q→RA on it with --dataset {out}"
+
     def bulk_preview(self, status, label, search, min_length, max_length, flagged, order):
         row_filter = self._filter(status, label, search, min_length, max_length, flagged, order)
         pending = sum(1 for i in self.store.query_ids(row_filter) if self.store.get(i).status == Status.PENDING.value)
@@ -254,6 +266,11 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
             counts = gr.Dataframe(
                 headers=["label", *[s.value for s in Status], "total"], label="Counts", interactive=False
             )
+            with gr.Accordion("Export the augmented training set", open=False):
+                export_dir = gr.Textbox(label="Output directory", placeholder="default: <workspace>/exports/reviewed", max_lines=1)
+                include_pending = gr.Checkbox(label="Include rows nobody reviewed yet", value=False)
+                export = gr.Button("Export accepted + edited rows", elem_id="review-export")
+                export_message = gr.Textbox(label="Export", interactive=False, elem_id="review-export-message")
 
     filters = [status, label, search, min_length, max_length, flagged, order]
     outputs = [session, text, gold, reasoning, flags, meta, progress, counts, message]
@@ -270,3 +287,4 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
         lambda: gr.update(visible=False), None, confirm_box
     )
     cancel.click(lambda: gr.update(visible=False), None, confirm_box)
+    export.click(handlers.export, [export_dir, include_pending], export_message, api_name="review_export")
