@@ -33,3 +33,16 @@ def test_demo_mode_keeps_review_and_prediction_but_not_training(shared_data):
     endpoints = {dep.get("api_name") for dep in demo.config["dependencies"]}
     assert "train_start" not in endpoints and "train_resume" not in endpoints
     assert {"review_accept", "compare_predict", "train_monitor"} <= endpoints
+
+
+def test_public_api_is_exactly_the_endpoints_the_client_tests_cover(shared_data):
+    from reasonapp.ui.app import build_app
+
+    demo = build_app()
+    public = {dep["api_name"] for dep in demo.config["dependencies"] if dep.get("api_visibility", "public") == "public" and dep.get("api_name")}
+    assert public - {"load_example"} == {  # load_example: gr.Examples' own
+        "train_show_command", "train_start", "train_push", "train_monitor", "train_stop", "train_resume", "train_evaluate",
+        "review_queue", "review_accept", "review_save", "review_reject", "review_skip", "review_undo", "review_regenerate",
+        "review_bulk_accept", "review_export",
+        "compare_predict", "compare_batch", "compare_disagreements",
+    }

@@ -212,10 +212,10 @@ def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None
         lambda: (gr.update(choices=classifier_runs(("qa",))), gr.update(choices=classifier_runs(("qra", "qar", "multitask"))), gr.update(choices=evaluation_choices())),
         None,
         [qa_run, qra_run, eval_dir],
-        api_name=False,
+        api_visibility="private",
     )
     outputs = [qa_label, probs, qa_latency, reasoning, qra_label, qra_latency, agreement, note]
     go.click(handlers.predict, [text, qa_run, qra_run], outputs, api_name="compare_predict", concurrency_limit=1)
-    text.submit(handlers.predict, [text, qa_run, qra_run], outputs, api_name=False, concurrency_limit=1)
+    text.submit(handlers.predict, [text, qa_run, qra_run], outputs, api_visibility="private", concurrency_limit=1)
     run_batch.click(handlers.predict_file, [upload, qa_run, qra_run], [batch_table, download, batch_note], api_name="compare_batch", concurrency_limit=1)
     show.click(disagreements, [eval_dir, gold], table, api_name="compare_disagreements")

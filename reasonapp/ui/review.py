@@ -275,16 +275,16 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
     filters = [status, label, search, min_length, max_length, flagged, order]
     outputs = [session, text, gold, reasoning, flags, meta, progress, counts, message]
     apply.click(handlers.load_queue, filters, outputs, api_name="review_queue")
-    demo.load(handlers.load_queue, filters, outputs)
+    demo.load(handlers.load_queue, filters, outputs, api_visibility="private")
     accept.click(handlers.accept, [session, reasoning, reviewer], outputs, api_name="review_accept")
     save.click(handlers.save_edit, [session, reasoning, reviewer], outputs, api_name="review_save")
     reject.click(handlers.reject, [session, reasoning, reviewer], outputs, api_name="review_reject")
     skip.click(handlers.skip, [session], outputs, api_name="review_skip")
     undo.click(handlers.undo, [session, reasoning, reviewer], outputs, api_name="review_undo")
     regenerate.click(handlers.regenerate, [session, rgen_run], outputs, api_name="review_regenerate")
-    bulk.click(handlers.bulk_preview, filters, [confirm_box, confirm_text], api_name=False)
+    bulk.click(handlers.bulk_preview, filters, [confirm_box, confirm_text], api_visibility="private")
     confirm.click(handlers.bulk_accept, [session, reviewer, *filters], outputs, api_name="review_bulk_accept").then(
-        lambda: gr.update(visible=False), None, confirm_box
+        lambda: gr.update(visible=False), None, confirm_box, api_visibility="private"
     )
-    cancel.click(lambda: gr.update(visible=False), None, confirm_box)
+    cancel.click(lambda: gr.update(visible=False), None, confirm_box, api_visibility="private")
     export.click(handlers.export, [export_dir, include_pending], export_message, api_name="review_export")

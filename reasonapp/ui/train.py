@@ -226,12 +226,12 @@ def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
     if not demo_mode:
         begin.click(start, form, [run, message], api_name="train_start")
     push.click(push_run, [run, repo_id, private, merged], push_message, api_name="train_push")
-    refresh.click(lambda: (gr.update(choices=run_choices()), runs_table()), None, [run, table], api_name=False)
+    refresh.click(lambda: (gr.update(choices=run_choices()), runs_table()), None, [run, table], api_visibility="private")
     timer = gr.Timer(2.0)
     monitored = [status, loss, log, error]
-    timer.tick(monitor, run, monitored, api_name=False, show_progress="hidden")
-    run.change(monitor, run, monitored, api_name="train_monitor").then(evaluation_view, run, [report, confusion])
-    timer.tick(evaluation_view, run, [report, confusion], api_name=False, show_progress="hidden")
+    timer.tick(monitor, run, monitored, api_visibility="private", show_progress="hidden")
+    run.change(monitor, run, monitored, api_name="train_monitor").then(evaluation_view, run, [report, confusion], api_visibility="private")
+    timer.tick(evaluation_view, run, [report, confusion], api_visibility="private", show_progress="hidden")
     halt.click(stop, run, message, api_name="train_stop")
     if not demo_mode:
         again.click(resume, run, message, api_name="train_resume")
