@@ -70,9 +70,11 @@ def model_card(config: dict, run_dir: Path, repo_id: str, merged: bool):
     task = config["task"]
     evaluation = rundir.read_json(run_dir / "eval-test" / "metrics.json") or {}
     final = rundir.read_json(run_dir / rundir.FINAL_METRICS) or {}
+    dataset = str(config.get("source_dataset") or config["dataset"])
+    on_hub = "/" in dataset and not Path(dataset).exists()  # a Hub id, not a local directory
     data = ModelCardData(
         base_model=config["base_model"],
-        datasets=[config.get("source_dataset") or config["dataset"]] if "/" in str(config.get("source_dataset") or config["dataset"]) else None,
+        datasets=[dataset] if on_hub else None,
         library_name="transformers" if merged else "peft",
         pipeline_tag="text-generation",
         tags=["reasonapp", "reasoning-infused-classification", task, "lora" if not merged else "merged"],

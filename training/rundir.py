@@ -38,9 +38,13 @@ LAUNCHER_FILES = {"launch.yaml", "train.log", "process.json"}
 RESUMABLE_DIFFERENCES = {"save_steps", "logging_steps", "output_dir"}
 
 
+def runs_root() -> Path:
+    return settings.workspace_dir() / "runs"
+
+
 def default_run_dir(task: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return settings.workspace_dir() / "runs" / f"{task}-{stamp}"
+    return runs_root() / f"{task}-{stamp}"
 
 
 def write_json(path: Path, value) -> None:
@@ -173,7 +177,7 @@ class RunReporter(TrainerCallback):
 
 def list_runs(root: Path | None = None) -> list[dict]:
     """Every run under the workspace's runs/ folder, newest first, with config, status and final metrics."""
-    root = Path(root) if root else settings.workspace_dir() / "runs"
+    root = Path(root) if root else runs_root()
     runs = []
     for config_path in root.glob(f"*/{CONFIG}"):
         run_dir = config_path.parent

@@ -48,7 +48,7 @@ def run_choices() -> list[tuple[str, str]]:
     for run in rundir.list_runs():
         state = run["status"].get("state", "starting")
         choices.append((f"{Path(run['run_dir']).name} · {run['config'].get('task', '?')} · {state}", run["run_dir"]))
-    for launch in sorted((rundir.default_run_dir("x").parent).glob(f"*/{launcher.LAUNCH_CONFIG}"), reverse=True):
+    for launch in sorted(rundir.runs_root().glob(f"*/{launcher.LAUNCH_CONFIG}"), reverse=True):
         if not (launch.parent / rundir.CONFIG).is_file():  # launched, not yet started (or failed before it could)
             choices.append((f"{launch.parent.name} · starting", str(launch.parent)))
     return choices
