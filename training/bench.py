@@ -21,15 +21,8 @@ from reasonapp import data, prompts
 from reasonapp.errors import ConfigError
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (all workloads together)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -91,10 +84,12 @@ def bench_training(augmented: str, base_model: str, steps: int, batch_size: int,
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(task="qra", base_model=base_model, dataset=augmented, limit=rows, max_steps=steps, batch_size=batch_size, max_length=max_length, logging_steps=max(1, steps // 4), save_steps=10_000, output_dir=tmp)
         trainer = build_trainer(config, Path(tmp))
-        real_tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
         started = time.perf_counter()
         trainer.train()
         fast_s = time.perf_counter() - started
+        # real (non-padding) tokens the trainer processed, as TRL counts them from the attention mask
+        real_tokens = int(max(entry.get("num_tokens", 0) for entry in trainer.state.log_history))
+        rows = trainer.state.global_step * batch_size
         del trainer
         gc.collect()
 
@@ -198,11 +193,12 @@ def bench_memory(qa_run: str, qra_run: str) -> dict:
     import subprocess
     import sys
 
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report its parent's peak.
     code = (
-        "import json,resource;from training.predict import Classifiers;"
+        "import json;from training.predict import Classifiers;"
         f"c=Classifiers({{'qa':{qa_run!r},'qra':{qra_run!r}}});c.score('qa',['i feel fine']);"
-        "print(json.dumps({'rss_mb':int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])/1024,"
-        "'peak_rss_mb':resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024}))"
+        "s=open('/proc/self/status').read();kb=lambda k:int(s.split(k+':')[1].split()[0])/1024;"
+        "print(json.dumps({'rss_mb':kb('VmRSS'),'peak_rss_mb':kb('VmHWM')}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
