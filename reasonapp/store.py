@@ -315,11 +315,7 @@ class ReasoningStore:
         """
         status = Status(status).value
         reviewer = (reviewer or "").strip() or "anonymous"
-        now = time.time()
-        with self._transaction():
-            row = self.get(row_id)
-            if row.version != expected_version:
-                raise ConflictError(row)
+        with self._change(row_id, expected_version) as row:
             text = row.reasoning if reasoning is None else reasoning
             if reasoning is not None and reasoning != row.reasoning:
                 self._validate_reasoning(reasoning, status)
@@ -328,17 +324,13 @@ class ReasoningStore:
             elif status in (Status.ACCEPTED.value, Status.EDITED.value) and not (text or "").strip():
                 raise StoreError("this reasoning is empty: edit it or reject the row")
             action = status if reasoning is None or reasoning == row.reasoning else "edit"
-            self._apply(row, text, status, reviewer, action, now)
+            self._apply(row, text, status, reviewer, action)
         return self.get(row_id)
 
     def undo(self, row_id: int, expected_version: int, reviewer: str) -> StoredRow:
         """Return a row to the state before its last change (itself recorded as a change: nothing is lost)."""
         reviewer = (reviewer or "").strip() or "anonymous"
-        now = time.time()
-        with self._transaction():
-            row = self.get(row_id)
-            if row.version != expected_version:
-                raise ConflictError(row)
+        with self._change(row_id, expected_version) as row:
             states: list[dict] = []  # replay the history: each undo pops the change it undid
             for entry in self.history(row_id):
                 if entry["action"] == "undo":
@@ -348,7 +340,7 @@ class ReasoningStore:
             if len(states) < 2:
                 raise StoreError("nothing to undo on this row")
             target = states[-2]
-            self._apply(row, target["reasoning"], target["status"], reviewer, "undo", now)
+            self._apply(row, target["reasoning"], target["status"], reviewer, "undo")
         return self.get(row_id)
 
     def bulk_accept(self, row_filter: RowFilter, reviewer: str) -> int:
@@ -372,8 +364,18 @@ class ReasoningStore:
                 f"the reasoning is {len(reasoning):,} characters; the limit is {MAX_REASONING_CHARS:,} (reasonings are a few sentences)"
             )
 
-    def _apply(self, row: StoredRow, reasoning: str | None, status: str, reviewer: str, action: str, now: float) -> None:
+    @contextmanager
+    def _change(self, row_id: int, expected_version: int):
+        """The row under the write lock, provided nobody changed it since `expected_version` was read."""
+        with self._transaction():
+            row = self.get(row_id)
+            if row.version != expected_version:
+                raise ConflictError(row)
+            yield row
+
+    def _apply(self, row: StoredRow, reasoning: str | None, status: str, reviewer: str, action: str) -> None:
         """Write a reviewer's change to a row, re-flag it, bump its version, and record it in the history."""
+        now = time.time()
         flags = quality_flags(reasoning, row.text, row.label, self.label_names)
         version = row.version + 1
         self._db.execute(

@@ -11,7 +11,7 @@ import pytest
 from tests.hub_standin import HubStandIn
 from tests.test_training import FAST
 
-FAKE_TOKEN = "hf_reasonappTESTtoken0123456789abcdefXYZ"
+FAKE_TOKEN = "hf_reasonapp_FAKE_test_token_0123456789_abcdefXYZ"  # recognisable, and not shaped like a real token
 
 
 @pytest.fixture
