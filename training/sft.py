@@ -232,15 +232,19 @@ def sft_config(config: TrainConfig, run_dir: Path):
 # running
 
 
-def build_trainer(config: TrainConfig, run_dir: Path, callbacks=()):
-    """TRL's SFTTrainer for the run, with the model loaded for this process's device."""
+def build_trainer(config: TrainConfig, run_dir: Path, callbacks=(), examples=None):
+    """TRL's SFTTrainer for the run, with the model loaded for this process's device.
+
+    `examples` from `build_examples`, when the caller already has them (the dataset is then read once).
+    """
     from accelerate import PartialState
     from trl import SFTTrainer
 
     from reasonapp.models import load_base_model
 
     state = PartialState()
-    examples, _ = build_examples(config)
+    if examples is None:
+        examples, _ = build_examples(config)
     device = f"cuda:{state.local_process_index}" if _on_cuda() else "cpu"
     model, tokenizer = load_base_model(config.base_model, device=device)
     tokenizer.padding_side = "right"  # training pads on the right; generation uses left
@@ -283,7 +287,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> Path:
     reporter.mark("running", resumed_from=checkpoint)
     started = time.time()
     try:
-        trainer = build_trainer(config, run_dir, [reporter, *callbacks])
+        trainer = build_trainer(config, run_dir, [reporter, *callbacks], examples)
         result = trainer.train(resume_from_checkpoint=checkpoint)
     except BaseException as error:
         reporter.mark("failed", error=f"{type(error).__name__}: {error}")
