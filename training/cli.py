@@ -40,6 +40,13 @@ def not_built(name: str, issue: str, help_text: str) -> None:
     command(name, f"{help_text} [not built yet]")(run)
 
 
+def _flag_type(annotation) -> type:
+    """int, float or str from a field's annotation (a string under `from __future__ import annotations`)."""
+    name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    base = next((part.strip() for part in name.split("|") if part.strip() != "None"), "str")
+    return {"int": int, "float": float}.get(base, str)
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, config_class) -> None:
     """One flag per config field (`--lora-r`), typed from its default, help from its metadata."""
     for spec in dataclasses.fields(config_class):
@@ -50,12 +57,8 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_class) -> No
             kwargs["choices"] = spec.metadata["choices"]
         if isinstance(spec.default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-        elif isinstance(spec.default, (int, float)) and not isinstance(spec.default, bool):
-            parser.add_argument(flag, type=type(spec.default), **kwargs)
-        elif spec.name in {"limit"} or spec.type in ("int | None",):
-            parser.add_argument(flag, type=int, **kwargs)
         else:
-            parser.add_argument(flag, **kwargs)
+            parser.add_argument(flag, type=_flag_type(spec.type), **kwargs)
     parser.add_argument("--config", help="YAML file of settings; flags given here override it")
     parser.set_defaults(config_fills_flags=True)
 
