@@ -49,24 +49,6 @@ def _print_report(report: dict, report_dir: str) -> None:
     print(f"report: {report_dir}/report.md")
 
 
-def _rate_printer():
-    """Progress on stderr as rows, rows/s and ETA: the figures a user waiting on Stage 2 wants."""
-    import sys
-    import time
-
-    started = time.time()
-
-    def report(done: int, total: int) -> None:
-        elapsed = time.time() - started
-        rate = done / elapsed if elapsed else 0.0
-        eta = (total - done) / rate if rate else float("inf")
-        print(f"\r{done}/{total} rows  {rate:.2f} rows/s  ETA {eta:.0f}s   ", end="", file=sys.stderr, flush=True)
-        if done >= total:
-            print(file=sys.stderr)
-
-    return report
-
-
 def _add_augment_arguments(parser) -> None:
     parser.add_argument("--rgen-run", required=True, help="run directory of a trained R-Gen (task rgen), or base:<model> to use an instruct model without Stage 1")
     parser.add_argument("--prompt-variant", choices=["default", "cue"], default="default", help="cue: ask for the words in the text that carry the label")
@@ -85,11 +67,11 @@ def _add_augment_arguments(parser) -> None:
 @command("augment", "Stage 2: write a reasoning for every training row into the review store (resumable)", _add_augment_arguments)
 def augment_command(args) -> int:
     from training.augment import augment_to_store
-    from training.generation import Decoding
+    from training.generation import Decoding, progress_bar
 
     decoding = Decoding(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature)
     result = augment_to_store(
-        args.rgen_run, args.dataset, args.store, args.split, args.limit, args.seed, decoding, args.batch_size, _rate_printer(),
+        args.rgen_run, args.dataset, args.store, args.split, args.limit, args.seed, decoding, args.batch_size, progress_bar("Stage 2"),
         prompt_variant=args.prompt_variant, candidates=args.candidates,
     )
     print(f"generated {result['generated']} reasonings, {result['skipped']} rows already had one; store: {result['store']}")

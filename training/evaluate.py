@@ -21,6 +21,7 @@ from pathlib import Path
 from reasonapp import data
 from reasonapp.errors import ConfigError, DataError
 from training import rundir
+from training.generation import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -153,22 +154,6 @@ def _training_rows_of(run_config: dict):
     return data.sample_rows(loaded.splits[run_config["split"]], run_config.get("limit"), run_config["seed"])
 
 
-def _progress_printer(label: str):
-    from tqdm.auto import tqdm
-
-    bar = {"bar": None}
-
-    def update(done: int, total: int) -> None:
-        if bar["bar"] is None:
-            bar["bar"] = tqdm(total=total, desc=label, unit="row")
-        bar["bar"].n = done
-        bar["bar"].refresh()
-        if done >= total:
-            bar["bar"].close()
-
-    return update
-
-
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate the given runs (and TF-IDF) on the split; write the report; return metrics.json's content."""
     from training.predict import Classifiers
@@ -199,13 +184,13 @@ def evaluate(config: EvalConfig) -> dict:
     if "qa" in runs:
         if config.qa_mode in ("both", "scored"):
             started = time.time()
-            probs = classifiers.score("qa", texts, config.batch_size, _progress_printer("Q->A scoring"))
+            probs = classifiers.score("qa", texts, config.batch_size, progress_bar("Q->A scoring"))
             timings["qa_scored"] = time.time() - started
             systems["qa_scored"] = [int(p.argmax()) for p in probs]
             details["qa_scored"] = [{"probabilities": [round(float(x), 4) for x in p]} for p in probs]
         if config.qa_mode in ("both", "generated"):
             started = time.time()
-            predictions = classifiers.predict("qa", texts, batch_size=config.batch_size, progress=_progress_printer("Q->A generation"))
+            predictions = classifiers.predict("qa", texts, batch_size=config.batch_size, progress=progress_bar("Q->A generation"))
             timings["qa_generated"] = time.time() - started
             systems["qa_generated"] = [p.label_index for p in predictions]
             details["qa_generated"] = [{"output": p.raw, "status": p.status} for p in predictions]
@@ -217,12 +202,12 @@ def evaluate(config: EvalConfig) -> dict:
         reasoning_key = run_configs["qra"]["task"]
         started = time.time()
         if get_format(reasoning_key).answers_with_label_only:  # multitask: learned from reasonings, answers directly
-            probs = classifiers.score("qra", texts, config.batch_size, _progress_printer(f"{reasoning_key} scoring"))
+            probs = classifiers.score("qra", texts, config.batch_size, progress_bar(f"{reasoning_key} scoring"))
             systems[reasoning_key] = [int(p.argmax()) for p in probs]
             details[reasoning_key] = [{"probabilities": [round(float(x), 4) for x in p]} for p in probs]
         else:
             predictions = classifiers.predict(
-                "qra", texts, Decoding(max_new_tokens=config.max_new_tokens), config.batch_size, _progress_printer(f"{reasoning_key} generation")
+                "qra", texts, Decoding(max_new_tokens=config.max_new_tokens), config.batch_size, progress_bar(f"{reasoning_key} generation")
             )
             systems[reasoning_key] = [p.label_index for p in predictions]
             details[reasoning_key] = [{"output": p.raw, "reasoning": p.reasoning, "status": p.status, "reason": p.reason} for p in predictions]

@@ -18,6 +18,22 @@ logger = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int], None]  # (rows done, rows total)
 
 
+def progress_bar(label: str, unit: str = "row") -> ProgressCallback:
+    """A tqdm bar as a ProgressCallback: rows done, rows/s and ETA, on stderr."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=None, desc=label, unit=unit)  # the clock starts now, before the first row is done
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
 @dataclass(frozen=True)
 class Decoding:
     """How to decode; recorded with every generated reasoning."""
