@@ -191,3 +191,8 @@ def list_runs(root: Path | None = None) -> list[dict]:
             }
         )
     return sorted(runs, key=lambda run: run["modified"], reverse=True)
+
+
+def finished_runs(tasks: tuple[str, ...]) -> list[str]:
+    """Run directories of finished runs of these tasks, newest first (what the app offers to pick from)."""
+    return [run["run_dir"] for run in list_runs() if run["config"].get("task") in tasks and run["status"].get("state") == "finished"]

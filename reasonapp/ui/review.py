@@ -15,6 +15,7 @@ import gradio as gr
 
 from reasonapp.errors import ReasonappError
 from reasonapp.store import ConflictError, ReasoningStore, RowFilter, Status, StoredRow
+from training.rundir import finished_runs
 
 STATUS_CHOICES = ["pending", "accepted", "edited", "rejected", "all"]
 SHORTCUTS = {"accept": "Alt+A", "reject": "Alt+R", "save": "Alt+S", "skip": "Alt+N", "undo": "Alt+Z", "regenerate": "Alt+G"}
@@ -218,12 +219,6 @@ class ReviewHandlers:
         return gr.update(visible=True), f"Accept all {pending} pending rows in this filter?"
 
 
-def rgen_run_choices() -> list[str]:
-    from training.rundir import list_runs
-
-    return [run["run_dir"] for run in list_runs() if run["config"].get("task") == "rgen" and run["status"].get("state") == "finished"]
-
-
 def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
     session = gr.State(ReviewSession())
     with gr.Row():
@@ -255,7 +250,7 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
             reviewer = gr.Textbox(label="Reviewer name", value="reviewer", max_lines=1, elem_id="review-reviewer")
             with gr.Accordion("Guidelines", open=True):
                 gr.Markdown(GUIDELINES)
-            rgen_run = gr.Dropdown(rgen_run_choices(), label="R-Gen run for regenerate", allow_custom_value=True)
+            rgen_run = gr.Dropdown(finished_runs(("rgen",)), label="R-Gen run for regenerate", allow_custom_value=True)
             regenerate = gr.Button(f"Regenerate ({SHORTCUTS['regenerate']})", elem_id="review-regenerate")
             bulk = gr.Button("Accept all pending in this filter…", elem_id="review-bulk")
             with gr.Group(visible=False) as confirm_box:
