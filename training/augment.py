@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from reasonapp import prompts
@@ -184,10 +184,12 @@ def export_store(
     out_dir: str | Path,
     include_pending: bool = False,
     policy: str = "keep-all",
+    source_rows: Collection[int] | None = None,
 ) -> dict:
     """Build the augmented training set from reviewed rows: accepted and edited (pending if asked), never rejected.
 
-    `policy` (see `reasonapp.quality.EXPORT_POLICIES`) leaves out rows by their quality flags.
+    `policy` (see `reasonapp.quality.EXPORT_POLICIES`) leaves out rows by their quality flags;
+    `source_rows` keeps only those rows of the source split (one store serving several samples).
 
     Writes `train.jsonl` and `train.parquet` (what the qra task reads), a `datasets` directory under
     `hf/`, `labels.json` and `provenance.json` with the review statistics.
@@ -202,6 +204,9 @@ def export_store(
     keep = EXPORT_POLICIES[policy]
     store = ReasoningStore(store_path)
     candidates = store.rows_for_export(include_pending)
+    if source_rows is not None:
+        wanted = set(source_rows)
+        candidates = [row for row in candidates if row.row_index in wanted]
     nonblank = [row for row in candidates if (row.reasoning or "").strip()]  # a blank reasoning teaches nothing
     rows = [row for row in nonblank if keep(row.flags)]
     counts = store.counts()
@@ -230,6 +235,7 @@ def export_store(
         "flagged_rows": sum(1 for r in rows if r.flags),
         "skipped_blank_reasoning": len(candidates) - len(nonblank),
         "policy": policy,
+        "source_rows_filter": len(set(source_rows)) if source_rows is not None else None,
         "dropped_by_policy": len(nonblank) - len(rows),
         "prompt_version": prompts.PROMPT_VERSION,
     }

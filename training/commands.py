@@ -111,6 +111,34 @@ def experiment_command(args) -> int:
 
 
 
+def _add_compare_arguments(parser) -> None:
+    parser.add_argument("--config", required=True, help="comparison YAML (see configs/compare-small.yaml)")
+    parser.add_argument("--root", help="cache directory; default <workspace>/experiments/<name>")
+    parser.add_argument("--max-jobs", type=int, help="stop after this many (variant, N, seed) jobs")
+    parser.add_argument("--hours", type=float, help="start no new job after this many hours")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from finished jobs, run nothing")
+
+
+@command("compare", "Q->A against reasoning variants over N and seeds; resumable, one report (md + PNG)", _add_compare_arguments)
+def compare_command(args) -> int:
+    import time
+
+    from training.comparison import Comparison, load_comparison_config
+
+    comparison = Comparison(load_comparison_config(args.config), args.root)
+    if args.report_only:
+        report = comparison.write_report()
+    else:
+        deadline = time.time() + args.hours * 3600 if args.hours else None
+        report = comparison.run(max_jobs=args.max_jobs, deadline=deadline)
+    print(report["choice"]["verdict"])
+    if report["missing"]:
+        print(f"{len(report['missing'])} jobs not run yet; run the same command again to continue")
+    print(f"report: {comparison.root / 'comparison.md'}")
+    return 0
+
+
+
 def _add_push_arguments(parser) -> None:
     parser.add_argument("path", help="a run directory, or a dataset directory made by `export`")
     parser.add_argument("--repo-id", required=True, help="user-or-org/name on the Hub")

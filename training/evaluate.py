@@ -139,6 +139,32 @@ class EvalConfig:
             self.output_dir = str(Path(self.qa_run or self.qra_run) / f"eval-{self.split}")
 
 
+# A label-first run (qar) needs only its first line to be read: "Label: surprise" is under 8 tokens.
+LABEL_LINE_TOKENS = 12
+
+
+def predict_labels(
+    classifiers, name: str, texts: list[str], batch_size: int = 16, max_new_tokens: int = 128
+) -> tuple[list[int | None], list[dict]]:
+    """Each text's predicted label index (None when invalid) and per-row details, the way the run's format answers.
+
+    Label-only formats (qa, multitask) are scored over the label set; qra generates its reasoning, then
+    the label; qar generates only its first line, where its label is.
+    """
+    from reasonapp.prompts import get_format
+    from training.generation import Decoding
+
+    task = classifiers.runs[name].task
+    fmt = get_format(task)
+    if fmt.answers_with_label_only:
+        probs = classifiers.score(name, texts, batch_size, progress_bar(f"{task} scoring"))
+        return [int(p.argmax()) for p in probs], [{"probabilities": [round(float(x), 4) for x in p]} for p in probs]
+    budget = LABEL_LINE_TOKENS if fmt.layout == "label_reasoning" else max_new_tokens
+    predictions = classifiers.predict(name, texts, Decoding(max_new_tokens=budget), batch_size, progress_bar(f"{task} generation"))
+    details = [{"output": p.raw, "reasoning": p.reasoning, "status": p.status, "reason": p.reason} for p in predictions]
+    return [p.label_index for p in predictions], details
+
+
 def _source_dataset(config: EvalConfig, run_configs: dict[str, dict]) -> str:
     if config.dataset:
         return config.dataset
@@ -184,10 +210,8 @@ def evaluate(config: EvalConfig) -> dict:
     if "qa" in runs:
         if config.qa_mode in ("both", "scored"):
             started = time.time()
-            probs = classifiers.score("qa", texts, config.batch_size, progress_bar("Q->A scoring"))
+            systems["qa_scored"], details["qa_scored"] = predict_labels(classifiers, "qa", texts, config.batch_size)
             timings["qa_scored"] = time.time() - started
-            systems["qa_scored"] = [int(p.argmax()) for p in probs]
-            details["qa_scored"] = [{"probabilities": [round(float(x), 4) for x in p]} for p in probs]
         if config.qa_mode in ("both", "generated"):
             started = time.time()
             predictions = classifiers.predict("qa", texts, batch_size=config.batch_size, progress=progress_bar("Q->A generation"))
@@ -196,21 +220,11 @@ def evaluate(config: EvalConfig) -> dict:
             details["qa_generated"] = [{"output": p.raw, "status": p.status} for p in predictions]
     reasoning_key = None
     if "qra" in runs:
-        from reasonapp.prompts import get_format
-        from training.generation import Decoding
-
         reasoning_key = run_configs["qra"]["task"]
         started = time.time()
-        if get_format(reasoning_key).answers_with_label_only:  # multitask: learned from reasonings, answers directly
-            probs = classifiers.score("qra", texts, config.batch_size, progress_bar(f"{reasoning_key} scoring"))
-            systems[reasoning_key] = [int(p.argmax()) for p in probs]
-            details[reasoning_key] = [{"probabilities": [round(float(x), 4) for x in p]} for p in probs]
-        else:
-            predictions = classifiers.predict(
-                "qra", texts, Decoding(max_new_tokens=config.max_new_tokens), config.batch_size, progress_bar(f"{reasoning_key} generation")
-            )
-            systems[reasoning_key] = [p.label_index for p in predictions]
-            details[reasoning_key] = [{"output": p.raw, "reasoning": p.reasoning, "status": p.status, "reason": p.reason} for p in predictions]
+        systems[reasoning_key], details[reasoning_key] = predict_labels(
+            classifiers, "qra", texts, config.batch_size, config.max_new_tokens
+        )
         timings[reasoning_key] = time.time() - started
     del classifiers
 

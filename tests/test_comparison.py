@@ -1,0 +1,133 @@
+"""The reasoning comparison: jobs run in order, resume, are reported with what is missing, and the
+best variant is chosen on validation, never on test."""
+
+import json
+
+import pytest
+import yaml
+
+from reasonapp.errors import ConfigError
+from training.comparison import Comparison, Job, load_comparison_config, plan, summarize
+
+
+def _write(tmp_path, config: dict):
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _tiny_config(base_model: str) -> dict:
+    return {
+        "name": "tiny-compare",
+        "base_model": base_model,
+        "n_train": [8, 16],
+        "seeds": [0],
+        "rgen": {"limit": 16, "max_steps": 2, "batch_size": 8},
+        "augment": {"batch_size": 8, "max_new_tokens": 8},
+        "sources": {"rgen": {}},
+        "variants": {
+            "qa": {"task": "qa"},
+            "multitask": {"task": "multitask", "source": "rgen"},
+            "qar": {"task": "qar", "source": "rgen"},
+            "qra": {"task": "qra", "source": "rgen"},
+        },
+        "train": {"max_steps": 2, "batch_size": 8},
+        "evaluate": {"validation_rows": 6, "test_rows": 6, "batch_size": 8, "max_new_tokens": 12},
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"variants": {"qra": {"task": "qra", "source": "rgen"}}}, "must include 'qa'"),
+        ({"variants": {"qa": {"task": "qa"}, "qra": {"task": "qra"}}}, "needs a source"),
+        ({"sources": {"rgen": {"prompt": "x"}}}, "unknown keys"),
+        ({"sources": {"rgen": {"policy": "keep-some"}}}, "policy must be one of"),
+        ({"variants": {"qa": {"task": "qa"}, "x": {"task": "rgen"}}}, "task must be one of"),
+        ({"seeds": []}, "at least one value"),
+    ],
+)
+def test_config_mistakes_are_named(tmp_path, change, message):
+    config = {**_tiny_config("unused"), **change}
+    with pytest.raises(ConfigError, match=message):
+        load_comparison_config(_write(tmp_path, config))
+
+
+def test_plan_runs_a_whole_seed_first_largest_n_first_and_qa_first(tmp_path):
+    config = load_comparison_config(_write(tmp_path, {**_tiny_config("unused"), "seeds": [0, 1]}))
+    jobs = plan(config)
+    assert jobs[:4] == [Job("qa", 16, 0), Job("multitask", 16, 0), Job("qar", 16, 0), Job("qra", 16, 0)]
+    assert jobs[4] == Job("qa", 8, 0) and jobs[8] == Job("qa", 16, 1)
+    assert len(jobs) == 16
+
+
+def test_comparison_runs_resumes_and_reports(tiny_model_dir, tmp_path, shared_data):
+    config = load_comparison_config(_write(tmp_path, _tiny_config(tiny_model_dir)))
+    comparison = Comparison(config, tmp_path / "cmp")
+
+    partial = comparison.run(max_jobs=2)
+    assert partial["missing"] == ["qar N=16 seed=0", "qra N=16 seed=0", "qa N=8 seed=0", "multitask N=8 seed=0",
+                                  "qar N=8 seed=0", "qra N=8 seed=0"]
+    assert "Not run yet (6 jobs" in (comparison.root / "comparison.md").read_text()
+
+    report = comparison.run()
+    assert report["missing"] == []
+    assert set(report["table"]) == {f"{v}@{n}" for v in ("qa", "multitask", "qar", "qra") for n in (8, 16)}
+    assert set(report["table"]["qra@16"]["mcnemar_vs_qa"]) == {"0"} and report["table"]["qa@16"]["mcnemar_vs_qa"] == {}
+    assert report["choice"]["n_train"] == 16 and report["choice"]["best_variant"] in ("multitask", "qar", "qra")
+    assert (comparison.root / "learning_curve.png").stat().st_size > 10_000
+    markdown = (comparison.root / "comparison.md").read_text()
+    assert report["choice"]["verdict"] in markdown and "TF-IDF" in markdown
+
+    # one Stage 2 store serves both sizes; each exported sample has exactly N rows, N=8 inside N=16
+    stores = list(comparison.root.glob("reasonings-rgen-*/store.sqlite"))
+    assert len(stores) == 1
+    exported = {n: [json.loads(line)["text"] for line in open(next(comparison.root.glob(f"data-rgen-*-n{n}-s0")) / "train.jsonl")]
+                for n in (8, 16)}
+    assert len(exported[8]) == 8 and len(exported[16]) == 16 and set(exported[8]) <= set(exported[16])
+
+    stamps = {p: p.stat().st_mtime_ns for p in comparison.root.rglob("*") if p.is_file() and not p.name.startswith(("comparison.", "learning_curve"))}
+    comparison.run()
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}  # nothing retrained, regenerated or re-evaluated
+
+
+def _result(validation_accuracy: float, test_correct: list[bool]) -> dict:
+    def split(correct, accuracy):
+        return {"predicted": [0 if c else 1 for c in correct], "gold": [0] * len(correct),
+                "metrics": {"accuracy": accuracy, "macro_f1": accuracy, "invalid_rate": 0.0}}
+
+    return {"validation": split([True], validation_accuracy), "test": split(test_correct, sum(test_correct) / len(test_correct))}
+
+
+def test_the_best_variant_is_chosen_on_validation_even_when_test_disagrees():
+    qa = [True] * 60 + [False] * 40
+    results = {
+        ("qa", 100, 0): _result(0.60, qa),
+        ("lucky-on-validation", 100, 0): _result(0.70, [True] * 50 + [False] * 50),
+        ("better-on-test", 100, 0): _result(0.65, [True] * 90 + [False] * 10),
+    }
+    report = summarize(results, {}, ["qa", "lucky-on-validation", "better-on-test"], [])
+    assert report["choice"]["best_variant"] == "lucky-on-validation"
+    assert report["choice"]["worst_variant"] == "better-on-test"
+    assert "lucky-on-validation (best on validation) scored 50.0%" in report["choice"]["verdict"]
+
+
+def test_verdict_says_helped_only_when_every_seed_is_better_with_p_below_005():
+    qa = [True] * 60 + [False] * 40
+    clearly_better = [True] * 90 + [False] * 10  # 30 rows only it gets right: p ~ 2e-9
+    slightly_better = [True] * 62 + [False] * 38
+    both = {("qa", 100, s): _result(0.6, qa) for s in (0, 1)}
+    helped = summarize({**both, **{("qra", 100, s): _result(0.9, clearly_better) for s in (0, 1)}}, {}, ["qa", "qra"], [])
+    assert "Reasoning helped" in helped["choice"]["verdict"]
+    mixed = summarize(
+        {**both, ("qra", 100, 0): _result(0.9, clearly_better), ("qra", 100, 1): _result(0.62, slightly_better)}, {}, ["qa", "qra"], []
+    )
+    assert "No variant beat Q->A with p < 0.05 in every seed" in mixed["choice"]["verdict"]
+    assert mixed["table"]["qra@100"]["test_accuracy"]["seeds"] == 2 and mixed["table"]["qra@100"]["test_accuracy"]["sd"] > 0
+    hurt = summarize({**both, **{("qra", 100, s): _result(0.3, [True] * 20 + [False] * 80) for s in (0, 1)}}, {}, ["qa", "qra"], [])
+    assert "Reasoning hurt" in hurt["choice"]["verdict"]
+
+
+def test_no_finished_jobs_gives_a_report_that_says_so():
+    report = summarize({}, {}, ["qa", "qra"], [Job("qa", 10, 0)])
+    assert report["choice"]["verdict"] == "No job has finished yet." and report["missing"] == ["qa N=10 seed=0"]
