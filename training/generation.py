@@ -1,8 +1,8 @@
 """Batched generation and label scoring with transformers: used by Stage 2, evaluation and the app.
 
 Prompts are sorted by length before batching (less padding), padded on the left, and decoded greedily
-unless sampling is asked for. Label scoring runs each prompt once, keeps its KV cache, and scores
-every label's completion against it: one prompt pass per row instead of one per (row, label).
+unless sampling is asked for. Label scoring reuses the shared instruction prefix's KV cache and scores
+every label of a batch in one forward pass: one pass per batch instead of one per (row, label).
 """
 
 from __future__ import annotations
@@ -123,6 +123,60 @@ def label_token_ids(tokenizer, conversation: Messages, label_names: Sequence[str
     return ids
 
 
+def common_prefix(sequences: Sequence[Sequence[int]]) -> list[int]:
+    """The longest token prefix that every sequence starts with."""
+    if not sequences:
+        return []
+    first = sequences[0]
+    length = min(len(seq) for seq in sequences)
+    for i in range(length):
+        if any(seq[i] != first[i] for seq in sequences):
+            return list(first[:i])
+    return list(first[:length])
+
+
+class PrefixCache:
+    """The KV cache of a shared prompt prefix (chat template + instruction), computed once and reused.
+
+    Every Q->A prompt starts with the same ~50 tokens; only the text and the end of the template differ.
+    One PrefixCache belongs to one model state (one adapter): the caller keeps one per classifier.
+    """
+
+    def __init__(self, prefix_ids: Sequence[int] = ()):
+        self.ids = list(prefix_ids)
+        self._cache = None
+
+    def covers(self, encoded: Sequence[Sequence[int]]) -> bool:
+        """Every prompt starts with the prefix and has at least one token after it."""
+        n = len(self.ids)
+        return n > 0 and all(len(ids) > n and list(ids[:n]) == self.ids for ids in encoded)
+
+    def expanded(self, model, rows: int):
+        """A fresh cache holding the prefix for `rows` rows (the forward pass appends to it)."""
+        import copy
+
+        import torch
+
+        if self._cache is None:
+            with torch.inference_mode():
+                ids = torch.tensor([self.ids], device=_device(model))
+                self._cache = model(input_ids=ids, use_cache=True).past_key_values
+        cache = copy.deepcopy(self._cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+
+def _label_tree(labels: Sequence[Sequence[int]]) -> tuple[list[int], list[int], list[int]]:
+    """Every label's tokens but its last, laid end to end: (tokens, branch of each, depth of each)."""
+    tokens, branch, depth = [], [], []
+    for k, ids in enumerate(labels):
+        for j, token in enumerate(ids[:-1]):
+            tokens.append(token)
+            branch.append(k)
+            depth.append(j)
+    return tokens, branch, depth
+
+
 def score_labels(
     model,
     tokenizer,
@@ -130,8 +184,16 @@ def score_labels(
     label_names: Sequence[str],
     batch_size: int = 16,
     progress: ProgressCallback | None = None,
+    prefix: PrefixCache | None = None,
 ):
-    """Log-probability of each label's completion after each prompt: a float array [rows, labels]."""
+    """Log-probability of each label's completion after each prompt: a float array [rows, labels].
+
+    One forward pass per batch scores every label: each row holds its text (after the shared prefix,
+    whose KV cache is computed once) followed by all labels' tokens side by side, and an attention mask
+    lets each label's tokens see the text and their own earlier tokens only. The output layer runs only
+    at the positions whose next token is scored. Equal to one full forward per (row, label); see
+    `score_labels_plainly`, which the tests compare it with.
+    """
     import numpy as np
     import torch
 
@@ -139,40 +201,71 @@ def score_labels(
         return np.zeros((0, len(label_names)), dtype=np.float64)
     device = _device(model)
     labels = label_token_ids(tokenizer, conversations[0], label_names)
-    n_labels, label_len = len(labels), max(len(ids) for ids in labels)
-    label_tensor = torch.full((n_labels, label_len), tokenizer.pad_token_id, dtype=torch.long)
-    label_mask = torch.zeros((n_labels, label_len), dtype=torch.long)
-    for k, ids in enumerate(labels):
-        label_tensor[k, : len(ids)] = torch.tensor(ids)
-        label_mask[k, : len(ids)] = 1
-    label_tensor, label_mask = label_tensor.to(device), label_mask.to(device)
+    tree_tokens, tree_branch, tree_depth = _label_tree(labels)
+    n_tree = len(tree_tokens)
 
     prompts = [render_prompt(tokenizer, messages) for messages in conversations]
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    scores = np.zeros((len(prompts), n_labels), dtype=np.float64)
-    tokenizer.padding_side = "left"
+    if prefix is None or not prefix.covers(encoded):
+        shared = common_prefix(encoded) if len(encoded) > 1 else []
+        prefix = PrefixCache(shared[: min(len(ids) for ids in encoded) - 1])
+    p = len(prefix.ids)
+
+    # label k's token j sits at tree index offset[k] + j; it predicts token j + 1 of label k
+    offsets = [0]
+    for ids in labels[:-1]:
+        offsets.append(offsets[-1] + len(ids) - 1)
+    tree_ids = torch.tensor(tree_tokens, dtype=torch.long, device=device)
+    tree_depth_t = torch.tensor(tree_depth, dtype=torch.long, device=device)
+    branch = torch.tensor(tree_branch, dtype=torch.long, device=device)
+    same_branch = (branch[:, None] == branch[None, :]) & (tree_depth_t[None, :] <= tree_depth_t[:, None])
+
+    scores = np.zeros((len(prompts), len(labels)), dtype=np.float64)
     done = 0
     for batch in _batches_by_length([len(ids) for ids in encoded], batch_size):
-        inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(device)
-        mask = inputs["attention_mask"]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        rows = len(batch)
+        suffixes = [encoded[i][p:] for i in batch]
+        lengths = torch.tensor([len(s) for s in suffixes], device=device)
+        width = int(lengths.max())
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        suffix_ids = torch.full((rows, width), pad, dtype=torch.long, device=device)
+        for r, ids in enumerate(suffixes):  # left-padded: every text ends at column width - 1
+            suffix_ids[r, width - len(ids) :] = torch.tensor(ids, device=device)
+        input_ids = torch.cat([suffix_ids, tree_ids.expand(rows, n_tree)], dim=1)
+
+        columns = torch.arange(width, device=device)
+        real = columns[None, :] >= (width - lengths)[:, None]  # [rows, width]
+        suffix_positions = p + (columns[None, :] - (width - lengths)[:, None]).clamp(min=0)
+        tree_positions = p + lengths[:, None] + tree_depth_t[None, :]
+        position_ids = torch.cat([suffix_positions, tree_positions], dim=1)
+
+        queries = width + n_tree
+        mask = torch.zeros((rows, queries, p + queries), dtype=torch.bool, device=device)
+        mask[:, :, :p] = True
+        causal = columns[:, None] >= columns[None, :]
+        mask[:, :width, p : p + width] = causal[None] & real[:, None, :] & real[:, :, None]
+        mask[:, width:, p : p + width] = real[:, None, :]
+        mask[:, width:, p + width :] = same_branch
+        keep = torch.arange(width - 1, width + n_tree, device=device)  # the last text token, then every tree token
         with torch.inference_mode():
-            prefix = model(input_ids=inputs["input_ids"], attention_mask=mask, position_ids=positions, use_cache=True)
-            cache = prefix.past_key_values
-            cache.batch_repeat_interleave(n_labels)
-            rows = len(batch)
-            cont_ids = label_tensor.repeat(rows, 1)
-            cont_mask = torch.cat([mask.repeat_interleave(n_labels, 0), label_mask.repeat(rows, 1)], dim=1)
-            start = positions[:, -1:].repeat_interleave(n_labels, 0) + 1
-            cont_positions = start + torch.arange(label_len, device=device)
-            cont = model(input_ids=cont_ids, attention_mask=cont_mask, position_ids=cont_positions, past_key_values=cache)
-            first = torch.log_softmax(prefix.logits[:, -1].float(), -1).repeat_interleave(n_labels, 0)
-            rest = torch.log_softmax(cont.logits[:, :-1].float(), -1)
-            logits = torch.cat([first.unsqueeze(1), rest], dim=1)  # prediction for each label token
-            token_logp = logits.gather(-1, cont_ids.unsqueeze(-1)).squeeze(-1) * label_mask.repeat(rows, 1)
-            batch_scores = token_logp.sum(-1).view(rows, n_labels).double().cpu().numpy()
+            cache = prefix.expanded(model, rows) if p else None
+            out = model(
+                input_ids=input_ids,
+                attention_mask=mask[:, None],
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=cache is not None,
+                logits_to_keep=keep,
+            )
+            logp = torch.log_softmax(out.logits.float(), -1)  # [rows, 1 + n_tree, vocab]
+            batch_scores = torch.zeros((rows, len(labels)), dtype=torch.float64, device=device)
+            for k, ids in enumerate(labels):
+                total = logp[:, 0, ids[0]].double()
+                for j in range(1, len(ids)):
+                    total = total + logp[:, 1 + offsets[k] + j - 1, ids[j]].double()
+                batch_scores[:, k] = total
         for j, row in enumerate(batch):
-            scores[row] = batch_scores[j]
+            scores[row] = batch_scores[j].cpu().numpy()
         done += rows
         if progress:
             progress(done, len(prompts))

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reasonapp.errors import ModelError, RunDirError
-from reasonapp.prompts import PROMPT_VERSION, LabelSpace, Prediction, get_format
+from reasonapp.prompts import PROMPT_VERSION, LabelSpace, Prediction, get_format, render_prompt
 from training import rundir
-from training.generation import Decoding, ProgressCallback, generate, score_labels, stream
+from training.generation import Decoding, PrefixCache, ProgressCallback, common_prefix, generate, score_labels, stream
 
 CLASSIFIER_TASKS = ("qa", "qra", "qar", "multitask")
 
@@ -73,6 +73,7 @@ class Classifiers:
             if info.model_dir:
                 self._models[name] = load_base_model(str(info.model_dir), device)
         self.model, self.tokenizer = next(iter(self._models.values()))
+        self._prefixes: dict[str, PrefixCache] = {}
 
     def _use(self, name: str) -> RunInfo:
         info = self.runs[name]
@@ -80,6 +81,15 @@ class Classifiers:
         if info.adapter_dir:
             self.model.set_adapter(name)
         return info
+
+    def _prefix(self, name: str) -> PrefixCache:
+        """The run's shared prompt prefix (template + instruction up to the text), its KV cache kept across calls."""
+        if name not in self._prefixes:
+            info = self.runs[name]
+            fmt = get_format(info.task)
+            probes = [render_prompt(self.tokenizer, fmt.messages(text, info.labels)) for text in ("a", "b")]
+            self._prefixes[name] = PrefixCache(common_prefix(self.tokenizer(probes, add_special_tokens=False)["input_ids"]))
+        return self._prefixes[name]
 
     def score(self, name: str, texts: list[str], batch_size: int = 16, progress: ProgressCallback | None = None):
         """Label probabilities (softmax over the label set's log-probabilities), [rows, labels]."""
@@ -90,7 +100,7 @@ class Classifiers:
         if not fmt.answers_with_label_only:
             raise ModelError(f"the {name} run ({info.task}) writes a reasoning first; its labels come from generation, not scoring")
         conversations = [fmt.messages(text, info.labels) for text in texts]
-        logp = score_labels(self.model, self.tokenizer, conversations, info.labels.names, batch_size, progress)
+        logp = score_labels(self.model, self.tokenizer, conversations, info.labels.names, batch_size, progress, self._prefix(name))
         logp = logp - logp.max(axis=1, keepdims=True) if len(logp) else logp
         probs = np.exp(logp)
         return probs / probs.sum(axis=1, keepdims=True) if len(probs) else probs
