@@ -254,7 +254,9 @@ class Comparison:
                 break
             started = time.time()
             logger.info("comparison job %s", job.label)
-            self.ensure_trained(job)
+            if not _finished(self.ensure_trained(job)):  # stopped (STOP file or SIGTERM): it resumes next time
+                logger.warning("training of %s stopped before the end; run again to resume it", job.label)
+                break
             self.ensure_evaluated(job)
             timings[job.label] = round(time.time() - started, 1)
             rundir.write_json(self.root / "timings.json", timings)
