@@ -132,3 +132,20 @@ def test_label_scoring_with_a_kept_prefix_matches_the_plain_pass_on_the_real_mod
     batched = score_labels(model, tokenizer, conversations, labels.names, batch_size=2, prefix=prefix)
     assert abs(np.array(one_by_one) - plain).max() < 1e-4
     assert abs(batched - plain).max() < 1e-4
+
+
+def test_streaming_from_the_kept_prefix_gives_the_same_greedy_text_as_plain_generation(smollm2_dir):
+    from reasonapp.models import load_base_model
+    from reasonapp.prompts import LabelSpace, get_format, render_prompt
+    from training.generation import Decoding, PrefixCache, common_prefix, generate, stream
+
+    model, tokenizer = load_base_model(smollm2_dir)
+    labels = LabelSpace(("sadness", "joy", "love", "anger", "fear", "surprise"))
+    fmt = get_format("qra")
+    probes = tokenizer([render_prompt(tokenizer, fmt.messages(t, labels)) for t in ("a", "b")], add_special_tokens=False)
+    prefix = PrefixCache(common_prefix(probes["input_ids"]))
+    decoding = Decoding(max_new_tokens=24)
+    for text in ("i was so thrilled when the package arrived early", "i feel a bit down about everything today"):
+        messages = fmt.messages(text, labels)
+        partials = list(stream(model, tokenizer, messages, decoding, prefix))
+        assert len(partials) > 1 and partials[-1] == generate(model, tokenizer, [messages], decoding)[0]

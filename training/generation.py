@@ -88,8 +88,14 @@ def generate(
     return outputs
 
 
-def stream(model, tokenizer, messages: Messages, decoding: Decoding = Decoding()) -> Iterator[str]:
-    """Yield the text generated so far, token by token (for the app's live Q->RA view)."""
+def stream(
+    model, tokenizer, messages: Messages, decoding: Decoding = Decoding(), prefix: PrefixCache | None = None
+) -> Iterator[str]:
+    """Yield the text generated so far, token by token (for the app's live Q->RA view).
+
+    With a `prefix` that the prompt starts with, generation starts from a copy of its KV cache and
+    only the rest of the prompt is computed before the first token.
+    """
     from threading import Thread
 
     import torch
@@ -98,6 +104,8 @@ def stream(model, tokenizer, messages: Messages, decoding: Decoding = Decoding()
     prompt = render_prompt(tokenizer, messages)
     inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(_device(model))
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    if prefix is not None and prefix.covers(inputs["input_ids"].tolist()):
+        inputs["past_key_values"] = prefix.expanded(model, 1)
 
     def run():
         with torch.inference_mode():

@@ -125,7 +125,8 @@ class Classifiers:
         """Yield the growing output for one text; the last value is the whole output."""
         info = self._use(name)
         fmt = get_format(info.task)
-        yield from stream(self.model, self.tokenizer, fmt.messages(text, info.labels), decoding or Decoding(max_new_tokens=128))
+        messages = fmt.messages(text, info.labels)
+        yield from stream(self.model, self.tokenizer, messages, decoding or Decoding(max_new_tokens=128), self._prefix(name))
 
     def parse(self, name: str, output: str) -> Prediction:
         info = self.runs[name]
