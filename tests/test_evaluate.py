@@ -149,3 +149,26 @@ def test_streaming_from_the_kept_prefix_gives_the_same_greedy_text_as_plain_gene
         messages = fmt.messages(text, labels)
         partials = list(stream(model, tokenizer, messages, decoding, prefix))
         assert len(partials) > 1 and partials[-1] == generate(model, tokenizer, [messages], decoding)[0]
+
+
+def test_generation_runs_on_merged_adapter_weights_and_leaves_the_adapters_as_they_were(tiny_runs):
+    from reasonapp.prompts import LabelSpace, get_format
+    from training.generation import Decoding, generate
+    from training.predict import Classifiers
+
+    qa, qra = tiny_runs
+    classifiers = Classifiers({"qa": qa, "qra": qra})
+    texts = ["i feel fine", "i am furious about it"]
+    before = classifiers.score("qa", texts)
+    decoding = Decoding(max_new_tokens=12)
+    classifiers.model.set_adapter("qra")  # the unmerged reference: LoRA applied module by module
+    labels = LabelSpace(tuple(classifiers.runs["qra"].labels.names))
+    reference = generate(classifiers.model, classifiers.tokenizer, [get_format("qra").messages(texts[1], labels)], decoding)[0]
+
+    assert list(classifiers.stream("qra", texts[1], decoding))[-1] == reference
+    assert classifiers.predict("qra", texts[1:], decoding)[0].raw == reference
+    abandoned = classifiers.stream("qra", texts[0], decoding)
+    next(abandoned)
+    abandoned.close()  # a reader that goes away mid-stream
+    assert not any(getattr(layer, "merged_adapters", None) for layer in classifiers.model.modules())
+    assert abs(classifiers.score("qa", texts) - before).max() < 1e-6

@@ -93,31 +93,77 @@ def stream(
 ) -> Iterator[str]:
     """Yield the text generated so far, token by token (for the app's live Q->RA view).
 
-    With a `prefix` that the prompt starts with, generation starts from a copy of its KV cache and
-    only the rest of the prompt is computed before the first token.
+    With a `prefix` that the prompt starts with, decoding starts from a copy of its KV cache and only
+    the rest of the prompt is computed before the first token. Greedy decoding runs in the caller's
+    thread; sampling goes through `generate` on a helper thread with a streamer.
     """
-    from threading import Thread
+    if decoding.do_sample:
+        yield from _stream_on_thread(model, tokenizer, messages, decoding)
+        return
+    import torch
+
+    device = _device(model)
+    prompt_ids = tokenizer(render_prompt(tokenizer, messages), add_special_tokens=False)["input_ids"]
+    cache = None
+    if prefix is not None and prefix.covers([prompt_ids]):
+        cache = prefix.expanded(model, 1)
+        prompt_ids = prompt_ids[len(prefix.ids) :]
+    stop_ids = model.generation_config.eos_token_id
+    stop_ids = set(stop_ids if isinstance(stop_ids, list) else [stop_ids]) | {tokenizer.eos_token_id}
+    feed = torch.tensor([prompt_ids], device=device)
+    generated: list[int] = []
+    shown = ""
+    with torch.inference_mode():
+        for _ in range(decoding.max_new_tokens):
+            out = model(input_ids=feed, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            cache = out.past_key_values
+            token = int(out.logits[0, -1].argmax())
+            if token in stop_ids:
+                break
+            generated.append(token)
+            text = tokenizer.decode(generated, skip_special_tokens=True)
+            if text != shown and not text.endswith("\ufffd"):  # never show half a multi-byte character
+                shown = text
+                yield shown
+            feed = torch.tensor([[token]], device=device)
+    final = tokenizer.decode(generated, skip_special_tokens=True)
+    if final != shown:
+        yield final
+
+
+def _stream_on_thread(model, tokenizer, messages: Messages, decoding: Decoding) -> Iterator[str]:
+    """Sampled streaming through `generate`. Slower per token than the greedy loop: on this CPU a
+    second thread running torch makes OpenMP stop spin-waiting (more threads than cores), ~50 vs ~30 ms."""
+    from threading import Event, Thread
 
     import torch
-    from transformers import TextIteratorStreamer
+    from transformers import StoppingCriteriaList, TextIteratorStreamer
 
     prompt = render_prompt(tokenizer, messages)
     inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(_device(model))
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    if prefix is not None and prefix.covers(inputs["input_ids"].tolist()):
-        inputs["past_key_values"] = prefix.expanded(model, 1)
+    stop = Event()  # set when the reader goes away, so the generating thread never outlives it
+
+    def stop_requested(input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
     def run():
         with torch.inference_mode():
-            model.generate(**inputs, **decoding.generate_kwargs(), streamer=streamer, pad_token_id=tokenizer.pad_token_id)
+            model.generate(
+                **inputs, **decoding.generate_kwargs(), streamer=streamer, pad_token_id=tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([stop_requested]),
+            )
 
     thread = Thread(target=run, daemon=True)
     thread.start()
     text = ""
-    for piece in streamer:
-        text += piece
-        yield text
-    thread.join()
+    try:
+        for piece in streamer:
+            text += piece
+            yield text
+    finally:
+        stop.set()
+        thread.join()
 
 
 def label_token_ids(tokenizer, conversation: Messages, label_names: Sequence[str]) -> list[list[int]]:
