@@ -25,7 +25,7 @@ from pathlib import Path
 from reasonapp import settings
 from reasonapp.errors import ConfigError
 from training import rundir
-from training.experiment import _finished, _stage_hash, _train_stage
+from training.experiment import _finished, _stage_hash, _train_stage, read_yaml_config
 
 logger = logging.getLogger(__name__)
 
@@ -60,21 +60,10 @@ class Job:
 
 def load_comparison_config(path: str | Path) -> dict:
     """Read and check a comparison YAML; unknown keys and dangling names are errors, not surprises."""
-    import yaml
-
     from reasonapp.prompts import CLASSIFIER_FORMATS, RGEN_INSTRUCTIONS, get_format
     from reasonapp.quality import EXPORT_POLICIES
 
-    try:
-        values = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"could not read comparison config {path}: {error}") from error
-    unknown = sorted(set(values) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"comparison config {path} has unknown keys {unknown}; known: {sorted(DEFAULTS)}")
-    config = {**DEFAULTS, **values}
-    config["augment"] = {**DEFAULTS["augment"], **(values.get("augment") or {})}
-    config["evaluate"] = {**DEFAULTS["evaluate"], **(values.get("evaluate") or {})}
+    config = read_yaml_config(path, DEFAULTS, "comparison", ("augment", "evaluate"))
     sources = {}
     for name, source in (config["sources"] or {}).items():
         extra = sorted(set(source or {}) - set(SOURCE_KEYS))

@@ -40,19 +40,25 @@ DEFAULTS = {
 }
 
 
-def load_experiment_config(path: str | Path) -> dict:
+def read_yaml_config(path: str | Path, defaults: dict, kind: str, sections: tuple[str, ...] = ()) -> dict:
+    """A YAML file over `defaults`; `sections` (mappings) are merged key by key. Unknown keys are errors."""
     import yaml
 
     try:
         values = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"could not read experiment config {path}: {error}") from error
-    unknown = sorted(set(values) - set(DEFAULTS))
+        raise ConfigError(f"could not read {kind} config {path}: {error}") from error
+    unknown = sorted(set(values) - set(defaults))
     if unknown:
-        raise ConfigError(f"experiment config {path} has unknown keys {unknown}; known: {sorted(DEFAULTS)}")
-    config = {**DEFAULTS, **values}
-    for stage in STAGES:
-        config[stage] = {**DEFAULTS[stage], **(values.get(stage) or {})}
+        raise ConfigError(f"{kind} config {path} has unknown keys {unknown}; known: {sorted(defaults)}")
+    config = {**defaults, **values}
+    for section in sections:
+        config[section] = {**defaults[section], **(values.get(section) or {})}
+    return config
+
+
+def load_experiment_config(path: str | Path) -> dict:
+    config = read_yaml_config(path, DEFAULTS, "experiment", STAGES)
     if config["reasoning_format"] not in ("qra", "qar", "multitask"):
         raise ConfigError("reasoning_format must be qra, qar or multitask")
     return config
