@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from training.evaluate import EvalConfig, classification_metrics, evaluate, mcnemar, tfidf_baseline, verdict
@@ -105,50 +104,6 @@ def test_fast_label_scoring_matches_the_plain_forward_pass(tiny_model_dir):
     fast = score_labels(model, tokenizer, conversations, labels.names, batch_size=2)
     plain = score_labels_plainly(model, tokenizer, conversations, labels.names)
     assert abs(fast - plain).max() < 1e-4
-
-
-@pytest.mark.parametrize(
-    "label_names",
-    [("sadness", "joy", "love", "anger", "fear", "surprise"), ("very negative", "neutral", "an extremely positive outcome")],
-)
-def test_label_scoring_with_a_kept_prefix_matches_the_plain_pass_on_the_real_model(smollm2_dir, label_names):
-    """The fast path (shared-prefix KV cache kept across calls, all labels in one tree-masked forward)
-    gives the plain scores within 1e-4, for one text at a time and for batches, labels of 1 to 6 tokens."""
-    from reasonapp.models import load_base_model
-    from reasonapp.prompts import LabelSpace, get_format, render_prompt
-    from training.generation import PrefixCache, common_prefix, score_labels, score_labels_plainly
-
-    model, tokenizer = load_base_model(smollm2_dir)
-    labels = LabelSpace(label_names)
-    fmt = get_format("qa")
-    texts = ["i feel fine", "a much longer text about being rather scared of the dark at night", "im so angry"]
-    conversations = [fmt.messages(text, labels) for text in texts]
-    probes = tokenizer([render_prompt(tokenizer, fmt.messages(t, labels)) for t in ("a", "b")], add_special_tokens=False)
-    prefix = PrefixCache(common_prefix(probes["input_ids"]))
-    assert len(prefix.ids) > 40  # template and instruction: most of the prompt
-
-    plain = score_labels_plainly(model, tokenizer, conversations, labels.names)
-    one_by_one = [score_labels(model, tokenizer, [c], labels.names, 1, prefix=prefix)[0] for c in conversations]
-    batched = score_labels(model, tokenizer, conversations, labels.names, batch_size=2, prefix=prefix)
-    assert abs(np.array(one_by_one) - plain).max() < 1e-4
-    assert abs(batched - plain).max() < 1e-4
-
-
-def test_streaming_from_the_kept_prefix_gives_the_same_greedy_text_as_plain_generation(smollm2_dir):
-    from reasonapp.models import load_base_model
-    from reasonapp.prompts import LabelSpace, get_format, render_prompt
-    from training.generation import Decoding, PrefixCache, common_prefix, generate, stream
-
-    model, tokenizer = load_base_model(smollm2_dir)
-    labels = LabelSpace(("sadness", "joy", "love", "anger", "fear", "surprise"))
-    fmt = get_format("qra")
-    probes = tokenizer([render_prompt(tokenizer, fmt.messages(t, labels)) for t in ("a", "b")], add_special_tokens=False)
-    prefix = PrefixCache(common_prefix(probes["input_ids"]))
-    decoding = Decoding(max_new_tokens=24)
-    for text in ("i was so thrilled when the package arrived early", "i feel a bit down about everything today"):
-        messages = fmt.messages(text, labels)
-        partials = list(stream(model, tokenizer, messages, decoding, prefix))
-        assert len(partials) > 1 and partials[-1] == generate(model, tokenizer, [messages], decoding)[0]
 
 
 def test_generation_runs_on_merged_adapter_weights_and_leaves_the_adapters_as_they_were(tiny_runs):

@@ -42,8 +42,9 @@ def _emotion_rows(limit: int, seed: int, split: str = "train"):
 
 
 def bench_stage2(rgen_run: str, rows: int, plain_rows: int, batch_size: int) -> dict:
-    """Stage 2 augmentation: batched, length-sorted generation vs `generate` one row at a time."""
+    """Stage 2 augmentation: batched, length-sorted generation from the shared prefix's cache vs `generate` one row at a time."""
     from training.augment import REASONING_DECODING, generate_reasonings, load_rgen
+    from training.generation import generate
 
     model, tokenizer, _ = load_rgen(rgen_run)
     texts, golds, labels = _emotion_rows(rows, seed=1)
@@ -53,7 +54,10 @@ def bench_stage2(rgen_run: str, rows: int, plain_rows: int, batch_size: int) -> 
     fast_tokens = _new_tokens(tokenizer, outputs)
 
     started = time.perf_counter()
-    plain = generate_reasonings(model, tokenizer, texts[:plain_rows], golds[:plain_rows], labels, REASONING_DECODING, batch_size=1)
+    plain = [  # the plain way: transformers generate, one row at a time, the whole prompt every time
+        generate(model, tokenizer, [prompts.rgen_messages(prompts.rgen_question(text, labels), gold)], REASONING_DECODING, 1, share_prefix=False)[0]
+        for text, gold in zip(texts[:plain_rows], golds[:plain_rows], strict=True)
+    ]
     plain_s = time.perf_counter() - started
     plain_tokens = _new_tokens(tokenizer, plain)
     fast_rate, plain_rate = fast_tokens / fast_s, plain_tokens / plain_s

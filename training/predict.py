@@ -120,7 +120,7 @@ class Classifiers:
         decoding = decoding or Decoding(max_new_tokens=8 if fmt.answers_with_label_only else 128)
         conversations = [fmt.messages(text, info.labels) for text in texts]
         with self._merged(name):
-            outputs = generate(self.model, self.tokenizer, conversations, decoding, batch_size, progress)
+            outputs = generate(self.model, self.tokenizer, conversations, decoding, batch_size, progress, self._prefix(name))
         return [fmt.parse(output, info.labels) for output in outputs]
 
     def stream(self, name: str, text: str, decoding: Decoding | None = None):

@@ -1,0 +1,69 @@
+"""Generation and label scoring: every fast path gives what the plain transformers path gives, on the real model."""
+
+import numpy as np
+import pytest
+
+from reasonapp.prompts import LabelSpace, get_format, render_prompt
+
+EMOTIONS = LabelSpace(("sadness", "joy", "love", "anger", "fear", "surprise"))
+
+
+def _prefix_of(tokenizer, fmt, labels):
+    from training.generation import PrefixCache, common_prefix
+
+    probes = tokenizer([render_prompt(tokenizer, fmt.messages(t, labels)) for t in ("a", "b")], add_special_tokens=False)
+    return PrefixCache(common_prefix(probes["input_ids"]))
+
+
+@pytest.mark.parametrize(
+    "label_names",
+    [("sadness", "joy", "love", "anger", "fear", "surprise"), ("very negative", "neutral", "an extremely positive outcome")],
+)
+def test_label_scoring_with_a_kept_prefix_matches_the_plain_pass_on_the_real_model(smollm2_dir, label_names):
+    """The fast path (shared-prefix KV cache kept across calls, all labels in one tree-masked forward)
+    gives the plain scores within 1e-4, for one text at a time and for batches, labels of 1 to 6 tokens."""
+    from reasonapp.models import load_base_model
+    from training.generation import score_labels, score_labels_plainly
+
+    model, tokenizer = load_base_model(smollm2_dir)
+    labels = LabelSpace(label_names)
+    fmt = get_format("qa")
+    texts = ["i feel fine", "a much longer text about being rather scared of the dark at night", "im so angry"]
+    conversations = [fmt.messages(text, labels) for text in texts]
+    prefix = _prefix_of(tokenizer, fmt, labels)
+    assert len(prefix.ids) > 40  # template and instruction: most of the prompt
+
+    plain = score_labels_plainly(model, tokenizer, conversations, labels.names)
+    one_by_one = [score_labels(model, tokenizer, [c], labels.names, 1, prefix=prefix)[0] for c in conversations]
+    batched = score_labels(model, tokenizer, conversations, labels.names, batch_size=2, prefix=prefix)
+    assert abs(np.array(one_by_one) - plain).max() < 1e-4
+    assert abs(batched - plain).max() < 1e-4
+
+
+def test_streaming_from_the_kept_prefix_gives_the_same_greedy_text_as_plain_generation(smollm2_dir):
+    from reasonapp.models import load_base_model
+    from training.generation import Decoding, generate, stream
+
+    model, tokenizer = load_base_model(smollm2_dir)
+    labels = EMOTIONS
+    fmt = get_format("qra")
+    prefix = _prefix_of(tokenizer, fmt, labels)
+    decoding = Decoding(max_new_tokens=24)
+    for text in ("i was so thrilled when the package arrived early", "i feel a bit down about everything today"):
+        messages = fmt.messages(text, labels)
+        partials = list(stream(model, tokenizer, messages, decoding, prefix))
+        assert len(partials) > 1 and partials[-1] == generate(model, tokenizer, [messages], decoding)[0]
+
+
+
+def test_batched_generation_from_the_shared_prefix_gives_the_plain_greedy_outputs(smollm2_dir):
+    from reasonapp.models import load_base_model
+    from training.generation import Decoding, generate
+
+    model, tokenizer = load_base_model(smollm2_dir)
+    texts = ["i feel fine", "a much longer text about being rather scared of the dark at night", "ok", "im so angry", "i miss him"]
+    conversations = [get_format("qra").messages(text, EMOTIONS) for text in texts]
+    decoding = Decoding(max_new_tokens=16)
+    shared = generate(model, tokenizer, conversations, decoding, batch_size=3)
+    plain = generate(model, tokenizer, conversations, decoding, batch_size=3, share_prefix=False)
+    assert shared == plain and len(set(shared)) > 1
