@@ -5,7 +5,7 @@ import sys
 
 from training.cli import main
 
-SUBCOMMANDS = ["train", "augment", "export", "evaluate", "experiment", "push", "bench", "data-info"]
+SUBCOMMANDS = ["train", "augment", "export", "evaluate", "experiment", "compare", "push", "bench", "data-info"]
 
 
 def run_cli(*args):
@@ -33,3 +33,17 @@ def test_bad_input_is_one_line_on_stderr_not_a_traceback(tmp_path):
         assert result.returncode == 2
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
         assert "Traceback" not in result.stderr
+
+
+def test_compare_report_only_on_a_fresh_root_says_nothing_has_run(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("name: c\nvariants: {qa: {task: qa}, qra: {task: qra, source: rgen}}\n")
+    assert main(["compare", "--config", str(tmp_path / "c.yaml"), "--root", str(tmp_path / "root"), "--report-only"]) == 0
+    out = capsys.readouterr().out
+    assert "No job has finished yet." in out and "12 jobs not run yet" in out
+    assert "Not run yet (12 jobs" in (tmp_path / "root" / "comparison.md").read_text()
+
+
+def test_compare_with_a_broken_config_is_a_one_line_error(tmp_path):
+    (tmp_path / "c.yaml").write_text("name: c\nvariants: {qra: {task: qra, source: rgen}}\n")
+    result = run_cli("compare", "--config", str(tmp_path / "c.yaml"), "--root", str(tmp_path / "root"))
+    assert result.returncode == 2 and "must include 'qa'" in result.stderr and "Traceback" not in result.stderr
