@@ -241,17 +241,22 @@ class Comparison:
             if (max_jobs is not None and ran >= max_jobs) or (deadline is not None and time.time() >= deadline):
                 logger.info("stopping before %s (limit reached); run again to continue", job.label)
                 break
-            started = time.time()
             logger.info("comparison job %s", job.label)
-            if not _finished(self.ensure_trained(job)):  # stopped (STOP file or SIGTERM): it resumes next time
+            if not _finished(self._timed(self.ensure_trained, job, timings)):  # stopped (STOP file or SIGTERM)
                 logger.warning("training of %s stopped before the end; run again to resume it", job.label)
                 break
-            self.ensure_evaluated(job)
-            timings[job.label] = round(time.time() - started, 1)
-            rundir.write_json(self.root / "timings.json", timings)
+            self._timed(self.ensure_evaluated, job, timings)
             ran += 1
             self.write_report()
         return self.write_report()
+
+    def _timed(self, step, job: Job, timings: dict):
+        """Run a step of a job; its wall time adds to the job's (a stopped and resumed job keeps both parts)."""
+        started = time.time()
+        result = step(job)
+        timings[job.label] = round(timings.get(job.label, 0.0) + time.time() - started, 1)
+        rundir.write_json(self.root / "timings.json", timings)
+        return result
 
     def collect(self) -> tuple[dict, list[Job]]:
         """Finished results by (variant, N, seed) and the jobs still missing."""
