@@ -4,6 +4,7 @@
     python -m training train --task qa --limit 2000 --output-dir workspace/runs/qa
     python -m training evaluate --qa-run workspace/runs/qa --qra-run workspace/runs/qra
     python -m training experiment --config configs/cpu-small.yaml
+    python -m training compare --config configs/compare-small.yaml --hours 2
 """
 
 from __future__ import annotations
