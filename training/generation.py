@@ -81,9 +81,7 @@ def generate(
     prompts = [render_prompt(tokenizer, messages) for messages in conversations]
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     outputs: list[str] = [""] * len(prompts)
-    if prefix is None or not prefix.covers(encoded):
-        shared = common_prefix(encoded) if share_prefix and len(encoded) > 1 else []
-        prefix = PrefixCache(shared[: min(len(ids) for ids in encoded) - 1] if encoded else [])
+    prefix = _prefix_for(encoded, prefix, share_prefix)
     p = len(prefix.ids)
     tokenizer.padding_side = "left"
     done = 0
@@ -238,6 +236,15 @@ class PrefixCache:
         return cache
 
 
+def _prefix_for(encoded: Sequence[Sequence[int]], prefix: PrefixCache | None, share: bool = True) -> PrefixCache:
+    """The given prefix if every prompt starts with it, else the prompts' own common prefix (kept for this call only);
+    at least one token of each prompt stays outside it."""
+    if prefix is not None and prefix.covers(encoded):
+        return prefix
+    shared = common_prefix(encoded) if share and len(encoded) > 1 else []
+    return PrefixCache(shared[: min(len(ids) for ids in encoded) - 1] if encoded else [])
+
+
 def _label_tree(labels: Sequence[Sequence[int]]) -> tuple[list[int], list[int], list[int]]:
     """Every label's tokens but its last, laid end to end: (tokens, branch of each, depth of each)."""
     tokens, branch, depth = [], [], []
@@ -278,9 +285,7 @@ def score_labels(
 
     prompts = [render_prompt(tokenizer, messages) for messages in conversations]
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    if prefix is None or not prefix.covers(encoded):
-        shared = common_prefix(encoded) if len(encoded) > 1 else []
-        prefix = PrefixCache(shared[: min(len(ids) for ids in encoded) - 1])
+    prefix = _prefix_for(encoded, prefix)
     p = len(prefix.ids)
 
     # label k's token j sits at tree index offset[k] + j; it predicts token j + 1 of label k

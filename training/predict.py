@@ -137,7 +137,7 @@ class Classifiers:
 
         Unmerged, each of the ~210 adapted layers runs three extra small modules at every step: at
         batch 1 that is ~50 ms a token on this CPU, more than the base model's own ~30 ms. Merging
-        (and unmerging after) rewrites the weights once, ~40 ms. Callers hold the model exclusively
+        (and unmerging after) rewrites the weights once each way, ~77 ms. Callers hold the model exclusively
         meanwhile (the app's Compare tab takes a lock), as they already must to switch adapters.
         """
         if not self.runs[name].adapter_dir:
