@@ -15,6 +15,7 @@ McNemar's test on the same test rows, per seed.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import statistics
@@ -116,6 +117,13 @@ class Comparison:
         self.rgen_key = _stage_hash(self.common, config["reasoning_dataset"], config["rgen"])
         self.rgen_dir = self.root / f"rgen-{self.rgen_key}"
 
+    @functools.cached_property
+    def dataset(self):
+        """The classification dataset, read once: every sample, evaluation and report uses it."""
+        from reasonapp import data
+
+        return data.load_classification_dataset(self.config["dataset"])
+
     # ---- steps
 
     def ensure_rgen(self) -> Path:
@@ -152,7 +160,7 @@ class Comparison:
             augment["batch_size"], progress_bar(f"Stage 2 {source_name} N={n_train} seed={seed}"),
             prompt_variant=source["prompt_variant"], candidates=source["candidates"],
         )
-        loaded = data.load_classification_dataset(self.config["dataset"])
+        loaded = self.dataset
         split = loaded.splits["train"].add_column("row_index", list(range(len(loaded.splits["train"]))))
         rows = data.sample_rows(split, n_train, seed)["row_index"]
         export_store(store, out, include_pending=True, policy=source["policy"], source_rows=rows)
@@ -182,7 +190,7 @@ class Comparison:
         """The fixed rows every job is judged on: a validation sample (seed 0) and the test split."""
         from reasonapp import data
 
-        loaded = data.load_classification_dataset(self.config["dataset"])
+        loaded = self.dataset
         limit = self.config["evaluate"]["validation_rows" if split == "validation" else "test_rows"]
         rows = data.sample_rows(loaded.splits[split], limit, 0)
         return list(rows["text"]), list(rows["label"]), loaded.label_names
@@ -220,7 +228,7 @@ class Comparison:
         from reasonapp import data
         from training.evaluate import classification_metrics, tfidf_baseline
 
-        loaded = data.load_classification_dataset(self.config["dataset"])
+        loaded = self.dataset
         train = data.sample_rows(loaded.splits["train"], n_train, seed)
         results = {}
         for split in ("validation", "test"):
