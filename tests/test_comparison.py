@@ -61,6 +61,14 @@ def test_plan_runs_a_whole_seed_first_largest_n_first_and_qa_first(tmp_path):
     assert len(jobs) == 16
 
 
+def test_a_part_of_the_plan_can_run_first_and_always_keeps_the_qa_baseline(tmp_path):
+    config = load_comparison_config(_write(tmp_path, {**_tiny_config("unused"), "seeds": [0, 1]}))
+    jobs = plan(config, only=["qar"], n_train=[16])
+    assert jobs == [Job("qa", 16, 0), Job("qar", 16, 0), Job("qa", 16, 1), Job("qar", 16, 1)]
+    with pytest.raises(ConfigError, match=r"not in this comparison: \['qrx', 99\]"):
+        plan(config, only=["qrx"], n_train=[99])
+
+
 def test_comparison_runs_resumes_and_reports(tiny_model_dir, tmp_path, shared_data):
     config = load_comparison_config(_write(tmp_path, _tiny_config(tiny_model_dir)))
     comparison = Comparison(config, tmp_path / "cmp")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from training.cli import add_dataclass_arguments, command, config_from_args
@@ -117,6 +118,21 @@ def _add_compare_arguments(parser) -> None:
     parser.add_argument("--max-jobs", type=int, help="stop after this many (variant, N, seed) jobs")
     parser.add_argument("--hours", type=float, help="start no new job after this many hours")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from finished jobs, run nothing")
+    parser.add_argument(
+        "--only", type=_names, help="run only these variants' jobs first, comma-separated (qa always runs: it is the baseline)"
+    )
+    parser.add_argument("--n-train", type=_sizes, help="run only these training sizes first, comma-separated")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(size) for size in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
 
 
 @command("compare", "Q->A against reasoning variants over N and seeds; resumable, one report (md + PNG)", _add_compare_arguments)
@@ -130,7 +146,7 @@ def compare_command(args) -> int:
         report = comparison.write_report()
     else:
         deadline = time.time() + args.hours * 3600 if args.hours else None
-        report = comparison.run(max_jobs=args.max_jobs, deadline=deadline)
+        report = comparison.run(max_jobs=args.max_jobs, deadline=deadline, only=args.only, n_train=args.n_train)
     print(report["choice"]["verdict"])
     if report["missing"]:
         print(f"{len(report['missing'])} jobs not run yet; run the same command again to continue")

@@ -92,16 +92,21 @@ def load_comparison_config(path: str | Path) -> dict:
     return config
 
 
-def plan(config: dict) -> list[Job]:
+def plan(config: dict, only: list[str] | None = None, n_train: list[int] | None = None) -> list[Job]:
     """Jobs in the order they run: seed by seed (a full seed is worth more than a half of three),
-    largest N first within a seed (the question is asked at the largest N), Q->A first."""
-    variants = [DIRECT] + [name for name in config["variants"] if name != DIRECT]
-    return [
-        Job(variant, n, seed)
-        for seed in config["seeds"]
-        for n in sorted(config["n_train"], reverse=True)
-        for variant in variants
-    ]
+    largest N first within a seed (the question is asked at the largest N), Q->A first.
+
+    `only` and `n_train` narrow the plan so the jobs that decide the question can run first (e.g. the
+    leading variant's seeds at the largest N); Q->A stays in, since every variant is measured against it.
+    """
+    unknown = sorted(set(only or []) - set(config["variants"])) + sorted(set(n_train or []) - set(config["n_train"]))
+    if unknown:
+        raise ConfigError(
+            f"not in this comparison: {unknown}; variants: {list(config['variants'])}, n_train: {config['n_train']}"
+        )
+    variants = [DIRECT] + [name for name in config["variants"] if name != DIRECT and (not only or name in only)]
+    sizes = [n for n in config["n_train"] if not n_train or n in n_train]
+    return [Job(variant, n, seed) for seed in config["seeds"] for n in sorted(sizes, reverse=True) for variant in variants]
 
 
 class Comparison:
@@ -239,11 +244,18 @@ class Comparison:
 
     # ---- the loop
 
-    def run(self, max_jobs: int | None = None, deadline: float | None = None) -> dict:
-        """Finish jobs in plan order until all are done, `max_jobs` have run, or `deadline` (epoch s) passes."""
+    def run(
+        self,
+        max_jobs: int | None = None,
+        deadline: float | None = None,
+        only: list[str] | None = None,
+        n_train: list[int] | None = None,
+    ) -> dict:
+        """Finish jobs in plan order until all are done, `max_jobs` have run, or `deadline` (epoch s) passes.
+        `only`/`n_train` run a part of the plan first (see `plan`); the report always covers all of it."""
         timings = rundir.read_json(self.root / "timings.json", {})
         ran = 0
-        for job in plan(self.config):
+        for job in plan(self.config, only, n_train):
             if (self.run_dir(job) / "comparison-test.json").is_file():
                 continue
             if (max_jobs is not None and ran >= max_jobs) or (deadline is not None and time.time() >= deadline):
