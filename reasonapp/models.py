@@ -46,6 +46,16 @@ def _bundled_gguf_path(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
+def base_gguf_path(name: str) -> Path | None:
+    """The GGUF file a base model comes from, if any: the bundled one for its name, or the one a
+    converted directory records (what the llama.cpp backend merges adapters into)."""
+    source = Path(name).expanduser() / "reasonapp_source.json"
+    if source.is_file():
+        path = Path(json.loads(source.read_text())["gguf"])
+        return path if path.is_file() else None
+    return _bundled_gguf_path(name)
+
+
 def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantize a GGUF checkpoint to a float32 safetensors directory, atomically."""
     import torch

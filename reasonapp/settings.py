@@ -48,6 +48,19 @@ def cache_dir() -> Path:
     return path
 
 
+BACKENDS = ("transformers", "llama.cpp")
+
+
+def inference_backend() -> str:
+    """What serves predictions in the app: transformers (default) or llama.cpp (optional, faster at batch 1)."""
+    backend = os.environ.get("REASONAPP_BACKEND", "transformers").strip().lower()
+    if backend not in BACKENDS:
+        from reasonapp.errors import ConfigError
+
+        raise ConfigError(f"REASONAPP_BACKEND={backend!r}; choose one of {', '.join(BACKENDS)}")
+    return backend
+
+
 @functools.cache
 def hub_reachable(timeout: float = 3.0) -> bool:
     """True when the Hub endpoint answers a TCP connect; checked once per process.

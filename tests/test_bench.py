@@ -25,6 +25,8 @@ def test_quick_bench_reports_every_workload_as_json(tiny_model_dir, tmp_path, sh
     assert workloads["stage2"]["same_greedy_outputs_on_plain_rows"] == 1.0  # batching does not change greedy output
     assert workloads["training"]["tokens_per_s"] > 0 and workloads["training"]["plain"]["tokens_per_s"] > 0
     assert workloads["predictions"]["qa"]["p50_ms"] > 0 and workloads["predictions"]["qra_stream"]["first_token_p50_ms"] > 0
+    llama_cpp = workloads["predictions"]["llama_cpp"]  # the tiny test model has no GGUF: said, not guessed
+    assert llama_cpp["installed"] is False or "no GGUF file" in llama_cpp["not_measured"]
     assert workloads["memory"]["rss_mb"] > 0
     json.dumps(results)  # one JSON object
 

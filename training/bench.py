@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from reasonapp import data, prompts
-from reasonapp.errors import ConfigError
+from reasonapp.errors import ConfigError, ModelError
 
 
 def _peak_rss_mb() -> float:
@@ -138,28 +138,21 @@ def bench_training(augmented: str, base_model: str, steps: int, batch_size: int,
     }
 
 
-def bench_predictions(qa_run: str, qra_run: str, texts_count: int, stream_count: int) -> dict:
-    """Q->A latency by label scoring (vs one forward per label), Q->RA first token and streaming rate."""
-    from training.generation import score_labels_plainly
-    from training.predict import Classifiers
-
-    classifiers = Classifiers({"qa": qa_run, "qra": qra_run})
-    texts, _, labels = _emotion_rows(texts_count, seed=2, split="test")
+def _qa_latencies(classifiers, texts: list[str]) -> tuple[list[float], list[int]]:
+    """Milliseconds per one-text Q->A prediction, and the label each gets."""
     classifiers.score("qa", texts[:2])  # warm-up
-    latencies = []
+    latencies, labels = [], []
     for text in texts:
         started = time.perf_counter()
-        classifiers.score("qa", [text])
+        labels.append(int(classifiers.score("qa", [text])[0].argmax()))
         latencies.append((time.perf_counter() - started) * 1000)
-    plain_latencies = []
-    fmt = prompts.get_format("qa")
-    for text in texts[:10]:
-        started = time.perf_counter()
-        score_labels_plainly(classifiers.model, classifiers.tokenizer, [fmt.messages(text, labels)], labels.names)
-        plain_latencies.append((time.perf_counter() - started) * 1000)
+    return latencies, labels
 
-    first_tokens, rates, lengths = [], [], []
-    for text in texts[:stream_count]:
+
+def _streams(classifiers, texts: list[str]) -> tuple[dict, list[str]]:
+    """Q->RA at batch 1: time to the first streamed piece and the streamed rate after it, per text."""
+    first_tokens, rates, lengths, outputs = [], [], [], []
+    for text in texts:
         started = time.perf_counter()
         first, output = None, ""
         for partial in classifiers.stream("qra", text):
@@ -170,23 +163,108 @@ def bench_predictions(qa_run: str, qra_run: str, texts_count: int, stream_count:
         tokens = len(classifiers.tokenizer(output, add_special_tokens=False)["input_ids"])
         first_tokens.append(first * 1000)
         lengths.append(tokens)
+        outputs.append(output)
         if total > first:
             rates.append(max(tokens - 1, 0) / (total - first))
-    quantiles = statistics.quantiles(latencies, n=20)
+    figures = {
+        "texts": len(texts),
+        "first_token_p50_ms": round(statistics.median(first_tokens), 1),
+        "tokens_per_s_p50": round(statistics.median(rates), 1) if rates else None,
+        "mean_output_tokens": round(statistics.mean(lengths), 1),
+    }
+    return figures, outputs
+
+
+def _latency_figures(latencies: list[float]) -> dict:
     return {
+        "texts": len(latencies),
+        "p50_ms": round(statistics.median(latencies), 1),
+        "p95_ms": round(statistics.quantiles(latencies, n=20)[18], 1),
+    }
+
+
+def bench_predictions(qa_run: str, qra_run: str, texts_count: int, stream_count: int) -> dict:
+    """Q->A latency by label scoring (vs one forward per label), Q->RA first token and streaming rate;
+    and, when llama-cpp-python is installed, the same on the llama.cpp backend with its agreement."""
+    from training.generation import score_labels_plainly
+    from training.predict import Classifiers
+
+    classifiers = Classifiers({"qa": qa_run, "qra": qra_run})
+    texts, gold, labels = _emotion_rows(texts_count, seed=2, split="test")
+    latencies, predicted = _qa_latencies(classifiers, texts)
+    reasoned = [p.label for p in classifiers.predict("qra", texts)]  # batched greedy, for the backends' agreement
+    plain_latencies = []
+    fmt = prompts.get_format("qa")
+    for text in texts[:10]:
+        started = time.perf_counter()
+        score_labels_plainly(classifiers.model, classifiers.tokenizer, [fmt.messages(text, labels)], labels.names)
+        plain_latencies.append((time.perf_counter() - started) * 1000)
+    streamed, outputs = _streams(classifiers, texts[:stream_count])
+    result = {
         "workload": "predictions",
         "qa": {
-            "texts": len(texts),
-            "p50_ms": round(statistics.median(latencies), 1),
-            "p95_ms": round(quantiles[18], 1),
+            **_latency_figures(latencies),
             "plain": {"method": "one forward per label", "p50_ms": round(statistics.median(plain_latencies), 1)},
             "speedup_p50": round(statistics.median(plain_latencies) / statistics.median(latencies), 2),
+            "accuracy": _accuracy([labels.names[i] for i in predicted], gold),
+        },
+        "qra_stream": streamed,
+        "qra_accuracy": _accuracy(reasoned, gold),
+    }
+    del classifiers
+    gc.collect()
+    reference = {"qa": predicted, "qra": reasoned, "streams": outputs, "gold": gold}
+    result["llama_cpp"] = bench_llama_cpp(qa_run, qra_run, texts, texts[:stream_count], reference)
+    return result
+
+
+def _accuracy(predicted: list, gold: list) -> float:
+    return round(sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold), 3)
+
+
+def bench_llama_cpp(qa_run: str, qra_run: str, texts: list[str], stream_texts: list[str], reference: dict) -> dict:
+    """The optional llama.cpp backend on the same texts: speed, and how often it gives the transformers answer."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return {"installed": False, "note": "pip install llama-cpp-python (see README) to measure it"}
+    from training.llamacpp import LlamaCppClassifiers, export_gguf
+
+    started = time.perf_counter()
+    try:
+        for run in (qa_run, qra_run):
+            export_gguf(run)
+    except ModelError as error:  # e.g. a base model without a GGUF file
+        return {"installed": True, "not_measured": str(error)}
+    export_s = time.perf_counter() - started
+    served = LlamaCppClassifiers({"qa": qa_run, "qra": qra_run})
+    latencies, predicted = _qa_latencies(served, texts)
+    streamed, served_outputs = _streams(served, stream_texts)
+    reasoned = [p.label for p in served.predict("qra", texts)]
+    def agreement(ours: list, theirs: list, key=lambda value: value) -> float:
+        return round(sum(key(a) == key(b) for a, b in zip(ours, theirs, strict=True)) / len(theirs), 3)
+
+    def label(output: str):
+        return served.parse("qra", output).label
+
+    return {
+        "installed": True,
+        "weights": "base Q4_1 GGUF, adapted matrices merged and stored as Q8_0",
+        "export_s": round(export_s, 1),
+        "qa": {
+            **_latency_figures(latencies),
+            "same_label_as_transformers": agreement(predicted, reference["qa"]),
+            "accuracy": _accuracy([served.runs["qa"].labels.names[i] for i in predicted], reference["gold"]),
         },
         "qra_stream": {
-            "texts": stream_count,
-            "first_token_p50_ms": round(statistics.median(first_tokens), 1),
-            "tokens_per_s_p50": round(statistics.median(rates), 1) if rates else None,
-            "mean_output_tokens": round(statistics.mean(lengths), 1),
+            **streamed,
+            "same_text_as_transformers": agreement(served_outputs, reference["streams"]),
+            "same_label_as_transformers": agreement(served_outputs, reference["streams"], key=label),
+        },
+        "qra_labels": {
+            "texts": len(texts),
+            "same_label_as_transformers": agreement(reasoned, reference["qra"]),
+            "accuracy": _accuracy(reasoned, reference["gold"]),
         },
     }
 

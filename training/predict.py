@@ -52,6 +52,18 @@ class RunInfo:
         raise RunDirError(f"{run_dir} has no trained adapter or model yet (status: {state})")
 
 
+def load_classifiers(runs: dict[str, str | Path], backend: str | None = None):
+    """Classifiers on the chosen backend (`REASONAPP_BACKEND` when not given): both answer `score`,
+    `predict`, `stream` and `parse` for the same runs."""
+    from reasonapp import settings
+
+    if (backend or settings.inference_backend()) == "llama.cpp":
+        from training.llamacpp import LlamaCppClassifiers
+
+        return LlamaCppClassifiers(runs)
+    return Classifiers(runs)
+
+
 class Classifiers:
     """Several classifier runs in memory: LoRA runs as named adapters on one shared base model,
     fully fine-tuned runs as models of their own."""

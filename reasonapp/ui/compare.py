@@ -1,6 +1,7 @@
 """Compare tab: Q->A and Q->RA side by side on one text, on an uploaded file, and on a test split.
 
-Both classifiers are LoRA adapters on one base model in memory (`training.predict.Classifiers`).
+Both classifiers are LoRA adapters on one base model in memory (`training.predict.Classifiers`), or,
+with REASONAPP_BACKEND=llama.cpp, their merged GGUF exports served by llama.cpp (`training.llamacpp`).
 Switching adapters is not safe under concurrency, so each prediction holds a lock and the Gradio
 queue lets these events run one at a time; every session still gets only its own results.
 """
@@ -53,7 +54,7 @@ class CompareHandlers:
         self._classifiers = None
 
     def classifiers(self, qa_run: str | None, qra_run: str | None):
-        from training.predict import Classifiers
+        from training.predict import load_classifiers
 
         runs = {name: resolve_run(path) for name, path in (("qa", qa_run), ("qra", qra_run)) if path}
         if not runs:
@@ -61,7 +62,7 @@ class CompareHandlers:
         key = tuple(sorted(runs.items()))
         if key != self._key:
             self._classifiers, self._key = None, None  # free the old model before loading the next
-            self._classifiers, self._key = Classifiers(runs), key
+            self._classifiers, self._key = load_classifiers(runs), key
         return self._classifiers
 
     # -- one text -----------------------------------------------------------------------------
