@@ -20,7 +20,7 @@ $(STAMP): requirements.txt
 
 # The optional llama.cpp backend (REASONAPP_BACKEND=llama.cpp; `bench` measures it). pip compiles llama.cpp
 # (~10 min on 2 cores) for AVX2: this CPU advertises AMX/AVX-512 that llama.cpp cannot use in this sandbox,
-# and a -march=native build segfaults on its first decode.
+# and a -march=native build segfaults on its first decode (no pip cache: a wheel built with other flags must not be reused).
 LLAMA_CPP_VERSION := 0.3.36
 LLAMA_CPP_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
 	-DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
@@ -30,7 +30,7 @@ LLAMA_STAMP := $(VENV)/.llamacpp-$(LLAMA_CPP_VERSION)
 llamacpp: $(LLAMA_STAMP)
 
 $(LLAMA_STAMP): | $(STAMP)
-	CMAKE_ARGS="$(LLAMA_CPP_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q llama-cpp-python==$(LLAMA_CPP_VERSION)
+	CMAKE_ARGS="$(LLAMA_CPP_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q --no-cache-dir llama-cpp-python==$(LLAMA_CPP_VERSION)
 	touch $@
 
 # Debian's chromium for the real-browser tests (Playwright cannot download browsers here).
