@@ -142,3 +142,18 @@ def test_the_app_backend_is_chosen_by_environment(monkeypatch, lora_run):
     monkeypatch.setenv("REASONAPP_BACKEND", "onnx")
     with pytest.raises(ConfigError, match="llama.cpp"):
         load_classifiers({"qa": run_dir})
+
+
+def test_the_compare_tab_serves_from_llama_cpp_when_asked(monkeypatch, lora_run):
+    pytest.importorskip("llama_cpp", reason="optional backend: pip install llama-cpp-python")
+    from reasonapp.ui.compare import CompareHandlers
+    from training.llamacpp import LlamaCppClassifiers
+
+    run_dir, _ = lora_run
+    monkeypatch.setenv("REASONAPP_BACKEND", "llama.cpp")
+    handlers = CompareHandlers()
+    *_, last = handlers.predict("i am thrilled about the trip", str(run_dir), str(run_dir))
+    qa_label, probabilities, qa_latency, _, _, qra_latency, _, _ = last
+    assert isinstance(handlers.classifiers(str(run_dir), str(run_dir)), LlamaCppClassifiers)
+    assert qa_label in EMOTIONS and abs(probabilities["probability"].sum() - 1) < 1e-3
+    assert qa_latency.endswith(" ms") and "first token" in qra_latency

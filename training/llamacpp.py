@@ -4,8 +4,8 @@ Why: at batch 1 the transformers path is bound by reading 540 MB of float32 weig
 CPU's 25 GB/s) plus PEFT's per-layer overhead. The base model ships as a Q4_1 GGUF; merging the adapter into
 it and storing the adapted matrices as Q8_0 gives ~145 MB of weights that llama.cpp's kernels read per token.
 The outputs are not bit-identical to float32 (Q8_0 rounding, llama.cpp's own kernels), so `bench` measures
-agreement with the transformers path beside the speed. Install with `pip install llama-cpp-python`
-(it compiles llama.cpp); the default path never needs it.
+agreement with the transformers path beside the speed. `make llamacpp` compiles llama-cpp-python (for AVX2;
+see the Makefile); the default path never needs it.
 
 `LlamaCppClassifiers` has the methods of `training.predict.Classifiers` that the Compare tab and `bench` use
 (`score`, `predict`, `stream`, `parse`), with prompts and tokens from the same Hugging Face tokenizer.
@@ -137,7 +137,7 @@ class LlamaCppClassifiers:
         try:
             from llama_cpp import Llama
         except ImportError as error:
-            raise ModelError("the llama.cpp backend needs llama-cpp-python: pip install llama-cpp-python") from error
+            raise ModelError("the llama.cpp backend needs llama-cpp-python: `make llamacpp` builds it") from error
         import torch
 
         from reasonapp.models import load_tokenizer, resolve_base_model
@@ -145,6 +145,10 @@ class LlamaCppClassifiers:
         if not runs:
             raise ModelError("no classifier runs given")
         self.runs = {name: RunInfo.from_run_dir(path, name) for name, path in runs.items()}
+        bases = {info.base_model for info in self.runs.values()}
+        if len(bases) > 1:
+            raise ModelError(f"runs to compare must share a base model, got {sorted(bases)}")
+        self.tokenizer = load_tokenizer(resolve_base_model(bases.pop()))  # the transformers path's tokenizer
         self._llamas = {
             name: Llama(
                 model_path=str(export_gguf(info.run_dir)),
@@ -157,10 +161,6 @@ class LlamaCppClassifiers:
         }
         for llama in self._llamas.values():  # freed before interpreter shutdown tears down llama_cpp's module
             atexit.register(llama.close)
-        bases = {info.base_model for info in self.runs.values()}
-        if len(bases) > 1:
-            raise ModelError(f"runs to compare must share a base model, got {sorted(bases)}")
-        self.tokenizer = load_tokenizer(resolve_base_model(bases.pop()))  # the transformers path's tokenizer
 
     def _prompt_ids(self, name: str, text: str) -> list[int]:
         info = self.runs[name]
@@ -248,7 +248,7 @@ class LlamaCppClassifiers:
                 break
             generated.append(token)
             yield self.tokenizer.decode(generated, skip_special_tokens=True)
-            if len(generated) >= decoding.max_new_tokens:
+            if len(generated) >= decoding.max_new_tokens or len(prompt) + len(generated) >= llama.n_ctx():
                 break
 
     def predict(
