@@ -139,3 +139,13 @@ def test_verdict_says_helped_only_when_every_seed_is_better_with_p_below_005():
 def test_no_finished_jobs_gives_a_report_that_says_so():
     report = summarize({}, {}, ["qa", "qra"], [Job("qa", 10, 0)])
     assert report["choice"]["verdict"] == "No job has finished yet." and report["missing"] == ["qa N=10 seed=0"]
+
+
+def test_the_verdict_compares_with_q_to_a_on_the_variants_own_seeds():
+    results = {
+        ("qa", 100, 0): _result(0.6, [True] * 60 + [False] * 40),
+        ("qa", 100, 1): _result(0.8, [True] * 80 + [False] * 20),  # a seed the variant has not run yet
+        ("qra", 100, 0): _result(0.6, [True] * 62 + [False] * 38),
+    }
+    verdict = summarize(results, {}, ["qa", "qra"], [Job("qra", 100, 1)])["choice"]["verdict"]
+    assert "qra (best on validation) scored 62.0% on test against Q->A's 60.0% (1 seed;" in verdict

@@ -405,6 +405,8 @@ def verdict_line(table: dict, variant: str, n: int) -> str:
         return f"{variant} was chosen on validation at N={n}, but Q->A has not finished there yet: no comparison."
     ours, theirs = entry["test_accuracy"]["mean"] * 100, direct["test_accuracy"]["mean"] * 100
     tests = entry["mcnemar_vs_qa"]
+    if tests and len(tests) == entry["test_accuracy"]["seeds"]:  # Q->A on the variant's own seeds, not all of its own
+        theirs = ours - sum(t["difference_points"] for t in tests.values()) / len(tests)
     p_values = ", ".join(f"seed {s}: p = {t['p_value']:.2g}" for s, t in tests.items())
     seeds = f"{len(tests)} seed{'s' if len(tests) != 1 else ''}"
     head = f"At N={n}, {variant} (best on validation) scored {ours:.1f}% on test against Q->A's {theirs:.1f}% ({seeds}; {p_values})."
