@@ -13,6 +13,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
+from reasonapp.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -55,8 +57,6 @@ def inference_backend() -> str:
     """What serves predictions in the app: transformers (default) or llama.cpp (optional, faster at batch 1)."""
     backend = os.environ.get("REASONAPP_BACKEND", "transformers").strip().lower()
     if backend not in BACKENDS:
-        from reasonapp.errors import ConfigError
-
         raise ConfigError(f"REASONAPP_BACKEND={backend!r}; choose one of {', '.join(BACKENDS)}")
     return backend
 
