@@ -489,6 +489,7 @@ def plot_learning_curve(report: dict, path: Path) -> None:
         ax.plot(xs, [report["tfidf"][str(n)]["test_accuracy"]["mean"] * 100 for n in xs], "k--", label="TF-IDF + LR")
     ax.set_xscale("log")
     ax.set_xticks(report["sizes"], [str(n) for n in report["sizes"]])
+    ax.set_xticks([], minor=True)  # only the trained sizes are labelled, not log-scale minor ticks
     ax.set_xlabel("training rows (N)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
