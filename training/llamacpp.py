@@ -25,7 +25,7 @@ import numpy as np
 from reasonapp.errors import ModelError
 from reasonapp.prompts import Prediction, get_format, render_prompt
 from training.generation import Decoding, ProgressCallback, label_token_ids
-from training.predict import RunInfo
+from training.predict import RunInfo, label_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,15 @@ def _target_modules(adapter_dir: Path) -> set[str]:
     return set(targets)
 
 
+def _next_token_logp(llama, position: int) -> np.ndarray:
+    """Log-softmax of the logits llama.cpp holds for a position of its last decode call (-1: the last one)."""
+    import llama_cpp
+
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama.ctx, position), shape=(llama.n_vocab(),))
+    logits = logits.astype(np.float64)
+    return logits - np.logaddexp.reduce(logits)
+
+
 class LlamaCppClassifiers:
     """Classifier runs served by llama.cpp from their merged GGUF exports (one small model per run)."""
 
@@ -169,7 +178,6 @@ class LlamaCppClassifiers:
 
     def _evaluate(self, name: str, ids: list[int]) -> np.ndarray:
         """Log-probabilities of the next token after `ids`, reusing the KV cache of what the context already holds."""
-        import llama_cpp
 
         llama = self._llamas[name]
         held = llama.input_ids[: llama.n_tokens].tolist()
@@ -179,9 +187,7 @@ class LlamaCppClassifiers:
         llama.n_tokens = common
         llama.eval(ids[common:])
         # Without logits_all, llama-cpp-python keeps no scores; llama.cpp holds the last position's logits.
-        pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
-        logits = np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),)).astype(np.float64)
-        return logits - np.logaddexp.reduce(logits)
+        return _next_token_logp(llama, -1)
 
     def _continuation_logp(self, name: str, prompt_length: int, ids: list[int]) -> float:
         """Log-probability of ids[1:] after the prompt and ids[0]: one decode call with logits at every position.
@@ -208,9 +214,7 @@ class LlamaCppClassifiers:
                 raise ModelError("llama.cpp could not score a label (llama_decode failed)")
             total = 0.0
             for i, token in enumerate(ids[1:]):
-                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llama.ctx, i), shape=(llama.n_vocab(),))
-                logits = logits.astype(np.float64)
-                total += logits[token] - np.logaddexp.reduce(logits)
+                total += _next_token_logp(llama, i)[token]
             return total
         finally:
             llama_cpp.llama_batch_free(batch)
@@ -230,9 +234,7 @@ class LlamaCppClassifiers:
             rows.append([first[ids[0]] + self._continuation_logp(name, len(prompt), ids) for ids in label_ids])
             if progress:
                 progress(index + 1, len(texts))
-        logp = np.asarray(rows, dtype=np.float64).reshape(len(texts), len(label_ids))
-        probs = np.exp(logp - logp.max(axis=1, keepdims=True)) if len(logp) else logp
-        return probs / probs.sum(axis=1, keepdims=True) if len(probs) else probs
+        return label_probabilities(np.asarray(rows, dtype=np.float64).reshape(len(texts), len(label_ids)))
 
     def stream(self, name: str, text: str, decoding: Decoding | None = None):
         """Yield the growing greedy output for one text; the last value is the whole output."""

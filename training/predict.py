@@ -52,6 +52,16 @@ class RunInfo:
         raise RunDirError(f"{run_dir} has no trained adapter or model yet (status: {state})")
 
 
+def label_probabilities(logp):
+    """Softmax over each row's label log-probabilities, [rows, labels] (what every backend's `score` returns)."""
+    import numpy as np
+
+    if not len(logp):
+        return logp
+    probs = np.exp(logp - logp.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 def load_classifiers(runs: dict[str, str | Path], backend: str | None = None):
     """Classifiers on the chosen backend (`REASONAPP_BACKEND` when not given): both answer `score`,
     `predict`, `stream` and `parse` for the same runs."""
@@ -106,7 +116,6 @@ class Classifiers:
 
     def score(self, name: str, texts: list[str], batch_size: int = 16, progress: ProgressCallback | None = None):
         """Label probabilities (softmax over the label set's log-probabilities), [rows, labels]."""
-        import numpy as np
 
         info = self._use(name)
         fmt = get_format(info.task)
@@ -114,9 +123,7 @@ class Classifiers:
             raise ModelError(f"the {name} run ({info.task}) writes a reasoning first; its labels come from generation, not scoring")
         conversations = [fmt.messages(text, info.labels) for text in texts]
         logp = score_labels(self.model, self.tokenizer, conversations, info.labels.names, batch_size, progress, self._prefix(name))
-        logp = logp - logp.max(axis=1, keepdims=True) if len(logp) else logp
-        probs = np.exp(logp)
-        return probs / probs.sum(axis=1, keepdims=True) if len(probs) else probs
+        return label_probabilities(logp)
 
     def predict(
         self,
