@@ -161,3 +161,32 @@ def load_with_adapters(base: str, adapters: dict[str, str | Path], device: str |
             peft_model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
     peft_model.eval()
     return peft_model, tokenizer
+
+
+def fold_adapter(peft_model, name: str) -> None:
+    """Add adapter `name` to the base weights for good, keeping every adapter computing what it did.
+
+    Unmerged, a LoRA runs ~210 small extra modules per forward pass: ~17 ms of a ~100 ms Q->A label scoring
+    on this CPU. Folded, `name` runs on plain weights once adapter layers are disabled; its own LoRA is
+    zeroed, so with layers enabled it still computes the same. Each other adapter becomes its difference from
+    `name`, exactly: its LoRA beside the negated folded one (PEFT's 'cat' combination, rank r1 + r2), under
+    its own name; merging and unmerging it for generation works as before.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    for adapter, config in peft_model.peft_config.items():
+        if getattr(config, "use_rslora", False):
+            raise ModelError(f"adapter {adapter} uses rsLoRA, whose scaling a 'cat' combination does not keep; not folding")
+    for other in [adapter for adapter in peft_model.peft_config if adapter != name]:
+        staged = f"{other}--minus--{name}"
+        peft_model.add_weighted_adapter([other, name], [1.0, -1.0], staged, combination_type="cat")
+        peft_model.delete_adapter(other)
+        peft_model.add_weighted_adapter([staged], [1.0], other, combination_type="linear")  # the same weights, renamed
+        peft_model.delete_adapter(staged)
+    for module in peft_model.modules():
+        if isinstance(module, LoraLayer) and name in module.lora_A:
+            weight = module.get_base_layer().weight
+            weight.data += module.get_delta_weight(name).to(weight.dtype)
+            module.lora_B[name].weight.data.zero_()
+    peft_model.set_adapter(name)
+    peft_model.eval()

@@ -116,7 +116,7 @@ def test_generation_runs_on_merged_adapter_weights_and_leaves_the_adapters_as_th
     texts = ["i feel fine", "i am furious about it"]
     before = classifiers.score("qa", texts)
     decoding = Decoding(max_new_tokens=12)
-    classifiers.model.set_adapter("qra")  # the unmerged reference: LoRA applied module by module
+    classifiers._use("qra")  # the unmerged reference: LoRA applied module by module
     labels = LabelSpace(tuple(classifiers.runs["qra"].labels.names))
     reference = generate(classifiers.model, classifiers.tokenizer, [get_format("qra").messages(texts[1], labels)], decoding)[0]
 

@@ -55,6 +55,50 @@ def test_two_adapters_share_one_base_model(tiny_model_dir, tmp_path):
     assert shared.active_adapter == "qra"
 
 
+def test_folding_one_adapter_into_the_base_keeps_what_every_adapter_computes(tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from reasonapp.models import fold_adapter
+
+    model, tokenizer = load_base_model(tiny_model_dir)
+    targets = {"qa": ["q_proj", "v_proj"], "qra": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj"]}
+    for seed, (name, modules) in enumerate(targets.items()):
+        torch.manual_seed(seed)  # random non-zero updates on different module sets and ranks
+        config = LoraConfig(r=4 + 4 * seed, lora_alpha=8, target_modules=modules, init_lora_weights=False)
+        peft_model = get_peft_model(model, config)
+        peft_model.save_pretrained(tmp_path / name)
+        model = peft_model.unload()
+    adapters = {name: tmp_path / name for name in targets}
+    reference, _ = load_with_adapters(tiny_model_dir, adapters)
+    folded, _ = load_with_adapters(tiny_model_dir, adapters)
+    fold_adapter(folded, "qa")
+    ids = torch.tensor([tokenizer("i feel so alone tonight")["input_ids"]])
+
+    def logits(model):
+        with torch.inference_mode():
+            return model(input_ids=ids).logits
+
+    expected = {}
+    for name in targets:
+        reference.set_adapter(name)
+        expected[name] = logits(reference)
+    with reference.disable_adapter():
+        base = logits(reference)
+    assert all((expected[name] - base).abs().max() > 1e-2 for name in targets)  # both adapters matter
+
+    assert (logits(folded) - expected["qa"]).abs().max() < 1e-4  # the folded adapter, layers enabled (zeroed LoRA)
+    folded.base_model.disable_adapter_layers()
+    assert (logits(folded) - expected["qa"]).abs().max() < 1e-4  # and on the plain weights alone
+    folded.base_model.enable_adapter_layers()
+    folded.set_adapter("qra")
+    assert (logits(folded) - expected["qra"]).abs().max() < 1e-4  # the other one, as a difference from it
+    folded.merge_adapter(["qra"])
+    assert (logits(folded) - expected["qra"]).abs().max() < 1e-4
+    folded.unmerge_adapter()
+    assert set(folded.peft_config) == {"qa", "qra"}
+
+
 def test_directory_without_adapter_is_a_clear_error(tiny_model_dir, tmp_path):
     with pytest.raises(ModelError, match="holds no adapter"):
         load_with_adapters(tiny_model_dir, {"qa": tmp_path})

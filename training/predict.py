@@ -62,6 +62,12 @@ def label_probabilities(logp):
     return probs / probs.sum(axis=1, keepdims=True)
 
 
+def _adapter_layers_enabled(peft_model) -> bool:
+    from peft.tuners.lora import LoraLayer
+
+    return not next(module for module in peft_model.modules() if isinstance(module, LoraLayer)).disable_adapters
+
+
 def load_classifiers(runs: dict[str, str | Path], backend: str | None = None):
     """Classifiers on the chosen backend (`REASONAPP_BACKEND` when not given): both answer `score`,
     `predict`, `stream` and `parse` for the same runs."""
@@ -79,19 +85,24 @@ class Classifiers:
     fully fine-tuned runs as models of their own."""
 
     def __init__(self, runs: dict[str, str | Path], device: str | None = None):
-        from reasonapp.models import load_base_model, load_with_adapters
+        from reasonapp.models import fold_adapter, load_base_model, load_with_adapters
 
         if not runs:
             raise ModelError("no classifier runs given")
         self.runs = {name: RunInfo.from_run_dir(path, name) for name, path in runs.items()}
         adapters = {name: info for name, info in self.runs.items() if info.adapter_dir}
         self._models: dict[str, tuple] = {}
+        self._folded: str | None = None  # the label-scoring run whose adapter lives in the base weights
         if adapters:
             bases = {info.base_model for info in adapters.values()}
             if len(bases) > 1:
                 raise ModelError(f"adapter runs to compare must share a base model, got {sorted(bases)}")
             shared = load_with_adapters(bases.pop(), {n: i.adapter_dir for n, i in adapters.items()}, device)
             self._models.update({name: shared for name in adapters})
+            scorers = [name for name, info in adapters.items() if get_format(info.task).answers_with_label_only]
+            if scorers:
+                fold_adapter(shared[0], scorers[0])
+                self._folded = scorers[0]
         for name, info in self.runs.items():
             if info.model_dir:
                 self._models[name] = load_base_model(str(info.model_dir), device)
@@ -99,10 +110,16 @@ class Classifiers:
         self._prefixes: dict[str, PrefixCache] = {}
 
     def _use(self, name: str) -> RunInfo:
+        """Point `model` at the run. PEFT's switches walk every module (~6-13 ms each here): only when needed."""
         info = self.runs[name]
         self.model, self.tokenizer = self._models[name]
         if info.adapter_dir:
-            self.model.set_adapter(name)
+            if self.model.active_adapter != name:
+                self.model.set_adapter(name)
+            enabled = name != self._folded  # the folded run needs no adapter layers at all
+            if _adapter_layers_enabled(self.model) != enabled:
+                model = self.model.base_model
+                (model.enable_adapter_layers if enabled else model.disable_adapter_layers)()
         return info
 
     def _prefix(self, name: str) -> PrefixCache:
@@ -159,7 +176,7 @@ class Classifiers:
         (and unmerging after) rewrites the weights once each way, ~77 ms. Callers hold the model exclusively
         meanwhile (the app's Compare tab takes a lock), as they already must to switch adapters.
         """
-        if not self.runs[name].adapter_dir:
+        if not self.runs[name].adapter_dir or name == self._folded:
             yield
             return
         self.model.merge_adapter([name])
