@@ -132,3 +132,6 @@ EXPORT_POLICIES: dict[str, Callable[[list[str]], bool]] = {
         flag.startswith(("restates the label", "template", "cites nothing", "argues for", "empty")) for flag in flags
     ),
 }
+# What an export does with the rows a policy drops: leaves them out, or keeps their text and label with an
+# empty reasoning (a multitask classifier then learns every label and only the rationales that pass).
+DROPPED_ROWS = ("remove", "blank")

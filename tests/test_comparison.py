@@ -43,6 +43,8 @@ def _tiny_config(base_model: str) -> dict:
         ({"variants": {"qa": {"task": "qa"}, "qra": {"task": "qra"}}}, "needs a source"),
         ({"sources": {"rgen": {"prompt": "x"}}}, "unknown keys"),
         ({"sources": {"rgen": {"policy": "keep-some"}}}, "policy must be one of"),
+        ({"sources": {"rgen": {"dropped": "hide"}}}, "dropped must be one of"),
+        ({"sources": {"rgen": {"policy": "drop-flagged", "dropped": "blank"}}}, "qar writes a reasoning for every row"),
         ({"variants": {"qa": {"task": "qa"}, "x": {"task": "rgen"}}}, "task must be one of"),
         ({"seeds": []}, "at least one value"),
     ],

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from reasonapp.errors import RunDirError
 from reasonapp.quality import quality_flags
 from reasonapp.store import ConflictError, ReasoningStore, RowFilter, StoreError
 
@@ -202,3 +203,22 @@ def test_export_policy_drops_flagged_rows_and_records_it(store, tmp_path):
         store.review(row_id, "accepted", store.get(row_id).version, "ann")
     provenance = export_store(store.path, tmp_path / "export", policy="drop-label-restating")
     assert provenance["rows"] == 2 and provenance["dropped_by_policy"] == 1 and provenance["policy"] == "drop-label-restating"
+
+
+def test_an_export_can_keep_the_labels_of_dropped_rows_with_blank_reasonings(store, tmp_path):
+    from training.augment import export_store
+
+    for row_id in store.query_ids():
+        store.review(row_id, "accepted", store.get(row_id).version, "ann")
+    export_store(store.path, tmp_path / "removed", policy="drop-label-restating")
+    provenance = export_store(store.path, tmp_path / "blanked", policy="drop-label-restating", dropped="blank")
+    assert provenance["rows"] == 3 and provenance["dropped_by_policy"] == 1 and provenance["dropped_rows"] == "blank"
+
+    def rows(name):
+        return [json.loads(line) for line in (tmp_path / name / "train.jsonl").read_text().splitlines()]
+
+    blanked, removed = rows("blanked"), rows("removed")
+    assert [(r["text"], r["reasoning"]) for r in blanked if r["reasoning"]] == [(r["text"], r["reasoning"]) for r in removed]
+    assert [r["label"] for r in blanked if not r["reasoning"]] and len(blanked) == len(removed) + 1
+    with pytest.raises(RunDirError, match="dropped rows are remove or blank"):
+        export_store(store.path, tmp_path / "x", policy="drop-label-restating", dropped="keep")

@@ -138,6 +138,22 @@ def test_empty_dataset_and_empty_reasonings_are_clear_errors(tiny_model_dir, tmp
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
 
 
+def test_multitask_learns_every_label_and_only_the_rationales_it_has(tiny_model_dir, tmp_path):
+    from training.sft import build_examples
+
+    dataset = write_augmented(tmp_path / "augmented", ["A cue from the text."] * 6 + ["", "  "])
+    config = TrainConfig(task="multitask", base_model=tiny_model_dir, dataset=dataset, output_dir=str(tmp_path / "mt"))
+    examples, _ = build_examples(config)
+    tasks = [example["prompt"][0]["content"].split("]")[0] for example in examples]
+    assert tasks.count("[label") == 8 and tasks.count("[rationale") == 6
+    assert all(example["completion"][0]["content"].strip() for example in examples)
+    with pytest.raises(DataError, match="2 rows .* have an empty reasoning"):
+        build_examples(TrainConfig(task="qra", base_model=tiny_model_dir, dataset=dataset, output_dir=str(tmp_path / "qra")))
+    nothing = write_augmented(tmp_path / "blank", [""] * 8)
+    with pytest.raises(DataError, match="no rationale to learn"):
+        build_examples(TrainConfig(task="multitask", base_model=tiny_model_dir, dataset=nothing, output_dir=str(tmp_path / "mt2")))
+
+
 def test_label_missing_from_the_label_set_is_a_clear_error(tiny_model_dir, tmp_path):
     dataset = write_augmented(tmp_path / "augmented")
     (tmp_path / "augmented" / "labels.json").write_text('["joy", "fear", "sadness"]')  # no "surprise"

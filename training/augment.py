@@ -187,10 +187,13 @@ def export_store(
     include_pending: bool = False,
     policy: str = "keep-all",
     source_rows: Collection[int] | None = None,
+    dropped: str = "remove",
 ) -> dict:
     """Build the augmented training set from reviewed rows: accepted and edited (pending if asked), never rejected.
 
-    `policy` (see `reasonapp.quality.EXPORT_POLICIES`) leaves out rows by their quality flags;
+    `policy` (see `reasonapp.quality.EXPORT_POLICIES`) leaves out rows by their quality flags, or, with
+    `dropped="blank"`, keeps their text and label with an empty reasoning (and rows whose reasoning is blank):
+    the multitask format then learns every label and only the rationales that pass;
     `source_rows` keeps only those rows of the source split (one store serving several samples).
 
     Writes `train.jsonl` and `train.parquet` (what the qra task reads), a `datasets` directory under
@@ -198,11 +201,13 @@ def export_store(
     """
     import datasets
 
-    from reasonapp.quality import EXPORT_POLICIES
+    from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES
     from reasonapp.store import ReasoningStore
 
     if policy not in EXPORT_POLICIES:
         raise RunDirError(f"unknown export policy {policy!r}; choose one of {sorted(EXPORT_POLICIES)}")
+    if dropped not in DROPPED_ROWS:
+        raise RunDirError(f"dropped rows are {' or '.join(DROPPED_ROWS)}, not {dropped!r}")
     keep = EXPORT_POLICIES[policy]
     store = ReasoningStore(store_path)
     candidates = store.rows_for_export(include_pending)
@@ -211,6 +216,9 @@ def export_store(
         candidates = [row for row in candidates if row.row_index in wanted]
     nonblank = [row for row in candidates if (row.reasoning or "").strip()]  # a blank reasoning teaches nothing
     rows = [row for row in nonblank if keep(row.flags)]
+    kept_ids = {id(row) for row in rows}
+    if dropped == "blank":
+        rows = candidates
     counts = store.counts()
     if not rows:
         raise RunDirError(
@@ -238,11 +246,13 @@ def export_store(
         "skipped_blank_reasoning": len(candidates) - len(nonblank),
         "policy": policy,
         "source_rows_filter": len(set(source_rows)) if source_rows is not None else None,
-        "dropped_by_policy": len(nonblank) - len(rows),
+        "dropped_by_policy": len(nonblank) - len(kept_ids),
+        "dropped_rows": dropped,
         "prompt_version": prompts.PROMPT_VERSION,
     }
     store.close()
-    out = write_augmented_dataset(out_dir, [r.text for r in rows], [r.label for r in rows], [r.reasoning for r in rows], label_names, provenance, extra)
+    reasonings = [r.reasoning if id(r) in kept_ids else "" for r in rows]
+    out = write_augmented_dataset(out_dir, [r.text for r in rows], [r.label for r in rows], reasonings, label_names, provenance, extra)
     table = datasets.Dataset.from_json(str(out / "train.jsonl"))
     label_ids = {name: i for i, name in enumerate(label_names)}
     table = table.map(lambda batch: {"label": [label_ids[name] for name in batch["label"]]}, batched=True)

@@ -84,13 +84,14 @@ def _add_export_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="directory for the augmented dataset")
     parser.add_argument("--include-pending", action="store_true", help="also export rows nobody reviewed yet")
     parser.add_argument("--policy", default="keep-all", choices=["keep-all", "drop-flagged", "drop-label-restating"], help="leave out rows by their quality flags (recorded in provenance.json)")
+    parser.add_argument("--dropped", default="remove", choices=["remove", "blank"], help="rows the policy drops: left out, or kept with an empty reasoning (for multitask: every label, only the good rationales)")
 
 
 @command("export", "build the augmented training set (accepted + edited rows) from the review store", _add_export_arguments)
 def export_command(args) -> int:
     from training.augment import export_store
 
-    provenance = export_store(args.store, args.out, args.include_pending, args.policy)
+    provenance = export_store(args.store, args.out, args.include_pending, args.policy, dropped=args.dropped)
     print(f"exported {provenance['rows']} rows ({provenance['exported_status']}) to {args.out}")
     return 0
 

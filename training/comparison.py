@@ -62,12 +62,12 @@ class Job:
 def load_comparison_config(path: str | Path) -> dict:
     """Read and check a comparison YAML; unknown keys and dangling names are errors, not surprises."""
     from reasonapp.prompts import CLASSIFIER_FORMATS, RGEN_INSTRUCTIONS, get_format
-    from reasonapp.quality import EXPORT_POLICIES
+    from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES
 
     config = read_yaml_config(path, DEFAULTS, "comparison", ("augment", "evaluate"))
     sources = {}
     for name, source in (config["sources"] or {}).items():
-        extra = sorted(set(source or {}) - set(SOURCE_KEYS))
+        extra = sorted(set(source or {}) - set(SOURCE_KEYS) - {"dropped"})
         if extra:
             raise ConfigError(f"reasoning source {name!r} has unknown keys {extra}; known: {sorted(SOURCE_KEYS)}")
         source = {**SOURCE_KEYS, **(source or {})}
@@ -77,6 +77,8 @@ def load_comparison_config(path: str | Path) -> dict:
             raise ConfigError(f"source {name!r}: prompt_variant must be one of {sorted(RGEN_INSTRUCTIONS)}")
         if source["policy"] not in EXPORT_POLICIES:
             raise ConfigError(f"source {name!r}: policy must be one of {sorted(EXPORT_POLICIES)}")
+        if source.get("dropped", "remove") not in DROPPED_ROWS:  # optional, so older sources keep their cache keys
+            raise ConfigError(f"source {name!r}: dropped must be one of {list(DROPPED_ROWS)}")
         sources[name] = source
     config["sources"] = sources
     if DIRECT not in config["variants"]:
@@ -87,6 +89,9 @@ def load_comparison_config(path: str | Path) -> dict:
             raise ConfigError(f"variant {name!r}: task must be one of {list(CLASSIFIER_FORMATS)}")
         if get_format(task).uses_reasoning and variant.get("source") not in sources:
             raise ConfigError(f"variant {name!r} ({task}) needs a source, one of {sorted(sources)}")
+        blanked = get_format(task).uses_reasoning and sources[variant["source"]].get("dropped") == "blank"
+        if blanked and not get_format(task).answers_with_label_only:
+            raise ConfigError(f"variant {name!r}: {task} writes a reasoning for every row; its source cannot keep rows with blank ones")
     if not config["n_train"] or not config["seeds"]:
         raise ConfigError("n_train and seeds must each list at least one value")
     return config
@@ -150,10 +155,14 @@ class Comparison:
 
         source = self.config["sources"][source_name]
         key = self._source_key(source_name)
-        out = self.root / f"data-{source_name}-{key}-{source['policy']}-n{n_train}-s{seed}"
+        dropped = source.get("dropped", "remove")
+        blank = "-blank" if dropped == "blank" else ""
+        out = self.root / f"data-{source_name}-{key}-{source['policy']}{blank}-n{n_train}-s{seed}"
         if (out / "train.jsonl").is_file():
             return out
-        store = self.root / f"reasonings-{source_name}-{key}" / "store.sqlite"
+        # sources that differ only in how they export (policy, dropped rows) generate the same reasonings: one store
+        shared = sorted(self.root.glob(f"reasonings-*-{key}/store.sqlite"))
+        store = shared[0] if shared else self.root / f"reasonings-{source_name}-{key}" / "store.sqlite"
         store.parent.mkdir(parents=True, exist_ok=True)
         if source["rgen"] == "stage1":
             generator = str(self.ensure_rgen())
@@ -168,7 +177,7 @@ class Comparison:
         loaded = self.dataset
         split = loaded.splits["train"].add_column("row_index", list(range(len(loaded.splits["train"]))))
         rows = data.sample_rows(split, n_train, seed)["row_index"]
-        export_store(store, out, include_pending=True, policy=source["policy"], source_rows=rows)
+        export_store(store, out, include_pending=True, policy=source["policy"], source_rows=rows, dropped=dropped)
         return out
 
     def run_dir(self, job: Job) -> Path:

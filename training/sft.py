@@ -121,7 +121,8 @@ def build_examples(config: TrainConfig) -> tuple["datasets.Dataset", dict]:  # n
     label_space = prompts.LabelSpace(tuple(loaded.label_names), loaded.task_description)
     fmt = prompts.get_format(config.task)
     if fmt.uses_reasoning:
-        _require_reasonings(rows, config)
+        # multitask learns its labels from every row, so a row may lack a rationale (export --dropped blank)
+        _require_reasonings(rows, config, allow_blank=fmt.answers_with_label_only)
 
     def to_example(row):
         reasoning = row.get("reasoning") if fmt.uses_reasoning else None
@@ -133,7 +134,7 @@ def build_examples(config: TrainConfig) -> tuple["datasets.Dataset", dict]:  # n
         import datasets
 
         auxiliary = prompts.get_format(fmt.auxiliary)
-        extra = rows.map(
+        extra = rows.filter(lambda row: bool((row["reasoning"] or "").strip())).map(
             lambda row: _conversation(auxiliary.messages(row["text"], label_space), auxiliary.completion("", row["reasoning"])),
             remove_columns=rows.column_names,
         )
@@ -159,14 +160,16 @@ def _require_rows(rows, config: TrainConfig) -> None:
         raise DataError(f"no training rows left in split {config.split!r} of {config.dataset!r}")
 
 
-def _require_reasonings(rows, config: TrainConfig) -> None:
+def _require_reasonings(rows, config: TrainConfig, allow_blank: bool = False) -> None:
     if "reasoning" not in rows.column_names:
         raise DataError(
             f"task {config.task} needs a 'reasoning' column in {config.dataset!r} (columns: {rows.column_names}); "
             "build one with `python -m training augment` and `export`"
         )
     empty = [i for i, reasoning in enumerate(rows["reasoning"]) if not (reasoning or "").strip()]
-    if empty:
+    if allow_blank and len(empty) == len(rows):
+        raise DataError(f"every row of {config.dataset!r} has an empty reasoning: task {config.task} has no rationale to learn")
+    if empty and not allow_blank:
         raise DataError(
             f"{len(empty)} rows of {config.dataset!r} have an empty reasoning (first: row {empty[0]}); "
             "edit or reject them in the Review tab, then export again"
