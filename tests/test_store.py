@@ -222,3 +222,13 @@ def test_an_export_can_keep_the_labels_of_dropped_rows_with_blank_reasonings(sto
     assert [r["label"] for r in blanked if not r["reasoning"]] and len(blanked) == len(removed) + 1
     with pytest.raises(RunDirError, match="dropped rows are remove or blank"):
         export_store(store.path, tmp_path / "x", policy="drop-label-restating", dropped="keep")
+
+
+def test_the_export_command_takes_the_policy_and_what_to_do_with_dropped_rows(store, tmp_path, capsys):
+    from training.cli import main
+
+    args = ["export", "--store", str(store.path), "--out", str(tmp_path / "out"), "--include-pending"]
+    assert main([*args, "--policy", "drop-label-restating", "--dropped", "blank"]) == 0
+    assert "exported 3 rows" in capsys.readouterr().out
+    provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    assert provenance["policy"] == "drop-label-restating" and provenance["dropped_rows"] == "blank"

@@ -83,8 +83,10 @@ def _add_export_arguments(parser) -> None:
     parser.add_argument("--store", help="review store file (default: <workspace>/reasonings.sqlite)")
     parser.add_argument("--out", required=True, help="directory for the augmented dataset")
     parser.add_argument("--include-pending", action="store_true", help="also export rows nobody reviewed yet")
-    parser.add_argument("--policy", default="keep-all", choices=["keep-all", "drop-flagged", "drop-label-restating"], help="leave out rows by their quality flags (recorded in provenance.json)")
-    parser.add_argument("--dropped", default="remove", choices=["remove", "blank"], help="rows the policy drops: left out, or kept with an empty reasoning (for multitask: every label, only the good rationales)")
+    from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES
+
+    parser.add_argument("--policy", default="keep-all", choices=list(EXPORT_POLICIES), help="leave out rows by their quality flags (recorded in provenance.json)")
+    parser.add_argument("--dropped", default="remove", choices=DROPPED_ROWS, help="rows the policy drops: left out, or kept with an empty reasoning (for multitask: every label, only the good rationales)")
 
 
 @command("export", "build the augmented training set (accepted + edited rows) from the review store", _add_export_arguments)
