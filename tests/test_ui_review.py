@@ -1,5 +1,7 @@
 """The Review tab through its public API (gradio_client) and in a real browser (headless chromium)."""
 
+import json
+
 import pytest
 
 from reasonapp.store import ReasoningStore
@@ -119,11 +121,17 @@ def test_skip_reject_bulk_accept_and_export_endpoints(app_url, store_path, tmp_p
     assert skipped[0].startswith("<script>") and "row 2 of 3" in skipped[5]
     rejected = client.predict("", "ann", api_name="/review_reject")
     assert "Row 1: rejected." in rejected[7]
-    nothing = client.predict(str(tmp_path / "export"), False, api_name="/review_export")
+    nothing = client.predict(str(tmp_path / "export"), False, "keep-all", "remove", api_name="/review_export")
     assert nothing.startswith("Not exported") and "--include-pending" in nothing
     bulk = client.predict("ann", "pending", "all", "", 0, 0, "any", "in order", api_name="/review_bulk_accept")
     assert "Accepted 2 pending rows." in bulk[7]
-    exported = client.predict(str(tmp_path / "export"), False, api_name="/review_export")
+    exported = client.predict(str(tmp_path / "export"), False, "keep-all", "remove", api_name="/review_export")
     assert exported.startswith("Exported 2 rows")
+    reviewed = ReasoningStore(store_path)  # a reviewer's edit that only restates the label
+    reviewed.review(1, "edited", reviewed.get(1).version, "ann", reasoning="Joy is a positive emotion.")
+    filtered = client.predict(str(tmp_path / "clean"), False, "drop-label-restating", "blank", api_name="/review_export")
+    assert "Exported 2 rows" in filtered and "1 reasonings dropped by drop-label-restating" in filtered and "train multitask" in filtered
+    rows = [json.loads(line) for line in (tmp_path / "clean" / "train.jsonl").read_text().splitlines()]
+    assert [row["reasoning"] for row in rows] == ["", "Missing the old dog is sadness."]
     store = ReasoningStore(store_path)
-    assert store.counts()["status"] == {"pending": 0, "accepted": 2, "edited": 0, "rejected": 1}
+    assert store.counts()["status"] == {"pending": 0, "accepted": 1, "edited": 1, "rejected": 1}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from reasonapp.errors import ReasonappError
+from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES
 from reasonapp.store import ConflictError, ReasoningStore, RowFilter, Status, StoredRow
 from training.rundir import finished_runs
 
@@ -201,17 +202,19 @@ class ReviewHandlers:
         session = ReviewSession(queue=self.store.query_ids(row_filter))
         return self.view(session, f"Accepted {accepted} pending rows.")
 
-    def export(self, out_dir: str, include_pending: bool) -> str:
+    def export(self, out_dir: str, include_pending: bool, policy: str = "keep-all", dropped: str = "remove") -> str:
         """Build the augmented training set from this store (the same as `python -m training export`)."""
         from reasonapp import settings
         from training.augment import export_store
 
         out = (out_dir or "").strip() or str(settings.workspace_dir() / "exports" / "reviewed")
         try:
-            provenance = export_store(self.store.path, out, include_pending)
+            provenance = export_store(self.store.path, out, include_pending, policy, dropped=dropped)
         except ReasonappError as error:
             return f"Not exported: {error}"
-        return f"Exported {provenance['rows']} rows ({provenance['exported_status']}) to {out}; train Q→RA on it with --dataset {out}"
+        dropped_note = f"; {provenance['dropped_by_policy']} reasonings dropped by {policy}" if policy != "keep-all" else ""
+        task = "multitask" if dropped == "blank" else "Q→RA"
+        return f"Exported {provenance['rows']} rows ({provenance['exported_status']}{dropped_note}) to {out}; train {task} on it with --dataset {out}"
 
     def bulk_preview(self, status, label, search, min_length, max_length, flagged, order):
         row_filter = self._filter(status, label, search, min_length, max_length, flagged, order)
@@ -264,6 +267,12 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
             with gr.Accordion("Export the augmented training set", open=False):
                 export_dir = gr.Textbox(label="Output directory", placeholder="default: <workspace>/exports/reviewed", max_lines=1)
                 include_pending = gr.Checkbox(label="Include rows nobody reviewed yet", value=False)
+                with gr.Row():
+                    policy = gr.Dropdown(list(EXPORT_POLICIES), value="keep-all", label="Quality policy (by flags)")
+                    dropped = gr.Radio(
+                        list(DROPPED_ROWS), value="remove", label="Rows it drops",
+                        info="blank: keep their text and label without the reasoning (for multitask)",
+                    )
                 export = gr.Button("Export accepted + edited rows", elem_id="review-export")
                 export_message = gr.Textbox(label="Export", interactive=False, elem_id="review-export-message")
 
@@ -282,4 +291,4 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
         lambda: gr.update(visible=False), None, confirm_box, api_visibility="private"
     )
     cancel.click(lambda: gr.update(visible=False), None, confirm_box, api_visibility="private")
-    export.click(handlers.export, [export_dir, include_pending], export_message, api_name="review_export")
+    export.click(handlers.export, [export_dir, include_pending, policy, dropped], export_message, api_name="review_export")
