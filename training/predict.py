@@ -82,7 +82,12 @@ def load_classifiers(runs: dict[str, str | Path], backend: str | None = None):
 
 class Classifiers:
     """Several classifier runs in memory: LoRA runs as named adapters on one shared base model,
-    fully fine-tuned runs as models of their own."""
+    fully fine-tuned runs as models of their own.
+
+    The first label-scoring run (qa, multitask) is folded into the shared weights (`fold_adapter`): it
+    answers in one forward pass per request, where unmerged LoRA modules cost most. The others stay
+    exact, as their difference from it.
+    """
 
     def __init__(self, runs: dict[str, str | Path], device: str | None = None):
         from reasonapp.models import fold_adapter, load_base_model, load_with_adapters
