@@ -46,6 +46,8 @@ DEFAULTS = {
     "evaluate": {"validation_rows": 500, "test_rows": None, "batch_size": 16, "max_new_tokens": 96},
 }
 SOURCE_KEYS = {"rgen": "stage1", "prompt_variant": "default", "candidates": 1, "policy": "keep-all"}
+# Keys added later: filled in only where read, so the sources written before them keep their cache keys.
+OPTIONAL_SOURCE_KEYS = {"dropped": "remove"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,10 @@ class Job:
         return f"{self.variant} N={self.n_train} seed={self.seed}"
 
 
+def _dropped(source: dict) -> str:
+    return source.get("dropped", OPTIONAL_SOURCE_KEYS["dropped"])
+
+
 def load_comparison_config(path: str | Path) -> dict:
     """Read and check a comparison YAML; unknown keys and dangling names are errors, not surprises."""
     from reasonapp.prompts import CLASSIFIER_FORMATS, RGEN_INSTRUCTIONS, get_format
@@ -67,9 +73,10 @@ def load_comparison_config(path: str | Path) -> dict:
     config = read_yaml_config(path, DEFAULTS, "comparison", ("augment", "evaluate"))
     sources = {}
     for name, source in (config["sources"] or {}).items():
-        extra = sorted(set(source or {}) - set(SOURCE_KEYS) - {"dropped"})
+        known = {**SOURCE_KEYS, **OPTIONAL_SOURCE_KEYS}
+        extra = sorted(set(source or {}) - set(known))
         if extra:
-            raise ConfigError(f"reasoning source {name!r} has unknown keys {extra}; known: {sorted(SOURCE_KEYS)}")
+            raise ConfigError(f"reasoning source {name!r} has unknown keys {extra}; known: {sorted(known)}")
         source = {**SOURCE_KEYS, **(source or {})}
         if source["rgen"] != "stage1" and not str(source["rgen"]).startswith("base"):
             raise ConfigError(f"source {name!r}: rgen is 'stage1' (the trained R-Gen) or 'base' (the instruct model as is)")
@@ -77,7 +84,7 @@ def load_comparison_config(path: str | Path) -> dict:
             raise ConfigError(f"source {name!r}: prompt_variant must be one of {sorted(RGEN_INSTRUCTIONS)}")
         if source["policy"] not in EXPORT_POLICIES:
             raise ConfigError(f"source {name!r}: policy must be one of {sorted(EXPORT_POLICIES)}")
-        if source.get("dropped", "remove") not in DROPPED_ROWS:  # optional, so older sources keep their cache keys
+        if _dropped(source) not in DROPPED_ROWS:
             raise ConfigError(f"source {name!r}: dropped must be one of {list(DROPPED_ROWS)}")
         sources[name] = source
     config["sources"] = sources
@@ -89,7 +96,7 @@ def load_comparison_config(path: str | Path) -> dict:
             raise ConfigError(f"variant {name!r}: task must be one of {list(CLASSIFIER_FORMATS)}")
         if get_format(task).uses_reasoning and variant.get("source") not in sources:
             raise ConfigError(f"variant {name!r} ({task}) needs a source, one of {sorted(sources)}")
-        blanked = get_format(task).uses_reasoning and sources[variant["source"]].get("dropped") == "blank"
+        blanked = get_format(task).uses_reasoning and _dropped(sources[variant["source"]]) == "blank"
         if blanked and not get_format(task).answers_with_label_only:
             raise ConfigError(f"variant {name!r}: {task} writes a reasoning for every row; its source cannot keep rows with blank ones")
     if not config["n_train"] or not config["seeds"]:
@@ -155,7 +162,7 @@ class Comparison:
 
         source = self.config["sources"][source_name]
         key = self._source_key(source_name)
-        dropped = source.get("dropped", "remove")
+        dropped = _dropped(source)
         blank = "-blank" if dropped == "blank" else ""
         out = self.root / f"data-{source_name}-{key}-{source['policy']}{blank}-n{n_train}-s{seed}"
         if (out / "train.jsonl").is_file():
