@@ -97,7 +97,7 @@ def test_fast_label_scoring_matches_the_plain_forward_pass(tiny_model_dir):
     from reasonapp.prompts import LabelSpace, get_format
     from training.generation import score_labels, score_labels_plainly
 
-    model, tokenizer = load_base_model(tiny_model_dir)
+    model, tokenizer = load_base_model(tiny_model_dir, device="cpu")
     labels = LabelSpace(("sadness", "joy", "love", "anger", "fear", "surprise"))
     texts = ["i feel fine", "a much longer text about being rather scared of the dark at night", "ok"]
     conversations = [get_format("qa").messages(text, labels) for text in texts]
@@ -112,7 +112,7 @@ def test_generation_runs_on_merged_adapter_weights_and_leaves_the_adapters_as_th
     from training.predict import Classifiers
 
     qa, qra = tiny_runs
-    classifiers = Classifiers({"qa": qa, "qra": qra})
+    classifiers = Classifiers({"qa": qa, "qra": qra}, device="cpu")  # float32, where merging is exact
     texts = ["i feel fine", "i am furious about it"]
     before = classifiers.score("qa", texts)
     decoding = Decoding(max_new_tokens=12)

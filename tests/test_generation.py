@@ -25,7 +25,7 @@ def test_label_scoring_with_a_kept_prefix_matches_the_plain_pass_on_the_real_mod
     from reasonapp.models import load_base_model
     from training.generation import score_labels, score_labels_plainly
 
-    model, tokenizer = load_base_model(smollm2_dir)
+    model, tokenizer = load_base_model(smollm2_dir, device="cpu")  # float32: exact to 1e-4
     labels = LabelSpace(label_names)
     fmt = get_format("qa")
     texts = ["i feel fine", "a much longer text about being rather scared of the dark at night", "im so angry"]
@@ -44,7 +44,7 @@ def test_streaming_from_the_kept_prefix_gives_the_same_greedy_text_as_plain_gene
     from reasonapp.models import load_base_model
     from training.generation import Decoding, generate, stream
 
-    model, tokenizer = load_base_model(smollm2_dir)
+    model, tokenizer = load_base_model(smollm2_dir, device="cpu")  # float32: exact to 1e-4
     labels = EMOTIONS
     fmt = get_format("qra")
     prefix = _prefix_of(tokenizer, fmt, labels)
@@ -60,7 +60,7 @@ def test_batched_generation_from_the_shared_prefix_gives_the_plain_greedy_output
     from reasonapp.models import load_base_model
     from training.generation import Decoding, generate
 
-    model, tokenizer = load_base_model(smollm2_dir)
+    model, tokenizer = load_base_model(smollm2_dir, device="cpu")  # float32: exact to 1e-4
     texts = ["i feel fine", "a much longer text about being rather scared of the dark at night", "ok", "im so angry", "i miss him"]
     conversations = [get_format("qra").messages(text, EMOTIONS) for text in texts]
     decoding = Decoding(max_new_tokens=16)

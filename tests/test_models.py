@@ -61,7 +61,7 @@ def test_folding_one_adapter_into_the_base_keeps_what_every_adapter_computes(tin
 
     from reasonapp.models import fold_adapter
 
-    model, tokenizer = load_base_model(tiny_model_dir)
+    model, tokenizer = load_base_model(tiny_model_dir, device="cpu")  # float32: a fold is exact there
     targets = {"qa": ["q_proj", "v_proj"], "qra": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj"]}
     for seed, (name, modules) in enumerate(targets.items()):
         torch.manual_seed(seed)  # random non-zero updates on different module sets and ranks
@@ -70,8 +70,8 @@ def test_folding_one_adapter_into_the_base_keeps_what_every_adapter_computes(tin
         peft_model.save_pretrained(tmp_path / name)
         model = peft_model.unload()
     adapters = {name: tmp_path / name for name in targets}
-    reference, _ = load_with_adapters(tiny_model_dir, adapters)
-    folded, _ = load_with_adapters(tiny_model_dir, adapters)
+    reference, _ = load_with_adapters(tiny_model_dir, adapters, device="cpu")
+    folded, _ = load_with_adapters(tiny_model_dir, adapters, device="cpu")
     fold_adapter(folded, "qa")
     ids = torch.tensor([tokenizer("i feel so alone tonight")["input_ids"]])
 
@@ -97,6 +97,20 @@ def test_folding_one_adapter_into_the_base_keeps_what_every_adapter_computes(tin
     assert (logits(folded) - expected["qra"]).abs().max() < 1e-4
     folded.unmerge_adapter()
     assert set(folded.peft_config) == {"qa", "qra"}
+
+
+def test_folding_refuses_weights_that_would_round_the_adapter_away(tiny_model_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from reasonapp.models import fold_adapter
+
+    model, _ = load_base_model(tiny_model_dir, device="cpu")
+    peft_model = get_peft_model(model.to(torch.bfloat16), LoraConfig(r=4, target_modules=["q_proj"]), adapter_name="qa")
+    before = peft_model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight.clone()
+    with pytest.raises(ModelError, match="not float32"):
+        fold_adapter(peft_model, "qa")
+    assert torch.equal(peft_model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight, before)
 
 
 def test_directory_without_adapter_is_a_clear_error(tiny_model_dir, tmp_path):

@@ -84,13 +84,14 @@ class Classifiers:
     """Several classifier runs in memory: LoRA runs as named adapters on one shared base model,
     fully fine-tuned runs as models of their own.
 
-    The first label-scoring run (qa, multitask) is folded into the shared weights (`fold_adapter`): it
-    answers in one forward pass per request, where unmerged LoRA modules cost most. The others stay
-    exact, as their difference from it.
+    On float32 weights (the CPU), the first label-scoring run (qa, multitask) is folded into the shared
+    weights (`fold_adapter`): it answers in one forward pass per request, where unmerged LoRA modules cost
+    most; the others stay exact, as their difference from it, and are merged while they generate. On a GPU's
+    bfloat16 weights every adapter stays unmerged: adding it in would round it away (`merges_are_exact`).
     """
 
     def __init__(self, runs: dict[str, str | Path], device: str | None = None):
-        from reasonapp.models import fold_adapter, load_base_model, load_with_adapters
+        from reasonapp.models import fold_adapter, load_base_model, load_with_adapters, merges_are_exact
 
         if not runs:
             raise ModelError("no classifier runs given")
@@ -98,14 +99,16 @@ class Classifiers:
         adapters = {name: info for name, info in self.runs.items() if info.adapter_dir}
         self._models: dict[str, tuple] = {}
         self._folded: str | None = None  # the label-scoring run whose adapter lives in the base weights
+        self._merge_for_generation = False
         if adapters:
             bases = {info.base_model for info in adapters.values()}
             if len(bases) > 1:
                 raise ModelError(f"adapter runs to compare must share a base model, got {sorted(bases)}")
             shared = load_with_adapters(bases.pop(), {n: i.adapter_dir for n, i in adapters.items()}, device)
             self._models.update({name: shared for name in adapters})
+            self._merge_for_generation = merges_are_exact(shared[0])
             scorers = [name for name, info in adapters.items() if get_format(info.task).answers_with_label_only]
-            if scorers:
+            if scorers and self._merge_for_generation:
                 fold_adapter(shared[0], scorers[0])
                 self._folded = scorers[0]
         for name, info in self.runs.items():
@@ -179,9 +182,10 @@ class Classifiers:
         Unmerged, each of the ~210 adapted layers runs three extra small modules at every step: at
         batch 1 that is ~50 ms a token on this CPU, more than the base model's own ~30 ms. Merging
         (and unmerging after) rewrites the weights once each way, ~77 ms. Callers hold the model exclusively
-        meanwhile (the app's Compare tab takes a lock), as they already must to switch adapters.
+        meanwhile (the app's Compare tab takes a lock), as they already must to switch adapters. Not on
+        bfloat16 weights, where unmerging would not give back the weights merging started from.
         """
-        if not self.runs[name].adapter_dir or name == self._folded:
+        if not self.runs[name].adapter_dir or name == self._folded or not self._merge_for_generation:
             yield
             return
         self.model.merge_adapter([name])
