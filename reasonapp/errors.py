@@ -23,3 +23,7 @@ class ConfigError(ReasonappError):
 
 class RunDirError(ReasonappError):
     """A run directory that holds another run, or lacks what a step needs."""
+
+
+class RunStopped(ReasonappError):
+    """A pipeline stopped on request (Stop button, STOP file, SIGTERM) at a saved checkpoint; the same command resumes it."""

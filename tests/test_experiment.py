@@ -1,5 +1,7 @@
 """The whole method from one config: every stage runs, and a second run reuses them all."""
 
+from pathlib import Path
+
 import pytest
 
 from reasonapp.errors import ConfigError
@@ -31,3 +33,37 @@ def test_tiny_experiment_runs_every_stage_then_reuses_them(tiny_model_dir, tmp_p
     loaded["qa"] = {**loaded["qa"], "learning_rate": 1e-3}  # a changed stage re-runs, with what depends on it
     changed = run_experiment(loaded, tmp_path / "exp")
     assert changed["stages"]["qa"] != report["stages"]["qa"] and changed["stages"]["rgen"] == report["stages"]["rgen"]
+
+
+def test_a_stopped_stage_ends_the_experiment_and_the_same_command_resumes_it(tiny_model_dir, tmp_path, shared_data, monkeypatch):
+    import yaml
+    from transformers import TrainerCallback
+
+    import training.sft
+    from reasonapp.errors import RunStopped
+    from training import rundir
+
+    config = yaml.safe_load(open("configs/tiny-smoke.yaml"))
+    config["base_model"] = tiny_model_dir
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    loaded = load_experiment_config(tmp_path / "tiny.yaml")
+    root = tmp_path / "exp"
+
+    class PressStop(TrainerCallback):  # what the Train tab's Stop button does: a STOP file in the run directory
+        def on_step_begin(self, args, state, control, **kwargs):
+            rundir.request_stop(Path(args.output_dir).parent)
+
+    real_train = training.sft.train
+
+    def stop_qa(config, resume=False, callbacks=()):
+        return real_train(config, resume, callbacks=[PressStop()] if config.task == "qa" else callbacks)
+
+    monkeypatch.setattr(training.sft, "train", stop_qa)
+    with pytest.raises(RunStopped, match="qa training stopped .* run the same command again"):
+        run_experiment(loaded, root)
+    assert [p.name.split("-")[0] for p in sorted(root.iterdir()) if p.is_dir()] == ["augment", "qa", "rgen"]  # Q->RA never started
+
+    monkeypatch.setattr(training.sft, "train", real_train)
+    report = run_experiment(loaded, root)
+    assert rundir.read_json(Path(report["stages"]["qa"]) / rundir.STATUS)["state"] == "finished"
+    assert {"qa_scored", "qra"} <= set(report["systems"])

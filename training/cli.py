@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from reasonapp.errors import ConfigError, ReasonappError
+from reasonapp.errors import ConfigError, ReasonappError, RunStopped
 
 SUBPARSERS: dict[str, argparse.ArgumentParser] = {}
 COMMANDS: dict[str, tuple[str, Callable]] = {}
@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
             subparser.set_defaults(**_yaml_defaults(args.config, subparser))
             args = parser.parse_args(argv)
         return int(args.handler(args) or 0)
+    except RunStopped as error:
+        print(f"stopped: {error}", file=sys.stderr)
+        return 3
     except ReasonappError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

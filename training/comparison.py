@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reasonapp import settings
-from reasonapp.errors import ConfigError
+from reasonapp.errors import ConfigError, RunStopped
 from training import rundir
 from training.experiment import _finished, _stage_hash, _train_stage, read_yaml_config
 
@@ -278,8 +278,10 @@ class Comparison:
                 logger.info("stopping before %s (limit reached); run again to continue", job.label)
                 break
             logger.info("comparison job %s", job.label)
-            if not _finished(self._timed(self.ensure_trained, job, timings)):  # stopped (STOP file or SIGTERM)
-                logger.warning("training of %s stopped before the end; run again to resume it", job.label)
+            try:
+                self._timed(self.ensure_trained, job, timings)
+            except RunStopped as stopped:  # STOP file or SIGTERM: the report still covers what finished
+                logger.warning("%s", stopped)
                 break
             self._timed(self.ensure_evaluated, job, timings)
             ran += 1

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from reasonapp import settings
-from reasonapp.errors import ConfigError
+from reasonapp.errors import ConfigError, RunStopped
 from training import rundir
 
 logger = logging.getLogger(__name__)
@@ -73,10 +73,14 @@ def _finished(run_dir: Path) -> bool:
 
 
 def _train_stage(task: str, run_dir: Path, base: dict, overrides: dict) -> Path:
+    """Train (or resume) one stage. A stop request ends the whole pipeline there: the next stage would
+    otherwise start on a run that has no adapter yet."""
     from training.sft import config_from_mapping, train
 
     resume = (run_dir / rundir.CONFIG).is_file()  # killed midway: continue from its last checkpoint
     train(config_from_mapping({**base, **overrides, "task": task, "output_dir": str(run_dir)}), resume=resume)
+    if not _finished(run_dir):
+        raise RunStopped(f"{task} training stopped at a checkpoint in {run_dir}; run the same command again to resume")
     return run_dir
 
 
