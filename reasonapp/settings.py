@@ -61,6 +61,12 @@ def inference_backend() -> str:
     return backend
 
 
+def compile_scoring() -> bool:
+    """REASONAPP_COMPILE=1: Q->A label scoring through torch.compile (optional: needs a C++ compiler, and the
+    first requests wait for the compile, ~1 min on a 2-core CPU)."""
+    return os.environ.get("REASONAPP_COMPILE", "0").strip().lower() in {"1", "true", "yes"}
+
+
 @functools.cache
 def hub_reachable(timeout: float = 3.0) -> bool:
     """True when the Hub endpoint answers a TCP connect; checked once per process.

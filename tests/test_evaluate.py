@@ -127,3 +127,28 @@ def test_generation_runs_on_merged_adapter_weights_and_leaves_the_adapters_as_th
     abandoned.close()  # a reader that goes away mid-stream
     assert not any(getattr(layer, "merged_adapters", None) for layer in classifiers.model.modules())
     assert abs(classifiers.score("qa", texts) - before).max() < 1e-6
+
+
+def test_compiled_scoring_gives_the_eager_label_probabilities(tiny_runs):
+    import shutil
+
+    from torch._dynamo.utils import counters
+
+    from reasonapp.errors import ModelError
+    from training.predict import Classifiers
+
+    if not shutil.which("c++"):
+        pytest.skip("torch.compile's CPU backend needs a C++ compiler")
+    qa, qra = tiny_runs
+    classifiers = Classifiers({"qa": qa, "qra": qra}, device="cpu")
+    texts = ["i feel fine", "i am furious about it", "a much longer text about being rather scared of the dark"]
+    eager = classifiers.score("qa", texts)
+    classifiers.compile_scoring()
+    counters.clear()
+    assert abs(classifiers.score("qa", texts) - eager).max() < 1e-4
+    assert counters["stats"]["unique_graphs"] >= 1  # the forward went through the compiler
+    assert abs(classifiers.score("qa", texts[2:]) - eager[2:]).max() < 1e-4  # one text: another batch shape
+    assert classifiers.predict("qra", texts[:1])[0].raw  # the other run still generates, eagerly
+
+    with pytest.raises(ModelError, match="folded"):  # nothing folded: a reasoning run alone
+        Classifiers({"qra": qra}, device="cpu").compile_scoring()

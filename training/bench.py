@@ -138,15 +138,38 @@ def bench_training(augmented: str, base_model: str, steps: int, batch_size: int,
     }
 
 
-def _qa_latencies(classifiers, texts: list[str]) -> tuple[list[float], list[int]]:
-    """Milliseconds per one-text Q->A prediction, and the label each gets."""
-    classifiers.score("qa", texts[:2])  # warm-up
-    latencies, labels = [], []
+def _qa_latencies(classifiers, texts: list[str]) -> tuple[list[float], list]:
+    """Milliseconds per one-text Q->A prediction, and the label probabilities each gets."""
+    for text in texts[:2]:  # warm-up, at the batch size measured
+        classifiers.score("qa", [text])
+    latencies, probabilities = [], []
     for text in texts:
         started = time.perf_counter()
-        labels.append(int(classifiers.score("qa", [text])[0].argmax()))
+        probabilities.append(classifiers.score("qa", [text])[0])
         latencies.append((time.perf_counter() - started) * 1000)
-    return latencies, labels
+    return latencies, probabilities
+
+
+def _compiled_qa(classifiers, texts: list[str], eager: list) -> dict:
+    """Q->A latency again with scoring through torch.compile (optional: needs a C++ compiler), and how far
+    its label probabilities are from the eager ones."""
+    import shutil
+
+    if not any(shutil.which(name) for name in ("c++", "g++", "clang++")):
+        return {"available": False, "reason": "no C++ compiler on PATH"}
+    classifiers.compile_scoring()
+    started = time.perf_counter()
+    classifiers.score("qa", texts[:1])  # the first request of a shape compiles
+    compile_s = time.perf_counter() - started
+    latencies, probabilities = _qa_latencies(classifiers, texts)
+    return {
+        "available": True,
+        "method": "torch.compile (inductor, dynamic shapes) of the folded scoring forward",
+        "compile_s": round(compile_s, 1),
+        **_latency_figures(latencies),
+        "max_probability_difference_vs_eager": float(max(abs(a - b).max() for a, b in zip(probabilities, eager, strict=True))),
+        "same_label_as_eager": sum(int(a.argmax()) == int(b.argmax()) for a, b in zip(probabilities, eager, strict=True)) / len(eager),
+    }
 
 
 def _streams(classifiers, texts: list[str]) -> tuple[dict, list[str]]:
@@ -183,15 +206,17 @@ def _latency_figures(latencies: list[float]) -> dict:
     }
 
 
-def bench_predictions(qa_run: str, qra_run: str, texts_count: int, stream_count: int) -> dict:
+def bench_predictions(qa_run: str, qra_run: str, texts_count: int, stream_count: int, compiled: bool = True) -> dict:
     """Q->A latency by label scoring (vs one forward per label), Q->RA first token and streaming rate;
-    and, when llama-cpp-python is installed, the same on the llama.cpp backend with its agreement."""
+    Q->A through torch.compile when `compiled`; and, when llama-cpp-python is installed, the same on the
+    llama.cpp backend with its agreement."""
     from training.generation import score_labels_plainly
     from training.predict import Classifiers
 
     classifiers = Classifiers({"qa": qa_run, "qra": qra_run})
     texts, gold, labels = _emotion_rows(texts_count, seed=2, split="test")
-    latencies, predicted = _qa_latencies(classifiers, texts)
+    latencies, probabilities = _qa_latencies(classifiers, texts)
+    predicted = [int(row.argmax()) for row in probabilities]
     reasoned = [p.label for p in classifiers.predict("qra", texts)]  # batched greedy, for the backends' agreement
     plain_latencies = []
     fmt = prompts.get_format("qa")
@@ -211,6 +236,8 @@ def bench_predictions(qa_run: str, qra_run: str, texts_count: int, stream_count:
         "qra_stream": streamed,
         "qra_accuracy": _accuracy(reasoned, gold),
     }
+    if compiled:
+        result["qa_compiled"] = _compiled_qa(classifiers, texts, probabilities)
     del classifiers
     gc.collect()
     reference = {"qa": predicted, "qra": reasoned, "streams": outputs, "gold": gold}
@@ -238,7 +265,8 @@ def bench_llama_cpp(qa_run: str, qra_run: str, texts: list[str], stream_texts: l
         return {"installed": True, "not_measured": str(error)}
     export_s = time.perf_counter() - started
     served = LlamaCppClassifiers({"qa": qa_run, "qra": qra_run})
-    latencies, predicted = _qa_latencies(served, texts)
+    latencies, probabilities = _qa_latencies(served, texts)
+    predicted = [int(row.argmax()) for row in probabilities]
     streamed, served_outputs = _streams(served, stream_texts)
     reasoned = [p.label for p in served.predict("qra", texts)]
     def agreement(ours: list, theirs: list, key=lambda value: value) -> float:
@@ -311,7 +339,9 @@ def run_bench(rgen_run: str, qa_run: str, qra_run: str, augmented: str, quick: b
     if "training" in selected:
         results["workloads"]["training"] = bench_training(augmented, base_model, steps=6 if quick else 200, batch_size=8, max_length=256)
     if "predictions" in selected:
-        results["workloads"]["predictions"] = bench_predictions(qa_run, qra_run, texts_count=20 if quick else 100, stream_count=3 if quick else 10)
+        results["workloads"]["predictions"] = bench_predictions(
+            qa_run, qra_run, texts_count=20 if quick else 100, stream_count=3 if quick else 10, compiled=not quick
+        )
     if "memory" in selected:
         results["workloads"]["memory"] = bench_memory(qa_run, qra_run)
     results["peak_rss_mb"] = round(_peak_rss_mb(), 1)
