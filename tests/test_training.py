@@ -87,6 +87,34 @@ def test_completion_only_loss_masks_the_prompt(tiny_model_dir, tmp_path, shared_
     assert "Text:" in tokenizer.decode(batch["input_ids"][0][:prompt_length])
 
 
+def test_the_output_layer_scores_only_the_loss_positions_and_the_loss_is_unchanged(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+    from trl.trainer import utils as trl_utils
+
+    config = TrainConfig(task="qra", base_model=tiny_model_dir, dataset=write_augmented(tmp_path / "aug"), output_dir=str(tmp_path / "run"), **FAST)
+    trainer = build_trainer(config, tmp_path / "run")  # sets TRL's fused output layer to gather the loss positions first
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    loss_positions = int((batch["labels"][:, 1:] != -100).sum())
+    scored_rows = []
+    chunked = trl_utils._ChunkedLogProbFunction
+
+    class Spy(chunked):
+        @staticmethod
+        def forward(ctx, hidden, *args):
+            scored_rows.append(hidden.shape[0])
+            return chunked.forward(ctx, hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Spy)
+    trainer.model.eval()  # no LoRA dropout: the two losses must be comparable
+    with torch.no_grad():
+        compact = trainer.compute_loss(trainer.model, dict(batch))
+        monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton.original)  # TRL's own choice on a CPU
+        every_position = trainer.compute_loss(trainer.model, dict(batch))
+    assert scored_rows == [loss_positions, batch["input_ids"].numel() - 4]
+    assert loss_positions < scored_rows[1] / 2
+    assert abs(compact.item() - every_position.item()) < 1e-5
+
+
 def test_a_stopped_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, shared_data):
     from transformers import TrainerCallback
 

@@ -235,6 +235,33 @@ def sft_config(config: TrainConfig, run_dir: Path):
 # running
 
 
+def score_only_loss_positions() -> bool:
+    """Have TRL's fused output layer score only the positions that carry a loss, on every device; True if set.
+
+    TRL 1.x gathers the hidden states of those positions only where its Triton kernels run (CUDA, XPU).
+    Elsewhere it scores every position, prompt and padding included, and zeroes them after, so that
+    devices with static shapes do not recompile per batch. Eager CPU training recompiles nothing, and
+    there the 49k-wide output layer over all positions was a quarter of a Q->RA step: gathering first
+    gave 224 -> 305 real tokens/s here, with the same losses (tested). Only that decision is changed: TRL's
+    kernels still choose Triton by the real device. Process-wide and idempotent; a TRL without the hook is
+    left as it is.
+    """
+    from trl.trainer import utils as trl_utils
+
+    triton_here = getattr(trl_utils, "_use_triton", None)
+    if triton_here is None:
+        return False
+    if not getattr(triton_here, "reasonapp_compact", False):
+
+        def compact(device) -> bool:
+            return device.type == "cpu" or triton_here(device)
+
+        compact.reasonapp_compact = True
+        compact.original = triton_here
+        trl_utils._use_triton = compact
+    return True
+
+
 def build_trainer(config: TrainConfig, run_dir: Path, callbacks=(), examples=None):
     """TRL's SFTTrainer for the run, with the model loaded for this process's device.
 
@@ -249,6 +276,7 @@ def build_trainer(config: TrainConfig, run_dir: Path, callbacks=(), examples=Non
     if examples is None:
         examples, _ = build_examples(config)
     device = f"cuda:{state.local_process_index}" if _on_cuda() else "cpu"
+    score_only_loss_positions()
     model, tokenizer = load_base_model(config.base_model, device=device)
     tokenizer.padding_side = "right"  # training pads on the right; generation uses left
     return SFTTrainer(
