@@ -127,7 +127,7 @@ class Classifiers:
         With the adapter folded the scoring forward is plain weights: inductor fuses the norms, rotary
         embeddings, activations and residual adds around the matrix products (~15 ms of an ~85 ms Q->A
         request eagerly on this CPU). Optional, as the default path must not need a compiler: it needs a
-        C++ compiler, and the first request of each batch shape waits for a compile (~70 s here).
+        C++ compiler, and the first request of each batch shape waits for a compile (~1 min here).
         """
         import shutil
 
