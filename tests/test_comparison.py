@@ -101,6 +101,24 @@ def test_comparison_runs_resumes_and_reports(tiny_model_dir, tmp_path, shared_da
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}  # nothing retrained, regenerated or re-evaluated
 
 
+def test_a_stopped_job_ends_the_run_with_its_report_and_the_next_run_resumes_it(tiny_model_dir, tmp_path, shared_data, monkeypatch):
+    import training.sft
+    from tests.test_training import train_that_stops
+    from training import rundir
+
+    config = _tiny_config(tiny_model_dir)
+    config.update(n_train=[8], variants={"qa": {"task": "qa"}, "multitask": {"task": "multitask", "source": "rgen"}})
+    comparison = Comparison(load_comparison_config(_write(tmp_path, config)), tmp_path / "cmp")
+    real_train = training.sft.train
+    monkeypatch.setattr(training.sft, "train", train_that_stops("multitask"))
+    stopped = comparison.run()
+    assert stopped["missing"] == ["multitask N=8 seed=0"] and "qa@8" in stopped["table"]
+    assert rundir.read_json(comparison.run_dir(Job("multitask", 8, 0)) / rundir.STATUS)["state"] == "stopped"
+
+    monkeypatch.setattr(training.sft, "train", real_train)
+    assert comparison.run()["missing"] == []
+
+
 def _result(validation_accuracy: float, test_correct: list[bool]) -> dict:
     def split(correct, accuracy):
         return {"predicted": [0 if c else 1 for c in correct], "gold": [0] * len(correct),

@@ -37,10 +37,10 @@ def test_tiny_experiment_runs_every_stage_then_reuses_them(tiny_model_dir, tmp_p
 
 def test_a_stopped_stage_ends_the_experiment_and_the_same_command_resumes_it(tiny_model_dir, tmp_path, shared_data, monkeypatch):
     import yaml
-    from transformers import TrainerCallback
 
     import training.sft
     from reasonapp.errors import RunStopped
+    from tests.test_training import train_that_stops
     from training import rundir
 
     config = yaml.safe_load(open("configs/tiny-smoke.yaml"))
@@ -49,16 +49,8 @@ def test_a_stopped_stage_ends_the_experiment_and_the_same_command_resumes_it(tin
     loaded = load_experiment_config(tmp_path / "tiny.yaml")
     root = tmp_path / "exp"
 
-    class PressStop(TrainerCallback):  # what the Train tab's Stop button does: a STOP file in the run directory
-        def on_step_begin(self, args, state, control, **kwargs):
-            rundir.request_stop(Path(args.output_dir).parent)
-
     real_train = training.sft.train
-
-    def stop_qa(config, resume=False, callbacks=()):
-        return real_train(config, resume, callbacks=[PressStop()] if config.task == "qa" else callbacks)
-
-    monkeypatch.setattr(training.sft, "train", stop_qa)
+    monkeypatch.setattr(training.sft, "train", train_that_stops("qa"))
     with pytest.raises(RunStopped, match="qa training stopped .* run the same command again"):
         run_experiment(loaded, root)
     assert [p.name.split("-")[0] for p in sorted(root.iterdir()) if p.is_dir()] == ["augment", "qa", "rgen"]  # Q->RA never started

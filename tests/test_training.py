@@ -30,6 +30,20 @@ def write_augmented(directory: Path, reasonings=None) -> str:
     return str(directory)
 
 
+def train_that_stops(task: str):
+    """`training.sft.train`, except that a run of `task` is stopped at its first step, as the Train tab's Stop button does."""
+    from transformers import TrainerCallback
+
+    class PressStop(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            rundir.request_stop(Path(args.output_dir).parent)  # output_dir is <run>/checkpoints
+
+    def stopping_train(config, resume=False, callbacks=()):
+        return train(config, resume, callbacks=[*callbacks, PressStop()] if config.task == task else callbacks)
+
+    return stopping_train
+
+
 def losses(run_dir: Path) -> list[float]:
     return [row["loss"] for row in rundir.load_metrics(run_dir)]
 
