@@ -121,3 +121,16 @@ def test_training_on_the_gpu_learns_and_classifiers_keep_every_adapter_unmerged(
     assert len(classifiers.predict("qra", texts[:4])) == 4
     assert len(list(classifiers.stream("qra", texts[0]))) > 1
     assert abs(classifiers.score("qa", texts) - probabilities).max() < 1e-6  # generating left the weights alone
+
+
+def test_stage2_on_the_gpu_generates_with_the_rgen_adapter_unmerged(smollm2_dir, tmp_path, shared_data):
+    from peft import PeftModel
+
+    from training.augment import generate_reasonings, load_rgen
+    from training.sft import TrainConfig, train
+
+    rgen = train(TrainConfig(task="rgen", base_model=smollm2_dir, limit=64, max_steps=4, batch_size=8, output_dir=str(tmp_path / "rgen")))
+    model, tokenizer, _ = load_rgen(rgen)
+    assert isinstance(model, PeftModel)  # merged, the adapter would be rounded into the bfloat16 weights
+    texts, labels = ["i feel so alone tonight", "im thrilled about the trip"], ["sadness", "joy"]
+    assert all(generate_reasonings(model, tokenizer, texts, labels, EMOTIONS, batch_size=2))

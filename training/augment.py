@@ -26,8 +26,8 @@ BASE_PREFIX = "base:"  # `--rgen-run base:<model>`: the instruct model itself as
 
 
 def load_rgen(run_dir: str | Path, device: str | None = None):
-    """(model, tokenizer, config) of an R-Gen run, its adapter merged into the base model; or a bare base model."""
-    from reasonapp.models import load_base_model, load_with_adapters
+    """(model, tokenizer, config) of an R-Gen run, its adapter merged into float32 weights; or a bare base model."""
+    from reasonapp.models import load_base_model, load_with_adapters, merges_are_exact
 
     if str(run_dir).startswith(BASE_PREFIX):
         base = str(run_dir)[len(BASE_PREFIX) :]
@@ -39,9 +39,9 @@ def load_rgen(run_dir: str | Path, device: str | None = None):
         raise RunDirError(f"{run_dir} is a {config.get('task')} run, not an R-Gen (rgen) run")
     adapter = run_dir / rundir.ADAPTER
     model, tokenizer = load_with_adapters(config["base_model"], {"rgen": adapter}, device)
-    # R-Gen only generates: folding the adapter into the weights once saves PEFT's per-layer LoRA work
-    # at every decoding step (~50 ms a step on this CPU).
-    return model.merge_and_unload(), tokenizer, config
+    # R-Gen only generates: folding the adapter into float32 weights once saves PEFT's per-layer LoRA work
+    # at every decoding step (~50 ms a step on this CPU). bfloat16 weights (a GPU) would round it away.
+    return (model.merge_and_unload() if merges_are_exact(model) else model), tokenizer, config
 
 
 def generate_reasonings(
