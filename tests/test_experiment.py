@@ -14,13 +14,18 @@ def test_config_rejects_unknown_keys(tmp_path):
         load_experiment_config(tmp_path / "x.yaml")
 
 
-def test_tiny_experiment_runs_every_stage_then_reuses_them(tiny_model_dir, tmp_path, shared_data):
+def _tiny_experiment(tiny_model_dir: str, tmp_path) -> dict:
+    """configs/tiny-smoke.yaml on the tiny random model, loaded as `experiment` loads it."""
     import yaml
 
     config = yaml.safe_load(open("configs/tiny-smoke.yaml"))
     config["base_model"] = tiny_model_dir
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
-    loaded = load_experiment_config(tmp_path / "tiny.yaml")
+    return load_experiment_config(tmp_path / "tiny.yaml")
+
+
+def test_tiny_experiment_runs_every_stage_then_reuses_them(tiny_model_dir, tmp_path, shared_data):
+    loaded = _tiny_experiment(tiny_model_dir, tmp_path)
     report = run_experiment(loaded, tmp_path / "exp")
     assert set(report["stage_wall_s"]) == {"rgen", "augment", "qa", "qra", "evaluate"}
     assert {"qa_scored", "qra", "tfidf"} <= set(report["systems"])
@@ -36,17 +41,13 @@ def test_tiny_experiment_runs_every_stage_then_reuses_them(tiny_model_dir, tmp_p
 
 
 def test_a_stopped_stage_ends_the_experiment_and_the_same_command_resumes_it(tiny_model_dir, tmp_path, shared_data, monkeypatch):
-    import yaml
 
     import training.sft
     from reasonapp.errors import RunStopped
     from tests.test_training import train_that_stops
     from training import rundir
 
-    config = yaml.safe_load(open("configs/tiny-smoke.yaml"))
-    config["base_model"] = tiny_model_dir
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
-    loaded = load_experiment_config(tmp_path / "tiny.yaml")
+    loaded = _tiny_experiment(tiny_model_dir, tmp_path)
     root = tmp_path / "exp"
 
     real_train = training.sft.train
