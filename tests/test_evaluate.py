@@ -143,11 +143,13 @@ def test_compiled_scoring_gives_the_eager_label_probabilities(tiny_runs):
     classifiers = Classifiers({"qa": qa, "qra": qra}, device="cpu")
     texts = ["i feel fine", "i am furious about it", "a much longer text about being rather scared of the dark"]
     eager = classifiers.score("qa", texts)
-    classifiers.compile_scoring()
     counters.clear()
-    assert abs(classifiers.score("qa", texts) - eager).max() < 1e-4
-    assert counters["stats"]["unique_graphs"] >= 1  # the forward went through the compiler
-    assert abs(classifiers.score("qa", texts[2:]) - eager[2:]).max() < 1e-4  # one text: another batch shape
+    classifiers.compile_scoring()
+    assert counters["stats"]["unique_graphs"] >= 1  # compiled while loading, on a one-text probe
+    compiled_before_first_request = counters["stats"]["unique_graphs"]
+    assert abs(classifiers.score("qa", texts[2:]) - eager[2:]).max() < 1e-4  # one text: the shape compiled
+    assert counters["stats"]["unique_graphs"] == compiled_before_first_request  # so the first request waits for none
+    assert abs(classifiers.score("qa", texts) - eager).max() < 1e-4  # another batch shape compiles on first use
     assert classifiers.predict("qra", texts[:1])[0].raw  # the other run still generates, eagerly
 
     with pytest.raises(ModelError, match="folded"):  # nothing folded: a reasoning run alone

@@ -127,7 +127,8 @@ class Classifiers:
         With the adapter folded the scoring forward is plain weights: inductor fuses the norms, rotary
         embeddings, activations and residual adds around the matrix products (~15 ms of an ~85 ms Q->A
         request eagerly on this CPU). Optional, as the default path must not need a compiler: it needs a
-        C++ compiler, and the first request of each batch shape waits for a compile (~1 min here).
+        C++ compiler, and each new batch shape waits for a compile (~0.5-1 min here). The one-text shape (the
+        Compare tab's) is compiled here, so that wait falls on loading and not on the user's first request.
         """
         import shutil
 
@@ -139,6 +140,7 @@ class Classifiers:
             raise ModelError("compiled scoring needs a C++ compiler on PATH (torch.compile's CPU backend builds C++)")
         model = self._models[self._folded][0]
         self._compiled_scorer = torch.compile(model.base_model.model, dynamic=True)
+        self.score(self._folded, ["compile the one-text shape"])
 
     def _use(self, name: str) -> RunInfo:
         """Point `model` at the run. PEFT's switches walk every module (~6-13 ms each here): only when needed."""

@@ -52,6 +52,7 @@ class CompareHandlers:
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._classifiers = None
+        self.loaded_in_s: float | None = None  # set when the last `classifiers` call loaded models, else None
 
     def classifiers(self, qa_run: str | None, qra_run: str | None):
         from training.predict import load_classifiers
@@ -60,9 +61,12 @@ class CompareHandlers:
         if not runs:
             raise ReasonappError("Pick a Q→A run and/or a Q→RA run first (train them in the Train tab).")
         key = tuple(sorted(runs.items()))
+        self.loaded_in_s = None
         if key != self._key:
             self._classifiers, self._key = None, None  # free the old model before loading the next
+            started = time.perf_counter()
             self._classifiers, self._key = load_classifiers(runs), key
+            self.loaded_in_s = time.perf_counter() - started
         return self._classifiers
 
     # -- one text -----------------------------------------------------------------------------
@@ -78,6 +82,8 @@ class CompareHandlers:
                 classifiers = self.classifiers(qa_run, qra_run)
             except ReasonappError as error:
                 raise gr.Error(str(error)) from error
+            if self.loaded_in_s is not None:  # the wait the latencies below leave out (a compile, with REASONAPP_COMPILE=1)
+                note = " ".join(filter(None, [note, f"Loaded the runs in {self.loaded_in_s:.1f} s (once per pair of runs)."]))
             qa_label, qa_latency, probs = "", "", empty_probs
             if "qa" in classifiers.runs:
                 started = time.perf_counter()
