@@ -114,9 +114,13 @@ def test_a_stopped_job_ends_the_run_with_its_report_and_the_next_run_resumes_it(
     stopped = comparison.run()
     assert stopped["missing"] == ["multitask N=8 seed=0"] and "qa@8" in stopped["table"]
     assert rundir.read_json(comparison.run_dir(Job("multitask", 8, 0)) / rundir.STATUS)["state"] == "stopped"
+    assert list(stopped["timings_s"]) == ["qa N=8 seed=0"]  # the report's wall time counts finished jobs only
+    stopped_part = rundir.read_json(tmp_path / "cmp" / "timings.json")["multitask N=8 seed=0"]
 
     monkeypatch.setattr(training.sft, "train", real_train)
-    assert comparison.run()["missing"] == []
+    resumed = comparison.run()
+    assert resumed["missing"] == []
+    assert resumed["timings_s"]["multitask N=8 seed=0"] > stopped_part  # both parts of the stopped job
 
 
 def _result(validation_accuracy: float, test_correct: list[bool]) -> dict:

@@ -291,10 +291,11 @@ class Comparison:
     def _timed(self, step, job: Job, timings: dict):
         """Run a step of a job; its wall time adds to the job's (a stopped and resumed job keeps both parts)."""
         started = time.time()
-        result = step(job)
-        timings[job.label] = round(timings.get(job.label, 0.0) + time.time() - started, 1)
-        rundir.write_json(self.root / "timings.json", timings)
-        return result
+        try:
+            return step(job)
+        finally:  # a stopped step's time too: the job's total is every part it took
+            timings[job.label] = round(timings.get(job.label, 0.0) + time.time() - started, 1)
+            rundir.write_json(self.root / "timings.json", timings)
 
     def collect(self) -> tuple[dict, list[Job]]:
         """Finished results by (variant, N, seed) and the jobs still missing."""
@@ -312,7 +313,8 @@ class Comparison:
         results, missing = self.collect()
         tfidf = {(n, seed): self.tfidf(n, seed) for (_, n, seed) in results}
         report = summarize(results, tfidf, list(self.config["variants"]), missing)
-        report["timings_s"] = rundir.read_json(self.root / "timings.json", {})
+        timings = rundir.read_json(self.root / "timings.json", {})  # a stopped job's part is kept until it finishes
+        report["timings_s"] = {Job(*key).label: timings[Job(*key).label] for key in results if Job(*key).label in timings}
         report["examples"] = self._examples(report, results)
         rundir.write_json(self.root / "comparison.json", report)
         (self.root / "comparison.md").write_text(markdown(report, self.config))
