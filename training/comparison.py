@@ -314,7 +314,8 @@ class Comparison:
         tfidf = {(n, seed): self.tfidf(n, seed) for (_, n, seed) in results}
         report = summarize(results, tfidf, list(self.config["variants"]), missing)
         timings = rundir.read_json(self.root / "timings.json", {})  # a stopped job's part is kept until it finishes
-        report["timings_s"] = {Job(*key).label: timings[Job(*key).label] for key in results if Job(*key).label in timings}
+        finished = [Job(*key).label for key in results]
+        report["timings_s"] = {label: timings[label] for label in finished if label in timings}
         report["examples"] = self._examples(report, results)
         rundir.write_json(self.root / "comparison.json", report)
         (self.root / "comparison.md").write_text(markdown(report, self.config))
