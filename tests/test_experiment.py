@@ -41,7 +41,6 @@ def test_tiny_experiment_runs_every_stage_then_reuses_them(tiny_model_dir, tmp_p
 
 
 def test_a_stopped_stage_ends_the_experiment_and_the_same_command_resumes_it(tiny_model_dir, tmp_path, shared_data, monkeypatch):
-
     import training.sft
     from reasonapp.errors import RunStopped
     from tests.test_training import train_that_stops
