@@ -36,7 +36,8 @@ def content_words(text: str) -> set[str]:
     return {w for w in words(text) if len(w) >= 3 and w not in STOPWORDS}
 
 
-def _mentions(text: str, label: str) -> int:
+def mentions(text: str, label: str) -> int:
+    """How often the label occurs in the text as a word (case-insensitive)."""
     return len(re.findall(rf"\b{re.escape(label.lower())}\b", (text or "").lower()))
 
 
@@ -73,14 +74,14 @@ def check_no_text_cue(reasoning: str, text: str, label: str, label_names: Sequen
 
 
 def check_restates_label(reasoning: str, text: str, label: str, label_names: Sequence[str]) -> str | None:
-    if _mentions(reasoning, label) and check_no_text_cue(reasoning, text, label, label_names):
+    if mentions(reasoning, label) and check_no_text_cue(reasoning, text, label, label_names):
         return "restates the label without a cue"
     return None
 
 
 def check_other_label(reasoning: str, text: str, label: str, label_names: Sequence[str]) -> str | None:
-    gold = _mentions(reasoning, label)
-    others = {name: _mentions(reasoning, name) for name in label_names if name.lower() != label.lower()}
+    gold = mentions(reasoning, label)
+    others = {name: mentions(reasoning, name) for name in label_names if name.lower() != label.lower()}
     strongest = max(others.items(), key=lambda item: item[1], default=(None, 0))
     if strongest[1] > gold:
         return f"argues for {strongest[0]}"
@@ -122,6 +123,34 @@ def template_key(reasoning: str | None, label_names: Sequence[str]) -> str:
     for name in label_names:
         text = re.sub(rf"\b{re.escape(name.lower())}\b", "<label>", text)
     return text
+
+
+def quality_summary(rows: Sequence[dict]) -> dict:
+    """What a set of reasonings looks like, from exported rows (text, label, reasoning, flags).
+
+    The shares are of the rows that have a reasoning; they are the numbers to read beside a variant's
+    accuracy, since a classifier trained on these learns to write them.
+    """
+    written = [row for row in rows if (row.get("reasoning") or "").strip()]
+
+    def share(test: Callable[[dict], bool]) -> float:
+        return sum(1 for row in written if test(row)) / len(written) if written else 0.0
+
+    def flagged(prefix: str) -> Callable[[dict], bool]:
+        return lambda row: any(flag.startswith(prefix) for flag in row.get("flags") or [])
+
+    commonest, count = Counter(row["reasoning"].strip() for row in written).most_common(1)[0] if written else ("", 0)
+    return {
+        "rows": len(rows),
+        "with_reasoning": len(written),
+        "unflagged": share(lambda row: not row.get("flags")),
+        "names_gold_label": share(lambda row: mentions(row["reasoning"], row["label"]) > 0),
+        "cites_nothing": share(flagged("cites nothing")),
+        "template": share(flagged("template")),
+        "argues_other_label": share(flagged("argues for")),
+        "mean_words": sum(len(words(row["reasoning"])) for row in written) / len(written) if written else 0.0,
+        "commonest": {"reasoning": commonest, "rows": count},
+    }
 
 
 # Export policies: which flagged rows an export leaves out. Named, so the dataset records what it did.

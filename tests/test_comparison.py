@@ -88,6 +88,10 @@ def test_comparison_runs_resumes_and_reports(tiny_model_dir, tmp_path, shared_da
     assert (comparison.root / "learning_curve.png").stat().st_size > 10_000
     markdown = (comparison.root / "comparison.md").read_text()
     assert report["choice"]["verdict"] in markdown and "TF-IDF" in markdown
+    # the reasonings' quality flags sit beside the variants trained on them, from the largest N's sample
+    quality = report["reasoning_quality"]["rgen"]
+    assert quality["rows"] == 16 and quality["n_train"] == 16 and set(quality["variants_vs_qa"]) == {"multitask", "qar", "qra"}
+    assert "## Reasoning quality by source (N=16" in markdown
 
     # one Stage 2 store serves both sizes; each exported sample has exactly N rows, N=8 inside N=16
     stores = list(comparison.root.glob("reasonings-rgen-*/store.sqlite"))

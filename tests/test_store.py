@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from reasonapp.errors import RunDirError
-from reasonapp.quality import quality_flags
+from reasonapp.quality import quality_flags, quality_summary
 from reasonapp.store import ConflictError, ReasoningStore, RowFilter, StoreError
 
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
@@ -151,6 +151,24 @@ def test_a_store_from_a_newer_schema_is_refused(tmp_path):
 def test_quality_flags_on_hand_written_reasonings(reasoning, text, label, flag):
     flags = quality_flags(reasoning, text, label, LABELS)
     assert (flag in flags) if flag else flags == []
+
+
+def test_a_quality_summary_counts_the_rows_with_a_reasoning_and_finds_the_commonest():
+    template = "Joy is a positive emotion."
+    rows = [
+        {"text": "i feel great", "label": "joy", "reasoning": template, "flags": ["restates the label without a cue", "cites nothing from the text", "template (shared by 3 rows)"]},
+        {"text": "what a day", "label": "joy", "reasoning": template + " ", "flags": ["restates the label without a cue", "cites nothing from the text", "template (shared by 3 rows)"]},
+        {"text": "so scared", "label": "fear", "reasoning": "Being scared of it shows anger, pure anger.", "flags": ["argues for anger"]},
+        {"text": "i miss him", "label": "sadness", "reasoning": "Missing him hurts.", "flags": []},
+        {"text": "blank one", "label": "love", "reasoning": "", "flags": ["empty"]},  # kept with its label only
+    ]
+    summary = quality_summary(rows)
+    assert summary["rows"] == 5 and summary["with_reasoning"] == 4
+    assert summary["unflagged"] == 0.25 and summary["names_gold_label"] == 0.5
+    assert summary["cites_nothing"] == 0.5 and summary["template"] == 0.5 and summary["argues_other_label"] == 0.25
+    assert summary["commonest"] == {"reasoning": template, "rows": 2}
+    assert summary["mean_words"] == (5 + 5 + 8 + 3) / 4
+    assert quality_summary([])["with_reasoning"] == 0
 
 
 def test_export_keeps_accepted_and_edited_never_rejected(store, tmp_path):

@@ -162,9 +162,7 @@ class Comparison:
 
         source = self.config["sources"][source_name]
         key = self._source_key(source_name)
-        dropped = _dropped(source)
-        blank = "-blank" if dropped == "blank" else ""
-        out = self.root / f"data-{source_name}-{key}-{source['policy']}{blank}-n{n_train}-s{seed}"
+        out = self.dataset_dir(source_name, n_train, seed)
         if (out / "train.jsonl").is_file():
             return out
         # sources that differ only in how they export (policy, dropped rows) generate the same reasonings: one store
@@ -184,8 +182,14 @@ class Comparison:
         loaded = self.dataset
         split = loaded.splits["train"].add_column("row_index", list(range(len(loaded.splits["train"]))))
         rows = data.sample_rows(split, n_train, seed)["row_index"]
-        export_store(store, out, include_pending=True, policy=source["policy"], source_rows=rows, dropped=dropped)
+        export_store(store, out, include_pending=True, policy=source["policy"], source_rows=rows, dropped=_dropped(source))
         return out
+
+    def dataset_dir(self, source_name: str, n_train: int, seed: int) -> Path:
+        """Where one sample's augmented training set is exported (`ensure_dataset` makes it)."""
+        source = self.config["sources"][source_name]
+        blank = "-blank" if _dropped(source) == "blank" else ""
+        return self.root / f"data-{source_name}-{self._source_key(source_name)}-{source['policy']}{blank}-n{n_train}-s{seed}"
 
     def run_dir(self, job: Job) -> Path:
         variant = self.config["variants"][job.variant]
@@ -317,11 +321,36 @@ class Comparison:
         finished = [Job(*key).label for key in results]
         report["timings_s"] = {label: timings[label] for label in finished if label in timings}
         report["examples"] = self._examples(report, results)
+        report["reasoning_quality"] = self._reasoning_quality(report, results)
         rundir.write_json(self.root / "comparison.json", report)
         (self.root / "comparison.md").write_text(markdown(report, self.config))
         if results:
             plot_learning_curve(report, self.root / "learning_curve.png")
         return report
+
+    def _reasoning_quality(self, report: dict, results: dict) -> dict:
+        """Quality signals of each source's reasonings in one sample at the largest N, beside its variants' results."""
+        from reasonapp.quality import quality_summary
+
+        n = report["choice"]["n_train"]
+        by_source = {}
+        for name, variant in self.config["variants"].items():
+            seeds = sorted(s for (v, nn, s) in results if v == name and nn == n)
+            if variant.get("source") and seeds:
+                by_source.setdefault(variant["source"], {"seeds": set(), "variants": {}})
+                by_source[variant["source"]]["seeds"].update(seeds)
+                tests = report["table"][f"{name}@{n}"]["mcnemar_vs_qa"].values()
+                difference = statistics.fmean(t["difference_points"] for t in tests) if tests else None
+                by_source[variant["source"]]["variants"][name] = difference
+        summaries = {}
+        for source, used in by_source.items():
+            seed = min(used["seeds"])
+            path = self.dataset_dir(source, n, seed) / "train.jsonl"
+            if path.is_file():
+                with open(path, encoding="utf-8") as handle:
+                    rows = [json.loads(line) for line in handle]
+                summaries[source] = {**quality_summary(rows), "n_train": n, "seed": seed, "variants_vs_qa": used["variants"]}
+        return summaries
 
     def _examples(self, report: dict, results: dict, count: int = 3) -> dict:
         """Training reasonings (and, for qra/qar, test outputs) of the best and worst reasoning variants."""
@@ -475,6 +504,32 @@ def markdown(report: dict, config: dict) -> str:
     lines += ["", "## Reasoning sources", ""]
     for name, source in config["sources"].items():
         lines.append(f"- `{name}`: " + ", ".join(f"{k} = {v}" for k, v in source.items()))
+    quality = report.get("reasoning_quality") or {}
+    if quality:
+        n = report["choice"]["n_train"]
+        lines += [
+            "",
+            f"## Reasoning quality by source (N={n}, one sample each)",
+            "",
+            "What each source's training reasonings look like by the quality flags (`reasonapp/quality.py`), beside the "
+            "variants trained on them: shares are of the rows with a reasoning.",
+            "",
+            "| source | seed | reasonings | unflagged | name the gold label | cite nothing from the text | template | "
+            "argue for another label | words | variants (test acc − Q->A, points) | commonest reasoning |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        ]
+        for source, entry in quality.items():
+            variants = ", ".join(
+                f"{name} {difference:+.1f}" if difference is not None else name for name, difference in entry["variants_vs_qa"].items()
+            )
+            commonest = entry["commonest"]
+            quoted = repr(commonest["reasoning"][:80]).replace("|", "\\|")  # a pipe would end the table cell
+            lines.append(
+                f"| {source} | {entry['seed']} | {entry['with_reasoning']} of {entry['rows']} | {entry['unflagged']:.0%} | "
+                f"{entry['names_gold_label']:.0%} | {entry['cites_nothing']:.0%} | {entry['template']:.0%} | "
+                f"{entry['argues_other_label']:.0%} | {entry['mean_words']:.1f} | {variants} | "
+                f"{quoted} × {commonest['rows']} |"
+            )
     for role, entry in report["examples"].items():
         lines += ["", f"## Examples from the {role} reasoning variant on validation: {entry['variant']}", "", "Training reasonings (Stage 2):", ""]
         for row in entry["training"]:
