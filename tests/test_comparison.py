@@ -71,7 +71,7 @@ def test_a_part_of_the_plan_can_run_first_and_always_keeps_the_qa_baseline(tmp_p
         plan(config, only=["qrx"], n_train=[99])
 
 
-def test_comparison_runs_resumes_and_reports(tiny_model_dir, tmp_path, shared_data):
+def test_comparison_runs_resumes_and_reports(tiny_model_dir, tmp_path, shared_data, monkeypatch):
     config = load_comparison_config(_write(tmp_path, _tiny_config(tiny_model_dir)))
     comparison = Comparison(config, tmp_path / "cmp")
 
@@ -101,8 +101,12 @@ def test_comparison_runs_resumes_and_reports(tiny_model_dir, tmp_path, shared_da
     assert len(exported[8]) == 8 and len(exported[16]) == 16 and set(exported[8]) <= set(exported[16])
 
     stamps = {p: p.stat().st_mtime_ns for p in comparison.root.rglob("*") if p.is_file() and not p.name.startswith(("comparison.", "learning_curve"))}
+    def refit(*args, **kwargs):
+        raise AssertionError("the TF-IDF baseline was fitted again")
+
+    monkeypatch.setattr("training.evaluate.tfidf_baseline", refit)
     comparison.run()
-    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}  # nothing retrained, regenerated or re-evaluated
+    assert stamps == {p: p.stat().st_mtime_ns for p in stamps}  # nothing retrained, regenerated, re-evaluated or refitted
 
 
 def test_a_stopped_job_ends_the_run_with_its_report_and_the_next_run_resumes_it(tiny_model_dir, tmp_path, shared_data, monkeypatch):

@@ -249,17 +249,28 @@ class Comparison:
         return results
 
     def tfidf(self, n_train: int, seed: int) -> dict[str, dict]:
-        """TF-IDF + logistic regression on the same N rows: the floor any LLM variant should clear."""
+        """TF-IDF + logistic regression on the same N rows: the floor any LLM variant should clear.
+
+        Fitted once per sample and cached like every other step, since the report is rewritten after each job.
+        """
         from reasonapp import data
         from training.evaluate import classification_metrics, tfidf_baseline
 
-        loaded = self.dataset
-        train = data.sample_rows(loaded.splits["train"], n_train, seed)
-        results = {}
-        for split in ("validation", "test"):
-            texts, gold, label_names = self.eval_rows(split)
-            predicted = tfidf_baseline(list(train["text"]), list(train["label"]), texts, seed)
-            results[split] = {"predicted": predicted, "gold": gold, "metrics": classification_metrics(gold, predicted, label_names)}
+        evaluation = self.config["evaluate"]
+        key = _stage_hash(self.config["dataset"], n_train, seed, evaluation["validation_rows"], evaluation["test_rows"])
+        path = self.root / f"tfidf-n{n_train}-s{seed}-{key}.json"
+        cached = rundir.read_json(path)
+        if cached is not None:
+            return cached
+        train = data.sample_rows(self.dataset.splits["train"], n_train, seed)
+        splits = {split: self.eval_rows(split) for split in ("validation", "test")}
+        predicted = tfidf_baseline(list(train["text"]), list(train["label"]), [t for texts, _, _ in splits.values() for t in texts], seed)
+        results, start = {}, 0
+        for split, (texts, gold, label_names) in splits.items():
+            ours = predicted[start : start + len(texts)]
+            results[split] = {"predicted": ours, "gold": gold, "metrics": classification_metrics(gold, ours, label_names)}
+            start += len(texts)
+        rundir.write_json(path, results)
         return results
 
     # ---- the loop
