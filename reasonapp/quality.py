@@ -153,6 +153,19 @@ def quality_summary(rows: Sequence[dict]) -> dict:
     }
 
 
+def quality_line(summary: dict) -> str:
+    """A `quality_summary` in one line for reviewers: how much of the set would teach a template."""
+    if not summary["with_reasoning"]:
+        return "No reasonings yet."
+    commonest = summary["commonest"]
+    return (
+        f"{summary['with_reasoning']} reasonings: {summary['unflagged']:.0%} unflagged · "
+        f"{summary['names_gold_label']:.0%} name the gold label · {summary['cites_nothing']:.0%} cite nothing from the text · "
+        f"{summary['template']:.0%} templates · {summary['argues_other_label']:.0%} argue for another label · "
+        f"{summary['mean_words']:.1f} words on average · commonest: \"{commonest['reasoning'][:100]}\" × {commonest['rows']}"
+    )
+
+
 # Export policies: which flagged rows an export leaves out. Named, so the dataset records what it did.
 EXPORT_POLICIES: dict[str, Callable[[list[str]], bool]] = {
     "keep-all": lambda flags: True,

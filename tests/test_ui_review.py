@@ -45,6 +45,8 @@ def test_review_endpoints_accept_edit_conflict_and_undo(app_url, store_path):
     text, label, reasoning, flags, meta, progress, counts, message = client.predict(*FILTERS, api_name="/review_queue")
     assert (text, label, reasoning) == ("i feel so happy today", "joy", "Feeling happy today shows joy.")
     assert message == "3 rows match" and "row 1 of 3" in progress
+    overview = client.predict(api_name="/review_quality")
+    assert overview.startswith("3 reasonings: 100% unflagged · 100% name the gold label")
 
     result = client.predict("The writer says they feel so happy: joy.", "ann", api_name="/review_accept")
     assert result[0].startswith("<script>") and "Row 0: edited." in result[7]  # moved to the next row, shown as text
@@ -135,3 +137,6 @@ def test_skip_reject_bulk_accept_and_export_endpoints(app_url, store_path, tmp_p
     assert [row["reasoning"] for row in rows] == ["", "Missing the old dog is sadness."]
     store = ReasoningStore(store_path)
     assert store.counts()["status"] == {"pending": 0, "accepted": 1, "edited": 1, "rejected": 1}
+    # the rejected row leaves the quality summary; the label-restating edit is flagged there
+    overview = client.predict(api_name="/review_quality")
+    assert overview.startswith("2 reasonings: 50% unflagged") and "50% cite nothing from the text" in overview

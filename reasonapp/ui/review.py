@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from reasonapp.errors import ReasonappError
-from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES
+from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES, quality_line, quality_summary
 from reasonapp.store import ConflictError, ReasoningStore, RowFilter, Status, StoredRow
 from training.rundir import finished_runs
 
@@ -80,6 +80,11 @@ class ReviewHandlers:
         for label, by_status in sorted(counts["label"].items()):
             rows.append([label, *by_status.values(), sum(by_status.values())])
         return rows
+
+    def quality_overview(self) -> str:
+        """The store's reasonings (all but rejected) by the quality flags: a set of templates shows here first."""
+        rows = self.store.rows_for_export(include_pending=True)
+        return quality_line(quality_summary([{"text": r.text, "label": r.label, "reasoning": r.reasoning, "flags": r.flags} for r in rows]))
 
     def progress_line(self, session: ReviewSession) -> str:
         counts = self.store.counts()
@@ -264,6 +269,7 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
             counts = gr.Dataframe(
                 headers=["label", *[s.value for s in Status], "total"], label="Counts", interactive=False
             )
+            quality = gr.Textbox(label="Reasoning quality (all but rejected rows; Apply filters refreshes it)", interactive=False, lines=3, elem_id="review-quality")
             with gr.Accordion("Export the augmented training set", open=False):
                 export_dir = gr.Textbox(label="Output directory", placeholder="default: <workspace>/exports/reviewed", max_lines=1)
                 include_pending = gr.Checkbox(label="Include rows nobody reviewed yet", value=False)
@@ -280,6 +286,8 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
     outputs = [session, text, gold, reasoning, flags, meta, progress, counts, message]
     apply.click(handlers.load_queue, filters, outputs, api_name="review_queue")
     demo.load(handlers.load_queue, filters, outputs, api_visibility="private")
+    apply.click(handlers.quality_overview, None, quality, api_name="review_quality")  # on load and on each filter apply
+    demo.load(handlers.quality_overview, None, quality, api_visibility="private")
     accept.click(handlers.accept, [session, reasoning, reviewer], outputs, api_name="review_accept")
     save.click(handlers.save_edit, [session, reasoning, reviewer], outputs, api_name="review_save")
     reject.click(handlers.reject, [session, reasoning, reviewer], outputs, api_name="review_reject")
