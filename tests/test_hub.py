@@ -80,14 +80,17 @@ def test_exported_dataset_pushes_as_a_dataset_repo_with_its_card(hub, tmp_path):
     [row_id] = store.ids_needing_reasoning("dair-ai/emotion", "train")
     store.write_generated([(row_id, "Feeling great is joy.")], {"rgen_run": "r"})
     store.review(row_id, "accepted", store.get(row_id).version, "ann")
-    export_store(store.path, tmp_path / "export")
+    export_store(store.path, tmp_path / "export", policy="drop-label-restating")
     result = cli(hub, "push", str(tmp_path / "export"), "--repo-id", "tester/emotion-reasonings", "--private")
     assert result.returncode == 0, result.stderr[-2000:]
     repo = hub.repos[("dataset", "tester/emotion-reasonings")]
     assert repo["private"] is True
     local = download(hub, "tester/emotion-reasonings", "dataset", tmp_path / "down")
     assert (local / "data" / "train.parquet").read_bytes() == (tmp_path / "export" / "train.parquet").read_bytes()
-    assert "source dataset: `dair-ai/emotion`" in (local / "README.md").read_text()
+    card = (local / "README.md").read_text()
+    assert "source dataset: `dair-ai/emotion`" in card
+    assert "export policy (by the flags): drop-label-restating (0 reasonings dropped)" in card
+    assert "reasoning quality: 1 reasonings: 100% unflagged" in card
 
 
 def test_failed_push_is_clear_and_a_retry_works(hub, qa_run):

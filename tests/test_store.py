@@ -221,6 +221,7 @@ def test_export_policy_drops_flagged_rows_and_records_it(store, tmp_path):
         store.review(row_id, "accepted", store.get(row_id).version, "ann")
     provenance = export_store(store.path, tmp_path / "export", policy="drop-label-restating")
     assert provenance["rows"] == 2 and provenance["dropped_by_policy"] == 1 and provenance["policy"] == "drop-label-restating"
+    assert provenance["quality"]["with_reasoning"] == 2 and provenance["quality"]["unflagged"] == 1.0  # of what was exported
 
 
 def test_an_export_can_keep_the_labels_of_dropped_rows_with_blank_reasonings(store, tmp_path):
@@ -247,6 +248,7 @@ def test_the_export_command_takes_the_policy_and_what_to_do_with_dropped_rows(st
 
     args = ["export", "--store", str(store.path), "--out", str(tmp_path / "out"), "--include-pending"]
     assert main([*args, "--policy", "drop-label-restating", "--dropped", "blank"]) == 0
-    assert "exported 3 rows" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "exported 3 rows" in out and "2 reasonings: 100% unflagged" in out  # the blanked row has none
     provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert provenance["policy"] == "drop-label-restating" and provenance["dropped_rows"] == "blank"

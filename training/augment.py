@@ -201,7 +201,7 @@ def export_store(
     """
     import datasets
 
-    from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES
+    from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES, quality_summary
     from reasonapp.store import ReasoningStore
 
     if policy not in EXPORT_POLICIES:
@@ -252,6 +252,9 @@ def export_store(
     }
     store.close()
     reasonings = [r.reasoning if id(r) in kept_ids else "" for r in rows]
+    provenance["quality"] = quality_summary(
+        [{"text": r.text, "label": r.label, "reasoning": reasoning, "flags": r.flags} for r, reasoning in zip(rows, reasonings, strict=True)]
+    )
     out = write_augmented_dataset(out_dir, [r.text for r in rows], [r.label for r in rows], reasonings, label_names, provenance, extra)
     table = datasets.Dataset.from_json(str(out / "train.jsonl"))
     label_ids = {name: i for i, name in enumerate(label_names)}

@@ -91,10 +91,12 @@ def _add_export_arguments(parser) -> None:
 
 @command("export", "build the augmented training set (accepted + edited rows) from the review store", _add_export_arguments)
 def export_command(args) -> int:
+    from reasonapp.quality import quality_line
     from training.augment import export_store
 
     provenance = export_store(args.store, args.out, args.include_pending, args.policy, dropped=args.dropped)
     print(f"exported {provenance['rows']} rows ({provenance['exported_status']}) to {args.out}")
+    print(quality_line(provenance["quality"]))
     return 0
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from reasonapp import prompts
 from reasonapp.errors import ReasonappError, RunDirError
+from reasonapp.quality import quality_line
 from training import rundir
 
 PAPER_CITATION = """@article{henrichsen2025reasoning,
@@ -175,6 +176,11 @@ def dataset_card(provenance: dict, repo_id: str, label_names: list[str], rows: i
         size_categories=["n<1K"] if rows < 1000 else (["1K<n<10K"] if rows < 10_000 else ["10K<n<100K"]),
     )
     review = provenance.get("review", {})
+    policy = provenance.get("policy", "keep-all")
+    if policy != "keep-all":
+        blank = ", their rows kept with a blank reasoning" if provenance.get("dropped_rows") == "blank" else ""
+        policy = f"{policy} ({provenance.get('dropped_by_policy', 0)} reasonings dropped{blank})"
+    quality = quality_line(provenance["quality"]) if provenance.get("quality") else "n/a"
     content = f"""---
 {data.to_yaml()}
 ---
@@ -193,6 +199,8 @@ quality signals), `generator` (R-Gen run, prompt version, decoding), `source_spl
 - review state of the whole store: {json.dumps(review)}
 - unreviewed rows included: {provenance.get('include_pending', False)}
 - rows with quality flags: {provenance.get('flagged_rows', 'n/a')}
+- export policy (by the flags): {policy}
+- reasoning quality: {quality}
 
 ## Citation
 
