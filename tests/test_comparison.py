@@ -101,6 +101,7 @@ def test_comparison_runs_resumes_and_reports(tiny_model_dir, tmp_path, shared_da
     assert len(exported[8]) == 8 and len(exported[16]) == 16 and set(exported[8]) <= set(exported[16])
 
     stamps = {p: p.stat().st_mtime_ns for p in comparison.root.rglob("*") if p.is_file() and not p.name.startswith(("comparison.", "learning_curve"))}
+
     def refit(*args, **kwargs):
         raise AssertionError("the TF-IDF baseline was fitted again")
 
