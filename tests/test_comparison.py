@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from reasonapp.errors import ConfigError
-from training.comparison import Comparison, Job, load_comparison_config, plan, summarize
+from training.comparison import Comparison, Job, load_comparison_config, plan, recall_by_class, summarize
 
 
 def _write(tmp_path, config: dict):
@@ -92,6 +92,7 @@ def test_comparison_runs_resumes_and_reports(tiny_model_dir, tmp_path, shared_da
     quality = report["reasoning_quality"]["rgen"]
     assert quality["rows"] == 16 and quality["n_train"] == 16 and set(quality["variants_vs_qa"]) == {"multitask", "qar", "qra"}
     assert "## Reasoning quality by source (N=16" in markdown
+    assert set(report["recall_by_class"]) == {"qa", "multitask", "qar", "qra"} and "## Recall by class (test, N=16" in markdown
 
     # one Stage 2 store serves both sizes; each exported sample has exactly N rows, N=8 inside N=16
     stores = list(comparison.root.glob("reasonings-rgen-*/store.sqlite"))
@@ -182,3 +183,23 @@ def test_the_verdict_compares_with_q_to_a_on_the_variants_own_seeds():
     }
     verdict = summarize(results, {}, ["qa", "qra"], [Job("qra", 100, 1)])["choice"]["verdict"]
     assert "qra (best on validation) scored 62.0% on test against Q->A's 60.0% (1 seed;" in verdict
+
+
+def test_recall_by_class_shows_the_class_a_variant_gives_up_and_where_those_rows_go():
+    gold = [0] * 6 + [1] * 3 + [2]
+    results = {
+        ("qa", 100, 0): {"test": {"gold": gold, "predicted": [0] * 6 + [1, 1, 0] + [2]}},
+        # a variant that keeps the large class and sends the small one to it (or to no label at all)
+        ("qra", 100, 0): {"test": {"gold": gold, "predicted": [0] * 6 + [0, 0, 1] + [None]}},
+        ("qra", 100, 1): {"test": {"gold": gold, "predicted": [0] * 6 + [0, 0, 0] + [2]}},
+        ("qra", 500, 0): {"test": {"gold": gold, "predicted": gold}},  # another N: not counted
+    }
+    by_variant = recall_by_class(results, ["qa", "qra", "qar"], 100, ["joy", "anger", "fear", "love"])
+    assert set(by_variant) == {"qa", "qra"}  # qar has not run; love has no test rows
+    assert by_variant["qa"]["support"] == {"joy": 6, "anger": 3, "fear": 1}
+    assert by_variant["qa"]["recall"] == {"joy": 1.0, "anger": pytest.approx(2 / 3), "fear": 1.0}
+    assert by_variant["qra"]["seeds"] == 2
+    assert by_variant["qra"]["recall"] == {"joy": 1.0, "anger": pytest.approx(1 / 6), "fear": 0.5}
+    assert by_variant["qra"]["commonest_error"] == {"gold": "anger", "predicted": "joy", "rows_per_seed": 2.5}
+    invalid_only = {("qra", 100, 0): {"test": {"gold": [0, 1], "predicted": [0, None]}}}
+    assert recall_by_class(invalid_only, ["qra"], 100, ["joy", "anger"])["qra"]["commonest_error"]["predicted"] == "invalid"

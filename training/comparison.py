@@ -333,6 +333,8 @@ class Comparison:
         report["timings_s"] = {label: timings[label] for label in finished if label in timings}
         report["examples"] = self._examples(report, results)
         report["reasoning_quality"] = self._reasoning_quality(report, results)
+        if report["choice"]["n_train"]:
+            report["recall_by_class"] = recall_by_class(results, report["variants"], report["choice"]["n_train"], self.dataset.label_names)
         rundir.write_json(self.root / "comparison.json", report)
         (self.root / "comparison.md").write_text(markdown(report, self.config))
         if results:
@@ -459,6 +461,45 @@ def choose(table: dict, variants: list[str], sizes: list[int]) -> dict:
     return {"n_train": n, "best_variant": best, "worst_variant": worst, "verdict": verdict_line(table, best, n)}
 
 
+def recall_by_class(results: dict, variants: list[str], n: int, label_names: list[str]) -> dict:
+    """Test recall of each class per variant at N (mean over its seeds) and its commonest error.
+
+    Accuracy hides where a variant loses: a reasoning-first classifier can keep the large classes and
+    drop a small one to a template that names another label. `None` predictions are invalid outputs.
+    """
+    from collections import Counter
+
+    from training.evaluate import INVALID
+
+    by_variant = {}
+    for variant in variants:
+        tests = [results[key]["test"] for key in sorted(results) if key[0] == variant and key[1] == n]
+        if not tests:
+            continue
+        support = Counter(tests[0]["gold"])
+        recall = {}
+        for index, name in enumerate(label_names):
+            if support[index]:
+                hits = [sum(p == g == index for p, g in zip(t["predicted"], t["gold"], strict=True)) for t in tests]
+                recall[name] = statistics.fmean(hits) / support[index]
+        errors = Counter((g, p) for t in tests for p, g in zip(t["predicted"], t["gold"], strict=True) if p != g)
+        commonest = None
+        if errors:
+            (gold, predicted), rows = errors.most_common(1)[0]
+            commonest = {
+                "gold": label_names[gold],
+                "predicted": INVALID if predicted is None else label_names[predicted],
+                "rows_per_seed": rows / len(tests),
+            }
+        by_variant[variant] = {
+            "seeds": len(tests),
+            "support": {name: support[i] for i, name in enumerate(label_names) if support[i]},
+            "recall": recall,
+            "commonest_error": commonest,
+        }
+    return by_variant
+
+
 def verdict_line(table: dict, variant: str, n: int) -> str:
     """Plain words: did the variant chosen on validation beat Q->A on test, significantly, in every seed?"""
     entry, direct = table[f"{variant}@{n}"], table.get(f"{DIRECT}@{n}")
@@ -512,6 +553,7 @@ def markdown(report: dict, config: dict) -> str:
     lines += ["", "Accuracies in % (mean ± standard deviation over seeds). `learning_curve.png` plots test accuracy against N."]
     if report["missing"]:
         lines += ["", f"**Not run yet ({len(report['missing'])} jobs; run the same command again to continue):** " + ", ".join(report["missing"])]
+    lines += _recall_section(report)
     lines += ["", "## Reasoning sources", ""]
     for name, source in config["sources"].items():
         lines.append(f"- `{name}`: " + ", ".join(f"{k} = {v}" for k, v in source.items()))
@@ -553,6 +595,29 @@ def markdown(report: dict, config: dict) -> str:
         total = sum(report["timings_s"].values())
         lines += ["", f"Wall time of the finished jobs: {total / 3600:.1f} h on this machine."]
     return "\n".join(lines) + "\n"
+
+
+def _recall_section(report: dict) -> list[str]:
+    by_variant = report.get("recall_by_class") or {}
+    if not by_variant:
+        return []
+    support = next(iter(by_variant.values()))["support"]
+    lines = [
+        "",
+        f"## Recall by class (test, N={report['choice']['n_train']}, mean over seeds)",
+        "",
+        "Where each variant gains or loses against Q->A; test rows per class in brackets. The commonest error is "
+        "counted over all the variant's seeds (rows per seed).",
+        "",
+        "| variant | seeds | " + " | ".join(f"{name} ({rows})" for name, rows in support.items()) + " | commonest error |",
+        "| --- | ---: | " + " | ".join("---:" for _ in support) + " | --- |",
+    ]
+    for variant, entry in by_variant.items():
+        error = entry["commonest_error"]
+        error_cell = f"{error['gold']} → {error['predicted']} ({error['rows_per_seed']:.0f})" if error else "–"
+        recalls = " | ".join(f"{entry['recall'][name] * 100:.1f}" for name in support)
+        lines.append(f"| {variant} | {entry['seeds']} | {recalls} | {error_cell} |")
+    return lines
 
 
 def plot_learning_curve(report: dict, path: Path) -> None:
