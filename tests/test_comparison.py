@@ -6,8 +6,17 @@ import json
 import pytest
 import yaml
 
-from reasonapp.errors import ConfigError
-from training.comparison import Comparison, Job, load_comparison_config, plan, recall_by_class, summarize
+from reasonapp.errors import ConfigError, RunDirError
+from training.comparison import (
+    Comparison,
+    Job,
+    load_comparison_config,
+    plan,
+    read_report,
+    recall_by_class,
+    report_dirs,
+    summarize,
+)
 
 
 def _write(tmp_path, config: dict):
@@ -203,3 +212,19 @@ def test_recall_by_class_shows_the_class_a_variant_gives_up_and_where_those_rows
     assert by_variant["qra"]["commonest_error"] == {"gold": "anger", "predicted": "joy", "rows_per_seed": 2.5}
     invalid_only = {("qra", 100, 0): {"test": {"gold": [0, 1], "predicted": [0, None]}}}
     assert recall_by_class(invalid_only, ["qra"], 100, ["joy", "anger"])["qra"]["commonest_error"]["predicted"] == "invalid"
+
+
+def test_reports_are_found_in_the_workspace_first_then_in_docs_and_read_with_their_plot(tmp_path):
+    from reasonapp import settings
+
+    own = settings.workspace_dir() / "experiments" / "mine"
+    own.mkdir(parents=True)
+    (own / "comparison.md").write_text("# Does reasoning help? mine\n")
+    (settings.workspace_dir() / "experiments" / "unfinished").mkdir()  # no report yet: not offered
+    found = report_dirs()
+    assert found[0] == str(own) and str(settings.PROJECT_ROOT / "docs" / "compare-small") in found[1:]
+    assert read_report(own) == ("# Does reasoning help? mine\n", None)  # no job finished: no plot yet
+    text, plot = read_report(settings.PROJECT_ROOT / "docs" / "compare-small")
+    assert text.startswith("# Does reasoning help?") and "McNemar vs Q->A" in text and plot.name == "learning_curve.png"
+    with pytest.raises(RunDirError, match="holds no comparison report.*training compare"):
+        read_report(tmp_path)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from reasonapp.settings import PROJECT_ROOT
 from tests.test_training import FAST, write_augmented
 from tests.ui_helpers import browser_page, launched, screenshot
 from training import rundir
@@ -90,7 +91,7 @@ def test_a_failing_run_shows_why(app_url, tmp_path):
     assert "neither a local directory nor reachable" in status[3]
 
 
-def test_compare_endpoints_predict_batch_and_disagreements(app_url, classifier_runs, tmp_path):
+def test_compare_endpoints_predict_batch_disagreements_and_reports(app_url, classifier_runs, tmp_path):
     from gradio_client import Client, handle_file
 
     qa, qra = classifier_runs
@@ -128,6 +129,14 @@ def test_compare_endpoints_predict_batch_and_disagreements(app_url, classifier_r
     shown = client.predict(str(eval_dir), "all", api_name="/compare_disagreements")
     assert shown["data"] == [["a", "joy", "joy", "fear", "r1"]]
 
+    report, curve = client.predict(str(PROJECT_ROOT / "docs" / "compare-small"), api_name="/compare_report")
+    assert report.startswith("# Does reasoning help?") and Path(curve).suffix == ".png"
+    with pytest.raises(Exception, match="holds no comparison report"):
+        client.predict(str(eval_dir), api_name="/compare_report")
+    (eval_dir / "comparison.md").write_text("# Does reasoning help? mine\n- *joy* — “<b>so</b> happy”\n")
+    report, curve = client.predict(str(eval_dir), api_name="/compare_report")
+    assert "&lt;b>so&lt;/b> happy" in report and curve is None
+
 
 @pytest.mark.browser
 def test_browser_trains_from_the_train_tab_and_compares(app_url, classifier_runs, tiny_model_dir):
@@ -159,6 +168,12 @@ def test_browser_trains_from_the_train_tab_and_compares(app_url, classifier_runs
         assert page.evaluate("() => window.hacked === undefined")
         assert page.locator("#compare-reasoning textarea").input_value()
         screenshot(page, "compare-tab.png")
+
+        # the shipped comparison is shown as it opens: its verdict and its results table rendered as a table
+        page.get_by_role("tab", name="Comparison reports").click()
+        page.wait_for_function("() => document.querySelectorAll('#compare-report table').length > 0")
+        assert "Does reasoning help?" in page.locator("#compare-report").inner_text()
+        screenshot(page, "compare-report-tab.png")
 
 
 def test_concurrent_sessions_each_get_their_own_predictions(app_url, classifier_runs):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reasonapp import settings
-from reasonapp.errors import ConfigError, RunStopped
+from reasonapp.errors import ConfigError, RunDirError, RunStopped
 from training import rundir
 from training.experiment import _finished, _stage_hash, _train_stage, read_yaml_config
 
@@ -387,6 +387,22 @@ class Comparison:
                 ]
             examples[role] = entry
         return examples
+
+
+def report_dirs() -> list[str]:
+    """Comparisons that have written a report: the workspace's (`compare` without `--root`), then those in docs/."""
+    own = sorted(path.parent for path in (settings.workspace_dir() / "experiments").glob("*/comparison.md"))
+    shipped = sorted(path.parent for path in (settings.PROJECT_ROOT / "docs").glob("*/comparison.md"))
+    return [str(path) for path in own + shipped]
+
+
+def read_report(directory: str | Path) -> tuple[str, Path | None]:
+    """A comparison's markdown report and its learning-curve plot (None until a job has finished)."""
+    path = Path(directory) / "comparison.md"
+    if not path.is_file():
+        raise RunDirError(f"{directory} holds no comparison report (comparison.md): run `python -m training compare --root {directory}`")
+    plot = path.with_name("learning_curve.png")
+    return path.read_text(encoding="utf-8"), plot if plot.is_file() else None
 
 
 # ---------------------------------------------------------------------------------------------

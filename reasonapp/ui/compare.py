@@ -1,4 +1,5 @@
-"""Compare tab: Q->A and Q->RA side by side on one text, on an uploaded file, and on a test split.
+"""Compare tab: Q->A and Q->RA side by side on one text, on an uploaded file, and on a test split; and the
+reports of `python -m training compare` (does reasoning help, over sizes and seeds).
 
 Both classifiers are LoRA adapters on one base model in memory (`training.predict.Classifiers`), or,
 with REASONAPP_BACKEND=llama.cpp, their merged GGUF exports served by llama.cpp (`training.llamacpp`).
@@ -19,6 +20,7 @@ import pandas as pd
 
 from reasonapp.errors import ReasonappError
 from reasonapp.prompts import MAX_TEXT_CHARS
+from training.comparison import report_dirs
 from training.rundir import finished_runs
 
 MAX_BATCH_ROWS = 500
@@ -172,11 +174,25 @@ def disagreements(eval_dir: str | None, gold: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def comparison_report(directory: str | None) -> tuple[str, str | None]:
+    """A comparison's report for the page: its markdown and its learning curve."""
+    from training.comparison import read_report
+
+    if not directory:
+        raise gr.Error("Pick a comparison report.")
+    try:
+        text, plot = read_report(directory)
+    except ReasonappError as error:
+        raise gr.Error(str(error)) from error
+    # the report quotes dataset rows and reasonings: markdown formats them, but HTML in them stays text
+    return text.replace("<", "&lt;"), str(plot) if plot else None
+
+
 def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None:
     with gr.Row():
         qa_run = gr.Dropdown(finished_runs(("qa",)), label="Q→A run (or Hub id)", allow_custom_value=True, elem_id="compare-qa-run")
         qra_run = gr.Dropdown(finished_runs(("qra", "qar", "multitask")), label="Q→RA run (or Hub id)", allow_custom_value=True, elem_id="compare-qra-run")
-        refresh = gr.Button("Refresh runs", scale=0)
+        refresh = gr.Button("Refresh lists", scale=0)
     with gr.Tab("One text"):
         text = gr.Textbox(label="Text", lines=3, elem_id="compare-text")
         gr.Examples(EXAMPLES, text)
@@ -206,13 +222,31 @@ def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None
             gold = gr.Dropdown(["all", *label_names], value="all", label="Gold label")
         show = gr.Button("Show rows where Q→A and Q→RA differ")
         table = gr.Dataframe(interactive=False, wrap=True)
+    with gr.Tab("Comparison reports"):
+        gr.Markdown(
+            "Q→A against the reasoning variants over training sizes and seeds (`python -m training compare`): "
+            "your workspace's comparisons, then the ones shipped with reasonapp."
+        )
+        reports = report_dirs()
+        shown_text, shown_plot = comparison_report(reports[0]) if reports else ("No comparison report yet.", None)
+        with gr.Row():
+            report_dir = gr.Dropdown(reports, value=reports[0] if reports else None, label="Comparison", allow_custom_value=True)
+            show_report = gr.Button("Show report", scale=0)
+        curve = gr.Image(shown_plot, label="Test accuracy against N", type="filepath", interactive=False, height=360)
+        report_text = gr.Markdown(shown_text, elem_id="compare-report")
 
     refresh.click(
-        lambda: (gr.update(choices=finished_runs(("qa",))), gr.update(choices=finished_runs(("qra", "qar", "multitask"))), gr.update(choices=evaluation_choices())),
+        lambda: (
+            gr.update(choices=finished_runs(("qa",))),
+            gr.update(choices=finished_runs(("qra", "qar", "multitask"))),
+            gr.update(choices=evaluation_choices()),
+            gr.update(choices=report_dirs()),
+        ),
         None,
-        [qa_run, qra_run, eval_dir],
+        [qa_run, qra_run, eval_dir, report_dir],
         api_visibility="private",
     )
+    show_report.click(comparison_report, report_dir, [report_text, curve], api_name="compare_report")
     outputs = [qa_label, probs, qa_latency, reasoning, qra_label, qra_latency, agreement, note]
     go.click(handlers.predict, [text, qa_run, qra_run], outputs, api_name="compare_predict", concurrency_limit=1)
     text.submit(handlers.predict, [text, qa_run, qra_run], outputs, api_visibility="private", concurrency_limit=1)
