@@ -13,6 +13,7 @@ from training.comparison import (
     load_comparison_config,
     plan,
     read_report,
+    reasoning_decides,
     recall_by_class,
     report_dirs,
     summarize,
@@ -102,6 +103,7 @@ def test_comparison_runs_resumes_and_reports(tiny_model_dir, tmp_path, shared_da
     assert quality["rows"] == 16 and quality["n_train"] == 16 and set(quality["variants_vs_qa"]) == {"multitask", "qar", "qra"}
     assert "## Reasoning quality by source (N=16" in markdown
     assert set(report["recall_by_class"]) == {"qa", "multitask", "qar", "qra"} and "## Recall by class (test, N=16" in markdown
+    assert set(report["reasoning_decides"]) == {"qra"}  # the only variant that writes its reasoning first
 
     # one Stage 2 store serves both sizes; each exported sample has exactly N rows, N=8 inside N=16
     stores = list(comparison.root.glob("reasonings-rgen-*/store.sqlite"))
@@ -228,3 +230,30 @@ def test_reports_are_found_in_the_workspace_first_then_in_docs_and_read_with_the
     assert text.startswith("# Does reasoning help?") and "McNemar vs Q->A" in text and plot.name == "learning_curve.png"
     with pytest.raises(RunDirError, match="holds no comparison report.*training compare"):
         read_report(tmp_path)
+
+
+def test_reasoning_decides_counts_the_rows_whose_reasoning_names_one_label_and_whether_the_label_copies_it():
+    outputs = [
+        "Joy is a positive emotion.\nLabel: joy",  # names joy, says joy: right; Q->A wrong
+        "Joy is a positive emotion.\nLabel: joy",  # names joy, says joy: wrong; Q->A right
+        "The words 'so angry' show anger.\nLabel: fear",  # names anger, says fear
+        "Joyful? No: this is anger.\nLabel: anger",  # 'joyful' is not the label joy: names anger only
+        "Neither joy nor anger.\nLabel: joy",  # names two labels: not counted
+        "no label line at all",  # invalid, names nothing: not counted
+    ]
+    gold = [1, 0, 2, 0, 1, 1]
+    results = {
+        ("qa", 100, 0): {"test": {"gold": gold, "predicted": [0, 0, 2, 0, 1, 1]}},
+        ("qra", 100, 0): {"test": {"gold": gold, "predicted": [1, 1, 2, 0, 1, None], "outputs": outputs}},
+        ("qar", 100, 0): {"test": {"gold": gold, "predicted": [1, 1, 2, 0, 1, None], "outputs": outputs}},
+    }
+    variants = {"qa": {"task": "qa"}, "qra": {"task": "qra", "source": "r"}, "qar": {"task": "qar", "source": "r"}}
+    decided = reasoning_decides(results, variants, 100, ["anger", "joy", "fear"])
+    assert set(decided) == {"qra"}  # qar writes its label before the reasoning: nothing to decide
+    assert decided["qra"] == {
+        "seeds": 1,
+        "names_one_label": 4 / 6,
+        "label_follows": 3 / 4,
+        "accuracy": 3 / 4,
+        "qa_accuracy": 3 / 4,
+    }

@@ -334,7 +334,9 @@ class Comparison:
         report["examples"] = self._examples(report, results)
         report["reasoning_quality"] = self._reasoning_quality(report, results)
         if report["choice"]["n_train"]:
-            report["recall_by_class"] = recall_by_class(results, report["variants"], report["choice"]["n_train"], self.dataset.label_names)
+            n, label_names = report["choice"]["n_train"], self.dataset.label_names
+            report["recall_by_class"] = recall_by_class(results, report["variants"], n, label_names)
+            report["reasoning_decides"] = reasoning_decides(results, self.config["variants"], n, label_names)
         rundir.write_json(self.root / "comparison.json", report)
         (self.root / "comparison.md").write_text(markdown(report, self.config))
         if results:
@@ -516,6 +518,47 @@ def recall_by_class(results: dict, variants: list[str], n: int, label_names: lis
     return by_variant
 
 
+def reasoning_decides(results: dict, variants: dict, n: int, label_names: list[str]) -> dict:
+    """Does a reasoning-first variant's reasoning decide its label? On the test rows whose reasoning names exactly
+    one label: how often the final label is that one, and the accuracy there against Q->A's on the same rows.
+
+    A final line that copies the label the reasoning already named means the reasoning, written first, makes the
+    decision; whether that helps shows in the two accuracies side by side.
+    """
+    from reasonapp.prompts import LabelSpace, get_format
+    from reasonapp.quality import mentions
+
+    labels = LabelSpace(tuple(label_names))
+    by_variant = {}
+    for name, spec in variants.items():
+        fmt = get_format(spec["task"])
+        seeds = sorted(s for (v, nn, s) in results if v == name and nn == n and (DIRECT, n, s) in results)
+        if fmt.layout != "reasoning_label" or not seeds:
+            continue
+        rows = named = follows = right = right_qa = 0
+        for seed in seeds:
+            test, direct = results[(name, n, seed)]["test"], results[(DIRECT, n, seed)]["test"]
+            for output, predicted, gold, predicted_qa in zip(
+                test["outputs"], test["predicted"], test["gold"], direct["predicted"], strict=True
+            ):
+                rows += 1
+                reasoning = fmt.parse(output, labels).reasoning
+                named_labels = [index for index, label in enumerate(label_names) if mentions(reasoning, label)]
+                if len(named_labels) == 1:
+                    named += 1
+                    follows += predicted == named_labels[0]
+                    right += predicted == gold
+                    right_qa += predicted_qa == gold
+        by_variant[name] = {
+            "seeds": len(seeds),
+            "names_one_label": named / rows,
+            "label_follows": follows / named if named else None,
+            "accuracy": right / named if named else None,
+            "qa_accuracy": right_qa / named if named else None,
+        }
+    return by_variant
+
+
 def verdict_line(table: dict, variant: str, n: int) -> str:
     """Plain words: did the variant chosen on validation beat Q->A on test, significantly, in every seed?"""
     entry, direct = table[f"{variant}@{n}"], table.get(f"{DIRECT}@{n}")
@@ -570,6 +613,7 @@ def markdown(report: dict, config: dict) -> str:
     if report["missing"]:
         lines += ["", f"**Not run yet ({len(report['missing'])} jobs; run the same command again to continue):** " + ", ".join(report["missing"])]
     lines += _recall_section(report)
+    lines += _decides_section(report)
     lines += ["", "## Reasoning sources", ""]
     for name, source in config["sources"].items():
         lines.append(f"- `{name}`: " + ", ".join(f"{k} = {v}" for k, v in source.items()))
@@ -633,6 +677,32 @@ def _recall_section(report: dict) -> list[str]:
         error_cell = f"{error['gold']} → {error['predicted']} ({error['rows_per_seed']:.0f})" if error else "–"
         recalls = " | ".join(f"{entry['recall'][name] * 100:.1f}" for name in support)
         lines.append(f"| {variant} | {entry['seeds']} | {recalls} | {error_cell} |")
+    return lines
+
+
+def _decides_section(report: dict) -> list[str]:
+    by_variant = {name: entry for name, entry in (report.get("reasoning_decides") or {}).items() if entry["label_follows"] is not None}
+    if not by_variant:
+        return []
+
+    def percent(value: float) -> str:
+        return f"{value * 100:.1f}"
+
+    lines = [
+        "",
+        f"## Does the reasoning decide the label? (test, N={report['choice']['n_train']}, all seeds pooled)",
+        "",
+        "Reasoning-first variants, on the test rows whose generated reasoning names exactly one label: how often the "
+        "final label is the one named, and the accuracy on those rows against Q->A's on the same rows.",
+        "",
+        "| variant | seeds | reasonings naming one label | final label = the named one | accuracy there | Q->A there |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, entry in by_variant.items():
+        lines.append(
+            f"| {name} | {entry['seeds']} | {percent(entry['names_one_label'])} | {percent(entry['label_follows'])} | "
+            f"{percent(entry['accuracy'])} | {percent(entry['qa_accuracy'])} |"
+        )
     return lines
 
 
