@@ -538,6 +538,8 @@ def reasoning_decides(results: dict, variants: dict, n: int, label_names: list[s
         rows = named = follows = right = right_qa = 0
         for seed in seeds:
             test, direct = results[(name, n, seed)]["test"], results[(DIRECT, n, seed)]["test"]
+            if not test.get("outputs"):  # evaluated before outputs were kept: nothing to read
+                continue
             for output, predicted, gold, predicted_qa in zip(
                 test["outputs"], test["predicted"], test["gold"], direct["predicted"], strict=True
             ):
@@ -549,6 +551,8 @@ def reasoning_decides(results: dict, variants: dict, n: int, label_names: list[s
                     follows += predicted == named_labels[0]
                     right += predicted == gold
                     right_qa += predicted_qa == gold
+        if not rows:
+            continue
         by_variant[name] = {
             "seeds": len(seeds),
             "names_one_label": named / rows,
