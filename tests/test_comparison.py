@@ -197,23 +197,28 @@ def test_the_verdict_compares_with_q_to_a_on_the_variants_own_seeds():
 
 
 def test_recall_by_class_shows_the_class_a_variant_gives_up_and_where_those_rows_go():
+    from training.evaluate import classification_metrics
+
+    def evaluated(gold, predicted, names=("joy", "anger", "fear", "love")):
+        return {"test": {"metrics": classification_metrics(gold, predicted, list(names))}}
+
     gold = [0] * 6 + [1] * 3 + [2]
     results = {
-        ("qa", 100, 0): {"test": {"gold": gold, "predicted": [0] * 6 + [1, 1, 0] + [2]}},
+        ("qa", 100, 0): evaluated(gold, [0] * 6 + [1, 1, 0] + [2]),
         # a variant that keeps the large class and sends the small one to it (or to no label at all)
-        ("qra", 100, 0): {"test": {"gold": gold, "predicted": [0] * 6 + [0, 0, 1] + [None]}},
-        ("qra", 100, 1): {"test": {"gold": gold, "predicted": [0] * 6 + [0, 0, 0] + [2]}},
-        ("qra", 500, 0): {"test": {"gold": gold, "predicted": gold}},  # another N: not counted
+        ("qra", 100, 0): evaluated(gold, [0] * 6 + [0, 0, 1] + [None]),
+        ("qra", 100, 1): evaluated(gold, [0] * 6 + [0, 0, 0] + [2]),
+        ("qra", 500, 0): evaluated(gold, gold),  # another N: not counted
     }
-    by_variant = recall_by_class(results, ["qa", "qra", "qar"], 100, ["joy", "anger", "fear", "love"])
+    by_variant = recall_by_class(results, ["qa", "qra", "qar"], 100)
     assert set(by_variant) == {"qa", "qra"}  # qar has not run; love has no test rows
     assert by_variant["qa"]["support"] == {"joy": 6, "anger": 3, "fear": 1}
     assert by_variant["qa"]["recall"] == {"joy": 1.0, "anger": pytest.approx(2 / 3), "fear": 1.0}
     assert by_variant["qra"]["seeds"] == 2
     assert by_variant["qra"]["recall"] == {"joy": 1.0, "anger": pytest.approx(1 / 6), "fear": 0.5}
     assert by_variant["qra"]["commonest_error"] == {"gold": "anger", "predicted": "joy", "rows_per_seed": 2.5}
-    invalid_only = {("qra", 100, 0): {"test": {"gold": [0, 1], "predicted": [0, None]}}}
-    assert recall_by_class(invalid_only, ["qra"], 100, ["joy", "anger"])["qra"]["commonest_error"]["predicted"] == "invalid"
+    invalid_only = {("qra", 100, 0): evaluated([0, 1], [0, None], ("joy", "anger"))}
+    assert recall_by_class(invalid_only, ["qra"], 100)["qra"]["commonest_error"]["predicted"] == "invalid"
 
 
 def test_reports_are_found_in_the_workspace_first_then_in_docs_and_read_with_their_plot(tmp_path):

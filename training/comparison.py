@@ -335,7 +335,7 @@ class Comparison:
         report["reasoning_quality"] = self._reasoning_quality(report, results)
         if report["choice"]["n_train"]:
             n, label_names = report["choice"]["n_train"], self.dataset.label_names
-            report["recall_by_class"] = recall_by_class(results, report["variants"], n, label_names)
+            report["recall_by_class"] = recall_by_class(results, report["variants"], n)
             report["reasoning_decides"] = reasoning_decides(results, self.config["variants"], n, label_names)
         rundir.write_json(self.root / "comparison.json", report)
         (self.root / "comparison.md").write_text(markdown(report, self.config))
@@ -479,40 +479,34 @@ def choose(table: dict, variants: list[str], sizes: list[int]) -> dict:
     return {"n_train": n, "best_variant": best, "worst_variant": worst, "verdict": verdict_line(table, best, n)}
 
 
-def recall_by_class(results: dict, variants: list[str], n: int, label_names: list[str]) -> dict:
-    """Test recall of each class per variant at N (mean over its seeds) and its commonest error.
+def recall_by_class(results: dict, variants: list[str], n: int) -> dict:
+    """Test recall of each class per variant at N (mean over its seeds) and its commonest error, read from each
+    job's test metrics (`evaluate.classification_metrics`: per-class scores and the confusion matrix).
 
     Accuracy hides where a variant loses: a reasoning-first classifier can keep the large classes and
-    drop a small one to a template that names another label. `None` predictions are invalid outputs.
+    drop a small one to a template that names another label. Invalid outputs are the matrix's last column.
     """
-    from collections import Counter
-
-    from training.evaluate import INVALID
-
     by_variant = {}
     for variant in variants:
-        tests = [results[key]["test"] for key in sorted(results) if key[0] == variant and key[1] == n]
-        if not tests:
+        metrics = [results[key]["test"]["metrics"] for key in sorted(results) if key[0] == variant and key[1] == n]
+        if not metrics:
             continue
-        support = Counter(tests[0]["gold"])
-        recall = {}
-        for index, name in enumerate(label_names):
-            if support[index]:
-                hits = [sum(p == g == index for p, g in zip(t["predicted"], t["gold"], strict=True)) for t in tests]
-                recall[name] = statistics.fmean(hits) / support[index]
-        errors = Counter((g, p) for t in tests for p, g in zip(t["predicted"], t["gold"], strict=True) if p != g)
+        per_class, columns = metrics[0]["per_class"], metrics[0]["confusion_columns"]
+        present = [name for name, scores in per_class.items() if scores["support"]]
+        errors: dict[tuple[int, int], int] = {}
+        for job in metrics:
+            for gold, row in enumerate(job["confusion_matrix"]):
+                for predicted, rows in enumerate(row):
+                    if gold != predicted and rows:
+                        errors[(gold, predicted)] = errors.get((gold, predicted), 0) + rows
         commonest = None
         if errors:
-            (gold, predicted), rows = errors.most_common(1)[0]
-            commonest = {
-                "gold": label_names[gold],
-                "predicted": INVALID if predicted is None else label_names[predicted],
-                "rows_per_seed": rows / len(tests),
-            }
+            (gold, predicted), rows = max(errors.items(), key=lambda item: item[1])
+            commonest = {"gold": columns[gold], "predicted": columns[predicted], "rows_per_seed": rows / len(metrics)}
         by_variant[variant] = {
-            "seeds": len(tests),
-            "support": {name: support[i] for i, name in enumerate(label_names) if support[i]},
-            "recall": recall,
+            "seeds": len(metrics),
+            "support": {name: per_class[name]["support"] for name in present},
+            "recall": {name: statistics.fmean(job["per_class"][name]["recall"] for job in metrics) for name in present},
             "commonest_error": commonest,
         }
     return by_variant
