@@ -623,10 +623,11 @@ def markdown(report: dict, config: dict) -> str:
             f"## Reasoning quality by source (N={n}, one sample each)",
             "",
             "What each source's training reasonings look like by the quality flags (`reasonapp/quality.py`), beside the "
-            "variants trained on them: shares are of the rows with a reasoning.",
+            "variants trained on them (test accuracy minus Q->A's, mean over their seeds at this N): shares are of the rows "
+            "with a reasoning.",
             "",
             "| source | seed | reasonings | unflagged | name the gold label | cite nothing from the text | template | "
-            "argue for another label | words | variants (test acc − Q->A, points) | commonest reasoning |",
+            "argue for another label | words | variants (test acc − Q->A, points, seed mean) | commonest reasoning |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
         ]
         for source, entry in quality.items():
