@@ -1,6 +1,7 @@
 """Train and Compare tabs: every public endpoint through gradio_client, and the main flows in a real browser."""
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -143,6 +144,12 @@ def test_browser_trains_from_the_train_tab_and_compares(app_url, classifier_runs
     qa, qra = classifier_runs
     with browser_page() as page:
         page.goto(app_url)
+        # the Overview tab opens first: the base model, and each split's rows and label counts
+        page.wait_for_function("() => /\\btest\\s+2000\\b/.test(document.querySelector('#overview-splits')?.innerText ?? '')")
+        splits = page.locator("#overview-splits").inner_text()
+        assert re.search(r"\btrain\s+16000\b", splits) and re.search(r"\bvalidation\s+2000\b", splits)
+        assert all(label in splits for label in ("sadness", "joy", "love", "anger", "fear", "surprise"))
+        assert "Base model:" in page.locator("body").inner_text()
         screenshot(page, "overview-tab.png")
         page.get_by_role("tab", name="Train").click()
         page.locator("#train-base-model textarea, #train-base-model input").first.fill(tiny_model_dir)

@@ -29,4 +29,5 @@ def build_overview_tab(data: ClassificationData, base_model: str) -> None:
         headers=["split", "rows", *data.label_names],
         label="Splits and label counts",
         interactive=False,
+        elem_id="overview-splits",
     )
