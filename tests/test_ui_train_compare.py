@@ -92,6 +92,27 @@ def test_a_failing_run_shows_why(app_url, tmp_path):
     assert "neither a local directory nor reachable" in status[3]
 
 
+def test_run_list_names_each_run_by_task_and_knows_a_launched_run_before_it_starts():
+    import yaml
+
+    from reasonapp.ui.train import run_choices
+    from training import launcher
+    from training.sft import TrainConfig
+
+    runs = rundir.runs_root()
+    finished = runs / "my-classifier"
+    rundir.write_config(finished, {"task": "qra"})
+    rundir.write_json(finished / rundir.STATUS, {"state": "finished"})
+    waiting = runs / "rgen-20261125-070000"  # launched: only its launch.yaml is written yet
+    waiting.mkdir(parents=True)
+    (waiting / launcher.LAUNCH_CONFIG).write_text(yaml.safe_dump(TrainConfig(task="rgen", output_dir=str(waiting)).to_dict()))
+
+    # the labels carry no state: the list is not refreshed as runs progress, the Status box is
+    assert run_choices() == [("my-classifier · qra", str(finished)), ("rgen-20261125-070000 · rgen", str(waiting))]
+    assert launcher.run_state(waiting)["config"]["task"] == "rgen"
+    assert launcher.launch_settings(finished) == {}
+
+
 def test_compare_endpoints_predict_batch_disagreements_and_reports(app_url, classifier_runs, tmp_path):
     from gradio_client import Client, handle_file
 

@@ -75,9 +75,16 @@ def start_evaluation(qa_run: str | None, qra_run: str | None, limit: int | None,
     return output_dir
 
 
+def launch_settings(run_dir: str | Path) -> dict:
+    """The settings a run was launched with (its launch.yaml), or {} where there is none: known before config.json is."""
+    try:
+        return yaml.safe_load((Path(run_dir) / LAUNCH_CONFIG).read_text()) or {}
+    except FileNotFoundError:
+        return {}
+
+
 def _launch_config(run_dir: Path) -> TrainConfig:
-    values = yaml.safe_load((run_dir / LAUNCH_CONFIG).read_text())
-    return TrainConfig(**values)
+    return TrainConfig(**launch_settings(run_dir))
 
 
 def _spawn(command: list[str], log_path: Path, workdir: Path) -> int:
@@ -148,7 +155,7 @@ def run_state(run_dir: str | Path) -> dict:
         "error": error,
         "metrics": metrics,
         "final_metrics": rundir.read_json(run_dir / rundir.FINAL_METRICS),
-        "config": rundir.read_json(run_dir / rundir.CONFIG) or rundir.read_json(run_dir / LAUNCH_CONFIG) or {},
+        "config": rundir.read_json(run_dir / rundir.CONFIG) or launch_settings(run_dir),
         "log": log_tail(run_dir / TRAIN_LOG),
     }
 

@@ -44,13 +44,16 @@ def build_config(task, base_model, dataset, limit, epochs, max_steps, learning_r
 
 
 def run_choices() -> list[tuple[str, str]]:
-    choices = []
-    for run in rundir.list_runs():
-        state = run["status"].get("state", "starting")
-        choices.append((f"{Path(run['run_dir']).name} · {run['config'].get('task', '?')} · {state}", run["run_dir"]))
+    """(name · task, run dir) of every run, newest first, and of runs launched but not started yet.
+
+    No state in the label: the list is not refreshed as runs progress, so a state shown there would go
+    stale ('starting' beside a finished run); the Status box and Past runs show it live.
+    """
+    choices = [(f"{Path(run['run_dir']).name} · {run['config'].get('task', '?')}", run["run_dir"]) for run in rundir.list_runs()]
     for launch in sorted(rundir.runs_root().glob(f"*/{launcher.LAUNCH_CONFIG}"), reverse=True):
         if not (launch.parent / rundir.CONFIG).is_file():  # launched, not yet started (or failed before it could)
-            choices.append((f"{launch.parent.name} · starting", str(launch.parent)))
+            task = launcher.launch_settings(launch.parent).get("task", "?")
+            choices.append((f"{launch.parent.name} · {task}", str(launch.parent)))
     return choices
 
 
