@@ -254,6 +254,10 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
                 skip = gr.Button(f"Skip ({SHORTCUTS['skip']})", elem_id="review-skip")
                 undo = gr.Button(f"Undo ({SHORTCUTS['undo']})", elem_id="review-undo")
             message = gr.Textbox(label="Message", interactive=False, max_lines=3, elem_id="review-message")
+            # in the wide column: six columns do not fit beside the guidelines
+            counts = gr.Dataframe(
+                headers=["label", *[s.value for s in Status], "total"], label="Counts", interactive=False, elem_id="review-counts"
+            )
         with gr.Column(scale=1):
             reviewer = gr.Textbox(label="Reviewer name", value="reviewer", max_lines=1, elem_id="review-reviewer")
             with gr.Accordion("Guidelines", open=True):
@@ -266,9 +270,6 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
                 with gr.Row():
                     confirm = gr.Button("Yes, accept them", variant="primary", elem_id="review-bulk-confirm")
                     cancel = gr.Button("Cancel")
-            counts = gr.Dataframe(
-                headers=["label", *[s.value for s in Status], "total"], label="Counts", interactive=False
-            )
             quality = gr.Textbox(label="Reasoning quality (all but rejected rows; Apply filters refreshes it)", interactive=False, lines=3, elem_id="review-quality")
             with gr.Accordion("Export the augmented training set", open=False):
                 export_dir = gr.Textbox(label="Output directory", placeholder="default: <workspace>/exports/reviewed", max_lines=1)
