@@ -113,6 +113,37 @@ def test_run_list_names_each_run_by_task_and_knows_a_launched_run_before_it_star
     assert launcher.launch_settings(finished) == {}
 
 
+def test_a_cli_run_killed_mid_training_shows_as_failed_and_the_app_resumes_it(monkeypatch):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from reasonapp.errors import RunDirError
+    from reasonapp.ui.train import resume
+    from training import launcher
+    from training.sft import TrainConfig
+
+    run_dir = rundir.runs_root() / "qa-from-the-cli"  # `python -m training train`: config.json, no launch.yaml
+    config = TrainConfig(task="qa", limit=16, max_steps=10, output_dir=str(run_dir))
+    rundir.write_config(run_dir, {**config.to_dict(), "label_names": ["joy", "fear"], "prompt_version": "1"})
+    killed = subprocess.Popen([sys.executable, "-c", "pass"])
+    killed.wait()
+    rundir.write_json(run_dir / rundir.STATUS, {"state": "running", "pid": killed.pid, "step": 3, "total_steps": 10})
+    assert launcher.run_state(run_dir)["state"] == "failed"
+
+    launched = []
+    monkeypatch.setattr(launcher, "_spawn", lambda command, log_path, workdir: launched.append(command))
+    assert resume(str(run_dir)).startswith("Resuming qa-from-the-cli")
+    (command,) = launched
+    assert command[-1] == "--resume" and command[command.index("--config") + 1] == str(run_dir / launcher.LAUNCH_CONFIG)
+    assert TrainConfig(**yaml.safe_load((run_dir / launcher.LAUNCH_CONFIG).read_text())) == config
+
+    with pytest.raises(RunDirError, match="holds no run"):
+        launcher.resume_training(rundir.runs_root() / "never-trained")
+    assert len(launched) == 1
+
+
 def test_compare_endpoints_predict_batch_disagreements_and_reports(app_url, classifier_runs, tmp_path):
     from gradio_client import Client, handle_file
 

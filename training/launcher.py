@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from reasonapp import settings
+from reasonapp.errors import RunDirError
 from training import rundir
 from training.sft import TrainConfig
 
@@ -57,7 +58,17 @@ def start_training(config: TrainConfig) -> Path:
 
 
 def resume_training(run_dir: str | Path) -> Path:
+    """Continue a stopped or killed run from its last checkpoint, in a new process; returns its run directory.
+
+    A run started from the CLI has no launch.yaml: its settings come from the config.json it recorded.
+    """
     run_dir = Path(run_dir)
+    if not launch_settings(run_dir):
+        recorded = rundir.read_json(run_dir / rundir.CONFIG)
+        if recorded is None:
+            raise RunDirError(f"nothing to resume in {run_dir}: it holds no run")
+        known = {spec.name for spec in dataclasses.fields(TrainConfig)}
+        (run_dir / LAUNCH_CONFIG).write_text(yaml.safe_dump({k: v for k, v in recorded.items() if k in known}, sort_keys=False))
     _spawn([*train_command(_launch_config(run_dir)), "--resume"], run_dir / TRAIN_LOG, run_dir)
     return run_dir
 
@@ -134,10 +145,10 @@ def run_state(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     status = rundir.read_json(run_dir / rundir.STATUS, {})
     process = rundir.read_json(run_dir / "process.json", {})
-    alive = _alive(process.get("pid"))
+    pid = process.get("pid") or status.get("pid")  # the app's launch, else the training process itself (a CLI run)
     state = status.get("state", "starting")
     error = status.get("error")
-    if state in ("starting", "running") and not alive and process:  # launched, gone, never said it finished
+    if state in ("starting", "running") and pid and not _alive(pid):  # gone, never said it finished
         state = "failed"
         error = error or _last_error(run_dir / TRAIN_LOG) or "the training process ended without saying why (see the log)"
     metrics = rundir.load_metrics(run_dir)

@@ -132,7 +132,10 @@ def resume(run_dir: str | None) -> str:
     state = launcher.run_state(run_dir)["state"]
     if state in ("running", "starting", "finished"):
         return f"{Path(run_dir).name} is {state}; nothing to resume."
-    launcher.resume_training(run_dir)
+    try:
+        launcher.resume_training(run_dir)
+    except ReasonappError as error:
+        return f"Not resumed: {error}"
     return f"Resuming {Path(run_dir).name} from its last checkpoint."
 
 
