@@ -1,6 +1,7 @@
 """Training: every task learns on the tiny model, runs are resumable, and bad input is refused cleanly."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,10 @@ def test_a_stopped_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, sha
     stopped = rundir.read_json(run_dir / "status.json")
     assert stopped["state"] == "stopped" and 2 <= stopped["step"] < 4  # the STOP file is seen at the next step end
     assert (run_dir / "checkpoints" / f"checkpoint-{stopped['step']}").is_dir() and not (run_dir / "adapter").exists()
+    # a process killed while saving the next checkpoint leaves it partial: the weights, no trainer state
+    partial = run_dir / "checkpoints" / f"checkpoint-{stopped['step'] + 1}"
+    partial.mkdir()
+    shutil.copy(run_dir / "checkpoints" / f"checkpoint-{stopped['step']}" / "adapter_model.safetensors", partial)
 
     train(TrainConfig(task="qa", base_model=tiny_model_dir, output_dir=str(tmp_path / "run"), **{**FAST, "max_steps": 4}), resume=True)
     status = rundir.read_json(run_dir / "status.json")
@@ -149,6 +154,19 @@ def test_a_stopped_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, sha
     steps = [row["step"] for row in rundir.load_metrics(run_dir)]
     assert steps == [1, 2, 3, 4]  # continued at step 3, not from zero
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_resume_takes_the_newest_checkpoint_whose_save_finished(tmp_path):
+    from training.sft import last_complete_checkpoint
+
+    checkpoints = tmp_path / "checkpoints"
+    assert last_complete_checkpoint(checkpoints) is None
+    for step, finished in ((2, True), (10, True), (12, False)):
+        (checkpoints / f"checkpoint-{step}").mkdir(parents=True)
+        if finished:
+            (checkpoints / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (checkpoints / "checkpoint-latest").mkdir()
+    assert last_complete_checkpoint(checkpoints) == str(checkpoints / "checkpoint-10")  # 10 after 2, not before
 
 
 def test_an_output_dir_holding_another_run_is_refused_and_untouched(tiny_model_dir, tmp_path, shared_data):

@@ -296,7 +296,6 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> Path:
     the run there from its last checkpoint, provided the config is the same.
     """
     from accelerate import PartialState
-    from transformers.trainer_utils import get_last_checkpoint
 
     state = PartialState()
     run_dir = Path(config.output_dir)
@@ -310,8 +309,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> Path:
     reporter = rundir.RunReporter(run_dir, enabled=state.is_main_process)
     checkpoint = None
     if resume:
-        checkpoints = run_dir / rundir.CHECKPOINTS
-        checkpoint = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+        checkpoint = last_complete_checkpoint(run_dir / rundir.CHECKPOINTS)
         logger.info("resuming from %s", checkpoint or "the start (no checkpoint yet)")
 
     previous_handler = signal.signal(signal.SIGTERM, reporter.request_stop) if state.is_main_process else None
@@ -345,6 +343,20 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> Path:
         )
     reporter.mark("finished", step=trainer.state.global_step)
     return run_dir
+
+
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint whose save finished, or None.
+
+    A process killed while saving leaves a partial checkpoint-N, which transformers' get_last_checkpoint
+    would pick and then refuse to load. The Trainer writes trainer_state.json after the weights, optimizer,
+    scheduler and RNG states, so a readable one marks a finished save.
+    """
+    saved = [path for path in checkpoints.glob("checkpoint-*") if path.name.removeprefix("checkpoint-").isdigit()]
+    for path in sorted(saved, key=lambda path: int(path.name.removeprefix("checkpoint-")), reverse=True):
+        if rundir.read_json(path / "trainer_state.json") is not None:
+            return str(path)
+    return None
 
 
 def _on_cuda() -> bool:
