@@ -63,13 +63,15 @@ def resume_training(run_dir: str | Path) -> Path:
     A run started from the CLI has no launch.yaml: its settings come from the config.json it recorded.
     """
     run_dir = Path(run_dir)
-    if not launch_settings(run_dir):
+    launched = launch_settings(run_dir)
+    if not launched:
         recorded = rundir.read_json(run_dir / rundir.CONFIG)
         if recorded is None:
             raise RunDirError(f"nothing to resume in {run_dir}: it holds no run")
         known = {spec.name for spec in dataclasses.fields(TrainConfig)}
-        (run_dir / LAUNCH_CONFIG).write_text(yaml.safe_dump({k: v for k, v in recorded.items() if k in known}, sort_keys=False))
-    _spawn([*train_command(_launch_config(run_dir)), "--resume"], run_dir / TRAIN_LOG, run_dir)
+        launched = {key: value for key, value in recorded.items() if key in known}
+        (run_dir / LAUNCH_CONFIG).write_text(yaml.safe_dump(launched, sort_keys=False))
+    _spawn([*train_command(TrainConfig(**launched)), "--resume"], run_dir / TRAIN_LOG, run_dir)
     return run_dir
 
 
@@ -92,10 +94,6 @@ def launch_settings(run_dir: str | Path) -> dict:
         return yaml.safe_load((Path(run_dir) / LAUNCH_CONFIG).read_text()) or {}
     except FileNotFoundError:
         return {}
-
-
-def _launch_config(run_dir: Path) -> TrainConfig:
-    return TrainConfig(**launch_settings(run_dir))
 
 
 def _spawn(command: list[str], log_path: Path, workdir: Path) -> int:
