@@ -4,7 +4,17 @@ import json
 
 import pytest
 
-from training.evaluate import EvalConfig, classification_metrics, evaluate, mcnemar, tfidf_baseline, verdict
+from reasonapp.errors import ConfigError
+from training import rundir
+from training.evaluate import (
+    EvalConfig,
+    classification_metrics,
+    evaluate,
+    mcnemar,
+    side_configs,
+    tfidf_baseline,
+    verdict,
+)
 
 LABELS = ["a", "b", "c"]
 
@@ -154,3 +164,18 @@ def test_compiled_scoring_gives_the_eager_label_probabilities(tiny_runs):
 
     with pytest.raises(ModelError, match="folded"):  # nothing folded: a reasoning run alone
         Classifiers({"qra": qra}, device="cpu").compile_scoring()
+
+
+def test_each_side_takes_only_its_own_kind_of_run(tmp_path):
+    for task in ("qa", "qra", "qar", "multitask", "rgen"):
+        rundir.write_config(tmp_path / task, {"task": task})
+    configs = side_configs({"qa": str(tmp_path / "qa"), "qra": str(tmp_path / "multitask")})
+    assert {side: config["task"] for side, config in configs.items()} == {"qa": "qa", "qra": "multitask"}
+    for task in ("qar", "multitask"):
+        assert side_configs({"qra": str(tmp_path / task)})["qra"]["task"] == task
+    with pytest.raises(ConfigError, match=r"is a qra run; the Q→A \(--qa-run\) side takes qa runs"):
+        side_configs({"qa": str(tmp_path / "qra")})
+    with pytest.raises(ConfigError, match=r"is a qa run; the Q→RA \(--qra-run\) side takes qra or qar or multitask runs"):
+        side_configs({"qra": str(tmp_path / "qa")})
+    with pytest.raises(ConfigError, match="is a rgen run"):
+        side_configs({"qa": str(tmp_path / "rgen")})

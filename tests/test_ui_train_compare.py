@@ -165,6 +165,8 @@ def test_compare_endpoints_predict_batch_disagreements_and_reports(app_url, clas
     assert "20,000 characters; the models read its first 2,000" in long[7]
     with pytest.raises(Exception, match="Type a text"):
         client.predict("   ", qa, qra, api_name="/compare_predict")
+    with pytest.raises(Exception, match="qra-tiny is a qra run; the Q→A \\(--qa-run\\) side takes qa runs"):
+        client.predict("i feel fine", qra, None, api_name="/compare_predict")
 
     (tmp_path / "texts.csv").write_text("text\ni am happy\ni am scared\n")
     table, download, batch_note = client.predict(handle_file(str(tmp_path / "texts.csv")), qa, qra, api_name="/compare_batch")

@@ -26,6 +26,9 @@ from training.generation import progress_bar
 logger = logging.getLogger(__name__)
 
 INVALID = "invalid"
+# Which runs each side of the comparison takes: the evaluation, the Compare tab and their flags agree.
+SIDE_TASKS = {"qa": ("qa",), "qra": ("qra", "qar", "multitask")}
+SIDE_NAMES = {"qa": "Q→A (--qa-run)", "qra": "Q→RA (--qra-run)"}
 SYSTEM_TITLES = {
     "qa_scored": "Q→A (label scoring)",
     "qa_generated": "Q→A (free generation)",
@@ -180,17 +183,24 @@ def _training_rows_of(run_config: dict):
     return data.sample_rows(loaded.splits[run_config["split"]], run_config.get("limit"), run_config["seed"])
 
 
+def side_configs(runs: dict[str, str]) -> dict[str, dict]:
+    """Each side's run config ({"qa": dir, "qra": dir}), checked against the tasks that side takes."""
+    configs = {}
+    for side, path in runs.items():
+        configs[side] = rundir.read_config(Path(path))
+        task = configs[side].get("task")
+        if task not in SIDE_TASKS[side]:
+            raise ConfigError(f"{path} is a {task} run; the {SIDE_NAMES[side]} side takes {' or '.join(SIDE_TASKS[side])} runs")
+    return configs
+
+
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate the given runs (and TF-IDF) on the split; write the report; return metrics.json's content."""
     from training.predict import Classifiers
 
     runs = {"qa": config.qa_run, "qra": config.qra_run}
     runs = {name: path for name, path in runs.items() if path}
-    run_configs = {name: rundir.read_config(Path(path)) for name, path in runs.items()}
-    if "qa" in run_configs and run_configs["qa"].get("task") != "qa":
-        raise ConfigError(f"--qa-run {config.qa_run} is a {run_configs['qa'].get('task')} run, not qa")
-    if "qra" in run_configs and run_configs["qra"].get("task") not in ("qra", "qar", "multitask"):
-        raise ConfigError(f"--qra-run {config.qra_run} is a {run_configs['qra'].get('task')} run, not qra/qar/multitask")
+    run_configs = side_configs(runs)
 
     source = _source_dataset(config, run_configs)
     loaded = data.load_classification_dataset(source)

@@ -223,7 +223,7 @@ class LlamaCppClassifiers:
         """Label probabilities, [rows, labels]: each label's tokens scored after the prompt (prefix KV reused)."""
         info = self.runs[name]
         if not get_format(info.task).answers_with_label_only:
-            raise ModelError(f"the {name} run ({info.task}) writes a reasoning first; its labels come from generation")
+            raise ModelError(f"the {name} run ({info.task}) generates its label with a reasoning; only qa and multitask runs are scored")
         fmt = get_format(info.task)
         # the label's assistant turn with its end-of-turn marker, exactly as the transformers path scores it
         label_ids = label_token_ids(self.tokenizer, fmt.messages("", info.labels), info.labels.names)

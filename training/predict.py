@@ -170,7 +170,7 @@ class Classifiers:
         info = self._use(name)
         fmt = get_format(info.task)
         if not fmt.answers_with_label_only:
-            raise ModelError(f"the {name} run ({info.task}) writes a reasoning first; its labels come from generation, not scoring")
+            raise ModelError(f"the {name} run ({info.task}) generates its label with a reasoning; only qa and multitask runs are scored")
         conversations = [fmt.messages(text, info.labels) for text in texts]
         model = self._compiled_scorer if name == self._folded and self._compiled_scorer is not None else self.model
         logp = score_labels(model, self.tokenizer, conversations, info.labels.names, batch_size, progress, self._prefix(name))

@@ -21,6 +21,7 @@ import pandas as pd
 from reasonapp.errors import ReasonappError
 from reasonapp.prompts import MAX_TEXT_CHARS
 from training.comparison import report_dirs
+from training.evaluate import SIDE_TASKS, side_configs
 from training.rundir import finished_runs
 
 MAX_BATCH_ROWS = 500
@@ -62,6 +63,7 @@ class CompareHandlers:
         runs = {name: resolve_run(path) for name, path in (("qa", qa_run), ("qra", qra_run)) if path}
         if not runs:
             raise ReasonappError("Pick a Q→A run and/or a Q→RA run first (train them in the Train tab).")
+        side_configs(runs)  # a run on the wrong side is a clear error before any model loads
         key = tuple(sorted(runs.items()))
         self.loaded_in_s = None
         if key != self._key:
@@ -190,8 +192,8 @@ def comparison_report(directory: str | None) -> tuple[str, str | None]:
 
 def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None:
     with gr.Row():
-        qa_run = gr.Dropdown(finished_runs(("qa",)), label="Q→A run (or Hub id)", allow_custom_value=True, elem_id="compare-qa-run")
-        qra_run = gr.Dropdown(finished_runs(("qra", "qar", "multitask")), label="Q→RA run (or Hub id)", allow_custom_value=True, elem_id="compare-qra-run")
+        qa_run = gr.Dropdown(finished_runs(SIDE_TASKS["qa"]), label="Q→A run (or Hub id)", allow_custom_value=True, elem_id="compare-qa-run")
+        qra_run = gr.Dropdown(finished_runs(SIDE_TASKS["qra"]), label="Q→RA run (or Hub id)", allow_custom_value=True, elem_id="compare-qra-run")
         refresh = gr.Button("Refresh lists", scale=0)
     with gr.Tab("One text"):
         text = gr.Textbox(label="Text", lines=3, elem_id="compare-text")
@@ -237,8 +239,8 @@ def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None
 
     refresh.click(
         lambda: (
-            gr.update(choices=finished_runs(("qa",))),
-            gr.update(choices=finished_runs(("qra", "qar", "multitask"))),
+            gr.update(choices=finished_runs(SIDE_TASKS["qa"])),
+            gr.update(choices=finished_runs(SIDE_TASKS["qra"])),
             gr.update(choices=evaluation_choices()),
             gr.update(choices=report_dirs()),
         ),
