@@ -57,6 +57,9 @@ def _tiny_config(base_model: str) -> dict:
         ({"sources": {"rgen": {"policy": "drop-flagged", "dropped": "blank"}}}, "qar writes a reasoning for every row"),
         ({"variants": {"qa": {"task": "qa"}, "x": {"task": "rgen"}}}, "task must be one of"),
         ({"seeds": []}, "at least one value"),
+        ({"n_train": [500, -3]}, r"n_train must be whole numbers of at least 1; got \[-3\]"),
+        ({"n_train": ["2k"]}, r"n_train must be whole numbers"),
+        ({"seeds": [0, 1.5]}, r"seeds must be whole numbers of at least 0; got \[1.5\]"),
     ],
 )
 def test_config_mistakes_are_named(tmp_path, change, message):

@@ -101,6 +101,10 @@ def load_comparison_config(path: str | Path) -> dict:
             raise ConfigError(f"variant {name!r}: {task} writes a reasoning for every row; its source cannot keep rows with blank ones")
     if not config["n_train"] or not config["seeds"]:
         raise ConfigError("n_train and seeds must each list at least one value")
+    for key, smallest in (("n_train", 1), ("seeds", 0)):  # found now, not hours later at the job that uses it
+        wrong = [value for value in config[key] if isinstance(value, bool) or not isinstance(value, int) or value < smallest]
+        if wrong:
+            raise ConfigError(f"{key} must be whole numbers of at least {smallest}; got {wrong}")
     return config
 
 
