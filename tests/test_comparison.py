@@ -60,6 +60,7 @@ def _tiny_config(base_model: str) -> dict:
         ({"n_train": [500, -3]}, r"n_train must be whole numbers of at least 1; got \[-3\]"),
         ({"n_train": ["2k"]}, r"n_train must be whole numbers"),
         ({"seeds": [0, 1.5]}, r"seeds must be whole numbers of at least 0; got \[1.5\]"),
+        ({"train": {"max_step": 2}}, r"comparison section 'train': unknown training settings \['max_step'\]"),
     ],
 )
 def test_config_mistakes_are_named(tmp_path, change, message):

@@ -5,12 +5,28 @@ from pathlib import Path
 import pytest
 
 from reasonapp.errors import ConfigError
+from reasonapp.settings import PROJECT_ROOT
 from training.experiment import load_experiment_config, run_experiment
 
 
 def test_config_rejects_unknown_keys(tmp_path):
     (tmp_path / "x.yaml").write_text("name: x\nn_rows: 5\n")
     with pytest.raises(ConfigError, match=r"unknown keys \['n_rows'\]"):
+        load_experiment_config(tmp_path / "x.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("qra:\n  learnig_rate: 1.0e-4\n", r"experiment section 'qra': unknown training settings \['learnig_rate'\]"),
+        ("rgen:\n  batch_size: 0\n", r"experiment section 'rgen': batch_size must be positive"),
+        ("qa:\n  epochs: two\n", r"experiment section 'qa'"),
+        ("n_train: 0\n", r"n_train must be a whole number of at least 1; got 0"),
+    ],
+)
+def test_a_mistake_in_a_later_stage_is_named_when_the_config_is_read(tmp_path, text, message):
+    (tmp_path / "x.yaml").write_text("name: x\n" + text)
+    with pytest.raises(ConfigError, match=message):
         load_experiment_config(tmp_path / "x.yaml")
 
 
@@ -59,3 +75,11 @@ def test_a_stopped_stage_ends_the_experiment_and_the_same_command_resumes_it(tin
     report = run_experiment(loaded, root)
     assert rundir.read_json(Path(report["stages"]["qa"]) / rundir.STATUS)["state"] == "finished"
     assert {"qa_scored", "qra"} <= set(report["systems"])
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (PROJECT_ROOT / "configs").glob("*.yaml")))
+def test_every_shipped_config_reads_cleanly(path):
+    from training.comparison import load_comparison_config
+
+    loaded = load_comparison_config(path) if "compare" in Path(path).name else load_experiment_config(path)
+    assert loaded["base_model"]

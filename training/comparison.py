@@ -69,6 +69,7 @@ def load_comparison_config(path: str | Path) -> dict:
     """Read and check a comparison YAML; unknown keys and dangling names are errors, not surprises."""
     from reasonapp.prompts import CLASSIFIER_FORMATS, RGEN_INSTRUCTIONS, get_format
     from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES
+    from training.sft import check_training_overrides
 
     config = read_yaml_config(path, DEFAULTS, "comparison", ("augment", "evaluate"))
     sources = {}
@@ -101,6 +102,7 @@ def load_comparison_config(path: str | Path) -> dict:
             raise ConfigError(f"variant {name!r}: {task} writes a reasoning for every row; its source cannot keep rows with blank ones")
     if not config["n_train"] or not config["seeds"]:
         raise ConfigError("n_train and seeds must each list at least one value")
+    check_training_overrides(config["train"] or {}, "comparison section 'train'")
     for key, smallest in (("n_train", 1), ("seeds", 0)):  # found now, not hours later at the job that uses it
         wrong = [value for value in config[key] if isinstance(value, bool) or not isinstance(value, int) or value < smallest]
         if wrong:

@@ -59,8 +59,14 @@ def read_yaml_config(path: str | Path, defaults: dict, kind: str, sections: tupl
 
 def load_experiment_config(path: str | Path) -> dict:
     config = read_yaml_config(path, DEFAULTS, "experiment", STAGES)
+    from training.sft import check_training_overrides
+
     if config["reasoning_format"] not in ("qra", "qar", "multitask"):
         raise ConfigError("reasoning_format must be qra, qar or multitask")
+    if isinstance(config["n_train"], bool) or not isinstance(config["n_train"], int) or config["n_train"] < 1:
+        raise ConfigError(f"n_train must be a whole number of at least 1; got {config['n_train']!r}")
+    for stage in ("rgen", "qa", "qra"):
+        check_training_overrides(config[stage] or {}, f"experiment section {stage!r}")
     return config
 
 

@@ -382,6 +382,14 @@ def config_from_run(run_dir: str | Path) -> dict:
     return rundir.read_config(Path(run_dir))
 
 
+def check_training_overrides(overrides: dict, where: str) -> None:
+    """Fail on a config file's training section now (unknown key, bad value), not when its stage starts hours later."""
+    try:
+        config_from_mapping({**overrides, "task": "qa", "output_dir": "unused"})
+    except (ConfigError, TypeError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
 def config_from_mapping(values: dict) -> TrainConfig:
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
