@@ -57,10 +57,12 @@ def _tiny_config(base_model: str) -> dict:
         ({"sources": {"rgen": {"policy": "drop-flagged", "dropped": "blank"}}}, "qar writes a reasoning for every row"),
         ({"variants": {"qa": {"task": "qa"}, "x": {"task": "rgen"}}}, "task must be one of"),
         ({"seeds": []}, "at least one value"),
-        ({"n_train": [500, -3]}, r"n_train must be whole numbers of at least 1; got \[-3\]"),
-        ({"n_train": ["2k"]}, r"n_train must be whole numbers"),
-        ({"seeds": [0, 1.5]}, r"seeds must be whole numbers of at least 0; got \[1.5\]"),
+        ({"n_train": [500, -3]}, r"n_train must be a list of whole numbers of at least 1; got \[500, -3\]"),
+        ({"n_train": ["2k"]}, r"n_train must be a list of whole numbers"),
+        ({"n_train": 2000}, r"n_train must be a list of whole numbers of at least 1; got 2000"),
+        ({"seeds": [0, 1.5]}, r"seeds must be a list of whole numbers of at least 0; got \[0, 1.5\]"),
         ({"train": {"max_step": 2}}, r"comparison section 'train': unknown training settings \['max_step'\]"),
+        ({"train": 5}, r"comparison section 'train': expected a mapping of training settings, got 5"),
     ],
 )
 def test_config_mistakes_are_named(tmp_path, change, message):

@@ -22,6 +22,7 @@ def test_config_rejects_unknown_keys(tmp_path):
         ("rgen:\n  batch_size: 0\n", r"experiment section 'rgen': batch_size must be positive"),
         ("qa:\n  epochs: two\n", r"experiment section 'qa'"),
         ("n_train: 0\n", r"n_train must be a whole number of at least 1; got 0"),
+        ("qa: 5\n", r"section 'qa' must be a mapping of settings, got 5"),
     ],
 )
 def test_a_mistake_in_a_later_stage_is_named_when_the_config_is_read(tmp_path, text, message):

@@ -104,9 +104,10 @@ def load_comparison_config(path: str | Path) -> dict:
         raise ConfigError("n_train and seeds must each list at least one value")
     check_training_overrides(config["train"] or {}, "comparison section 'train'")
     for key, smallest in (("n_train", 1), ("seeds", 0)):  # found now, not hours later at the job that uses it
-        wrong = [value for value in config[key] if isinstance(value, bool) or not isinstance(value, int) or value < smallest]
-        if wrong:
-            raise ConfigError(f"{key} must be whole numbers of at least {smallest}; got {wrong}")
+        values = config[key] if isinstance(config[key], list) else [config[key]]
+        wrong = [value for value in values if isinstance(value, bool) or not isinstance(value, int) or value < smallest]
+        if wrong or not isinstance(config[key], list):
+            raise ConfigError(f"{key} must be a list of whole numbers of at least {smallest}; got {config[key]!r}")
     return config
 
 

@@ -53,7 +53,10 @@ def read_yaml_config(path: str | Path, defaults: dict, kind: str, sections: tupl
         raise ConfigError(f"{kind} config {path} has unknown keys {unknown}; known: {sorted(defaults)}")
     config = {**defaults, **values}
     for section in sections:
-        config[section] = {**defaults[section], **(values.get(section) or {})}
+        given = values.get(section) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"{kind} config {path}: section {section!r} must be a mapping of settings, got {given!r}")
+        config[section] = {**defaults[section], **given}
     return config
 
 

@@ -385,6 +385,8 @@ def config_from_run(run_dir: str | Path) -> dict:
 def check_training_overrides(overrides: dict, where: str) -> None:
     """Fail on a config file's training section now (unknown key, bad value), not when its stage starts hours later."""
     try:
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"expected a mapping of training settings, got {overrides!r}")
         config_from_mapping({**overrides, "task": "qa", "output_dir": "unused"})
     except (ConfigError, TypeError) as error:
         raise ConfigError(f"{where}: {error}") from error
