@@ -63,7 +63,8 @@ class CompareHandlers:
         runs = {name: resolve_run(path) for name, path in (("qa", qa_run), ("qra", qra_run)) if path}
         if not runs:
             raise ReasonappError("Pick a Q→A run and/or a Q→RA run first (train them in the Train tab).")
-        side_configs(runs)  # a run on the wrong side is a clear error before any model loads
+        if "qa" in runs:  # only a qa run can be scored there: a clear error before any model loads
+            side_configs({"qa": runs["qa"]})
         key = tuple(sorted(runs.items()))
         self.loaded_in_s = None
         if key != self._key:
