@@ -42,6 +42,17 @@ def test_augment_fills_the_store_and_a_killed_run_resumes_without_duplicates(rge
     assert again["generated"] == 0 and again["skipped"] == 20
 
 
+def test_a_wrong_rgen_run_is_refused_before_the_store_is_touched(tmp_path, shared_data):
+    from reasonapp.errors import RunDirError
+    from training import rundir
+
+    rundir.write_config(tmp_path / "qa-run", {"task": "qa", "base_model": "x"})
+    for wrong, message in ((tmp_path / "missing", "not a run directory"), (tmp_path / "qa-run", "is a qa run, not an R-Gen")):
+        with pytest.raises(RunDirError, match=message):
+            augment_to_store(wrong, "dair-ai/emotion", tmp_path / "store.sqlite", limit=4)
+    assert not (tmp_path / "store.sqlite").exists()
+
+
 def test_cli_import_of_non_utf8_file_is_a_clear_error(tmp_path):
     import subprocess
     import sys

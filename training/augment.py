@@ -25,18 +25,25 @@ REASONING_DECODING = Decoding(max_new_tokens=64)  # real reasonings are ~15-40 t
 BASE_PREFIX = "base:"  # `--rgen-run base:<model>`: the instruct model itself as R-Gen, without Stage 1
 
 
+def rgen_config(run_dir: str | Path) -> dict:
+    """What an R-Gen source is, checked without loading it: a finished run's config, or `base:<model>` (no Stage 1)."""
+    if str(run_dir).startswith(BASE_PREFIX):
+        return {"task": "rgen", "base_model": str(run_dir)[len(BASE_PREFIX) :], "stage1": False}
+    config = rundir.read_config(Path(run_dir))
+    if config.get("task") != "rgen":
+        raise RunDirError(f"{run_dir} is a {config.get('task')} run, not an R-Gen (rgen) run")
+    return {**config, "stage1": True}
+
+
 def load_rgen(run_dir: str | Path, device: str | None = None):
     """(model, tokenizer, config) of an R-Gen run, its adapter merged into float32 weights; or a bare base model."""
     from reasonapp.models import load_base_model, load_with_adapters, merges_are_exact
 
-    if str(run_dir).startswith(BASE_PREFIX):
-        base = str(run_dir)[len(BASE_PREFIX) :]
-        model, tokenizer = load_base_model(base, device)
-        return model, tokenizer, {"task": "rgen", "base_model": base, "stage1": False}
+    config = rgen_config(run_dir)
+    if not config["stage1"]:
+        model, tokenizer = load_base_model(config["base_model"], device)
+        return model, tokenizer, config
     run_dir = Path(run_dir)
-    config = rundir.read_config(run_dir)
-    if config.get("task") != "rgen":
-        raise RunDirError(f"{run_dir} is a {config.get('task')} run, not an R-Gen (rgen) run")
     adapter = run_dir / rundir.ADAPTER
     model, tokenizer = load_with_adapters(config["base_model"], {"rgen": adapter}, device)
     # R-Gen only generates: folding the adapter into float32 weights once saves PEFT's per-layer LoRA work
@@ -138,6 +145,7 @@ def augment_to_store(
     from reasonapp import data
     from reasonapp.store import ReasoningStore
 
+    rgen_config(rgen_run)  # a wrong R-Gen run is an error before the store gains rows it cannot fill
     loaded = data.load_classification_dataset(source_dataset)
     if split not in loaded.splits:
         raise RunDirError(f"{source_dataset} has no split {split!r}")
@@ -152,12 +160,12 @@ def augment_to_store(
     if not todo:
         return {"generated": 0, "skipped": skipped, "store": str(store.path)}
 
-    model, tokenizer, rgen_config = load_rgen(rgen_run)
+    model, tokenizer, source_config = load_rgen(rgen_run)
     label_space = prompts.LabelSpace(tuple(loaded.label_names), loaded.task_description)
     generator = {
         "rgen_run": str(rgen_run),
-        "base_model": rgen_config["base_model"],
-        "stage1": rgen_config.get("stage1", True),
+        "base_model": source_config["base_model"],
+        "stage1": source_config["stage1"],
         "prompt_version": prompts.PROMPT_VERSION,
         "prompt_variant": prompt_variant,
         "candidates": candidates,
