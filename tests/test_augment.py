@@ -53,6 +53,19 @@ def test_a_wrong_rgen_run_is_refused_before_the_store_is_touched(tmp_path, share
     assert not (tmp_path / "store.sqlite").exists()
 
 
+def test_stage2_settings_below_one_are_refused_before_the_store_is_touched(rgen_run, tmp_path, shared_data):
+    from reasonapp.errors import ConfigError
+    from training.generation import Decoding
+
+    with pytest.raises(ConfigError, match="batch_size and candidates must be at least 1, got 0 and 1"):
+        augment_to_store(rgen_run, "dair-ai/emotion", tmp_path / "store.sqlite", limit=4, batch_size=0)
+    assert not (tmp_path / "store.sqlite").exists()
+    with pytest.raises(ConfigError, match="max_new_tokens must be at least 1"):
+        Decoding(max_new_tokens=0)
+    with pytest.raises(ConfigError, match="sampling needs temperature > 0"):
+        Decoding(do_sample=True, temperature=0.0)
+
+
 def test_cli_import_of_non_utf8_file_is_a_clear_error(tmp_path):
     import subprocess
     import sys

@@ -63,6 +63,7 @@ def _tiny_config(base_model: str) -> dict:
         ({"seeds": [0, 1.5]}, r"seeds must be a list of whole numbers of at least 0; got \[0, 1.5\]"),
         ({"train": {"max_step": 2}}, r"comparison section 'train': unknown training settings \['max_step'\]"),
         ({"train": 5}, r"comparison section 'train': expected a mapping of training settings, got 5"),
+        ({"augment": {"max_new_tokens": 0}}, r"comparison section 'augment': max_new_tokens must be a whole number"),
     ],
 )
 def test_config_mistakes_are_named(tmp_path, change, message):

@@ -179,3 +179,9 @@ def test_each_side_takes_only_its_own_kind_of_run(tmp_path):
         side_configs({"qra": str(tmp_path / "qa")})
     with pytest.raises(ConfigError, match="is a rgen run"):
         side_configs({"qa": str(tmp_path / "rgen")})
+
+
+def test_evaluation_settings_below_one_are_refused():
+    for name in ("batch_size", "max_new_tokens"):
+        with pytest.raises(ConfigError, match=f"{name} must be at least 1, got 0"):
+            EvalConfig(qa_run="runs/qa", **{name: 0})

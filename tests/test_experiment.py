@@ -23,6 +23,8 @@ def test_config_rejects_unknown_keys(tmp_path):
         ("qa:\n  epochs: two\n", r"experiment section 'qa'"),
         ("n_train: 0\n", r"n_train must be a whole number of at least 1; got 0"),
         ("qa: 5\n", r"section 'qa' must be a mapping of settings, got 5"),
+        ("augment:\n  batch_size: 0\n", r"experiment section 'augment': batch_size must be a whole number of at least 1, got 0"),
+        ("augment:\n  max_tokens: 32\n", r"experiment section 'augment': unknown Stage 2 settings \['max_tokens'\]"),
     ],
 )
 def test_a_mistake_in_a_later_stage_is_named_when_the_config_is_read(tmp_path, text, message):

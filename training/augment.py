@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from reasonapp import prompts
-from reasonapp.errors import RunDirError
+from reasonapp.errors import ConfigError, RunDirError
 from training import rundir
 from training.generation import Decoding, ProgressCallback, generate
 
@@ -23,6 +23,17 @@ REASONING_DECODING = Decoding(max_new_tokens=64)  # real reasonings are ~15-40 t
 
 
 BASE_PREFIX = "base:"  # `--rgen-run base:<model>`: the instruct model itself as R-Gen, without Stage 1
+
+
+def check_augment_section(section: dict, where: str) -> None:
+    """A config file's Stage 2 settings (batch_size, max_new_tokens), checked when the file is read."""
+    unknown = sorted(set(section) - {"batch_size", "max_new_tokens"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown Stage 2 settings {unknown}; known: ['batch_size', 'max_new_tokens']")
+    for name in ("batch_size", "max_new_tokens"):
+        value = section.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}: {name} must be a whole number of at least 1, got {value!r}")
 
 
 def rgen_config(run_dir: str | Path) -> dict:
@@ -146,6 +157,8 @@ def augment_to_store(
     from reasonapp.store import ReasoningStore
 
     rgen_config(rgen_run)  # a wrong R-Gen run is an error before the store gains rows it cannot fill
+    if batch_size < 1 or candidates < 1:
+        raise ConfigError(f"batch_size and candidates must be at least 1, got {batch_size} and {candidates}")
     loaded = data.load_classification_dataset(source_dataset)
     if split not in loaded.splits:
         raise RunDirError(f"{source_dataset} has no split {split!r}")

@@ -69,6 +69,7 @@ def load_comparison_config(path: str | Path) -> dict:
     """Read and check a comparison YAML; unknown keys and dangling names are errors, not surprises."""
     from reasonapp.prompts import CLASSIFIER_FORMATS, RGEN_INSTRUCTIONS, get_format
     from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES
+    from training.augment import check_augment_section
     from training.sft import check_training_overrides
 
     config = read_yaml_config(path, DEFAULTS, "comparison", ("augment", "evaluate"))
@@ -103,6 +104,7 @@ def load_comparison_config(path: str | Path) -> dict:
     if not config["n_train"] or not config["seeds"]:
         raise ConfigError("n_train and seeds must each list at least one value")
     check_training_overrides(config["train"] or {}, "comparison section 'train'")
+    check_augment_section(config["augment"], "comparison section 'augment'")
     for key, smallest in (("n_train", 1), ("seeds", 0)):  # found now, not hours later at the job that uses it
         values = config[key] if isinstance(config[key], list) else [config[key]]
         wrong = [value for value in values if isinstance(value, bool) or not isinstance(value, int) or value < smallest]

@@ -138,6 +138,9 @@ class EvalConfig:
     def __post_init__(self):
         if not self.qa_run and not self.qra_run:
             raise ConfigError("give --qa-run and/or --qra-run")
+        for name in ("batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.output_dir:
             self.output_dir = str(Path(self.qa_run or self.qra_run) / f"eval-{self.split}")
 

@@ -62,6 +62,7 @@ def read_yaml_config(path: str | Path, defaults: dict, kind: str, sections: tupl
 
 def load_experiment_config(path: str | Path) -> dict:
     config = read_yaml_config(path, DEFAULTS, "experiment", STAGES)
+    from training.augment import check_augment_section
     from training.sft import check_training_overrides
 
     if config["reasoning_format"] not in ("qra", "qar", "multitask"):
@@ -70,6 +71,7 @@ def load_experiment_config(path: str | Path) -> dict:
         raise ConfigError(f"n_train must be a whole number of at least 1; got {config['n_train']!r}")
     for stage in ("rgen", "qa", "qra"):
         check_training_overrides(config[stage] or {}, f"experiment section {stage!r}")
+    check_augment_section(config["augment"], "experiment section 'augment'")
     return config
 
 

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
+from reasonapp.errors import ConfigError
 from reasonapp.prompts import Messages, render_completion, render_prompt
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,12 @@ class Decoding:
     do_sample: bool = False
     temperature: float = 0.7
     top_p: float = 0.95
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise ConfigError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {self.temperature} and {self.top_p}")
 
     def generate_kwargs(self) -> dict:
         if not self.do_sample:
