@@ -25,17 +25,6 @@ REASONING_DECODING = Decoding(max_new_tokens=64)  # real reasonings are ~15-40 t
 BASE_PREFIX = "base:"  # `--rgen-run base:<model>`: the instruct model itself as R-Gen, without Stage 1
 
 
-def check_augment_section(section: dict, where: str) -> None:
-    """A config file's Stage 2 settings (batch_size, max_new_tokens), checked when the file is read."""
-    unknown = sorted(set(section) - {"batch_size", "max_new_tokens"})
-    if unknown:
-        raise ConfigError(f"{where}: unknown Stage 2 settings {unknown}; known: ['batch_size', 'max_new_tokens']")
-    for name in ("batch_size", "max_new_tokens"):
-        value = section.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{where}: {name} must be a whole number of at least 1, got {value!r}")
-
-
 def rgen_config(run_dir: str | Path) -> dict:
     """What an R-Gen source is, checked without loading it: a finished run's config, or `base:<model>` (no Stage 1)."""
     if str(run_dir).startswith(BASE_PREFIX):

@@ -26,7 +26,14 @@ from pathlib import Path
 from reasonapp import settings
 from reasonapp.errors import ConfigError, RunDirError, RunStopped
 from training import rundir
-from training.experiment import _finished, _stage_hash, _train_stage, read_yaml_config
+from training.experiment import (
+    _finished,
+    _stage_hash,
+    _train_stage,
+    check_augment_section,
+    is_whole_number,
+    read_yaml_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +76,6 @@ def load_comparison_config(path: str | Path) -> dict:
     """Read and check a comparison YAML; unknown keys and dangling names are errors, not surprises."""
     from reasonapp.prompts import CLASSIFIER_FORMATS, RGEN_INSTRUCTIONS, get_format
     from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES
-    from training.augment import check_augment_section
     from training.sft import check_training_overrides
 
     config = read_yaml_config(path, DEFAULTS, "comparison", ("augment", "evaluate"))
@@ -106,9 +112,7 @@ def load_comparison_config(path: str | Path) -> dict:
     check_training_overrides(config["train"] or {}, "comparison section 'train'")
     check_augment_section(config["augment"], "comparison section 'augment'")
     for key, smallest in (("n_train", 1), ("seeds", 0)):  # found now, not hours later at the job that uses it
-        values = config[key] if isinstance(config[key], list) else [config[key]]
-        wrong = [value for value in values if isinstance(value, bool) or not isinstance(value, int) or value < smallest]
-        if wrong or not isinstance(config[key], list):
+        if not isinstance(config[key], list) or not all(is_whole_number(value, smallest) for value in config[key]):
             raise ConfigError(f"{key} must be a list of whole numbers of at least {smallest}; got {config[key]!r}")
     return config
 

@@ -60,14 +60,28 @@ def read_yaml_config(path: str | Path, defaults: dict, kind: str, sections: tupl
     return config
 
 
+def is_whole_number(value, smallest: int) -> bool:
+    """An int (YAML gives bools and floats too) of at least `smallest`."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= smallest
+
+
+def check_augment_section(section: dict, where: str) -> None:
+    """A config file's Stage 2 settings (batch_size, max_new_tokens), checked when the file is read."""
+    unknown = sorted(set(section) - {"batch_size", "max_new_tokens"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown Stage 2 settings {unknown}; known: ['batch_size', 'max_new_tokens']")
+    for name in ("batch_size", "max_new_tokens"):
+        if not is_whole_number(section.get(name), 1):
+            raise ConfigError(f"{where}: {name} must be a whole number of at least 1, got {section.get(name)!r}")
+
+
 def load_experiment_config(path: str | Path) -> dict:
-    config = read_yaml_config(path, DEFAULTS, "experiment", STAGES)
-    from training.augment import check_augment_section
     from training.sft import check_training_overrides
 
+    config = read_yaml_config(path, DEFAULTS, "experiment", STAGES)
     if config["reasoning_format"] not in ("qra", "qar", "multitask"):
         raise ConfigError("reasoning_format must be qra, qar or multitask")
-    if isinstance(config["n_train"], bool) or not isinstance(config["n_train"], int) or config["n_train"] < 1:
+    if not is_whole_number(config["n_train"], 1):
         raise ConfigError(f"n_train must be a whole number of at least 1; got {config['n_train']!r}")
     for stage in ("rgen", "qa", "qra"):
         check_training_overrides(config[stage] or {}, f"experiment section {stage!r}")

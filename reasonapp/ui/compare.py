@@ -63,11 +63,11 @@ class CompareHandlers:
         runs = {name: resolve_run(path) for name, path in (("qa", qa_run), ("qra", qra_run)) if path}
         if not runs:
             raise ReasonappError("Pick a Q→A run and/or a Q→RA run first (train them in the Train tab).")
-        if "qa" in runs:  # only a qa run can be scored there: a clear error before any model loads
-            side_configs({"qa": runs["qa"]})
         key = tuple(sorted(runs.items()))
         self.loaded_in_s = None
         if key != self._key:
+            if "qa" in runs:  # only a qa run can be scored there: a clear error before any model loads
+                side_configs({"qa": runs["qa"]})
             self._classifiers, self._key = None, None  # free the old model before loading the next
             started = time.perf_counter()
             self._classifiers, self._key = load_classifiers(runs), key
