@@ -1,9 +1,13 @@
 """The command line: subcommands listed, data-info offline, one-line errors."""
 
+import argparse
+import dataclasses
 import subprocess
 import sys
 
-from training.cli import main
+import pytest
+
+from training.cli import COMMANDS, add_dataclass_arguments, build_parser, main
 
 SUBCOMMANDS = ["train", "augment", "export", "evaluate", "experiment", "compare", "push", "bench", "data-info"]
 
@@ -17,6 +21,30 @@ def test_help_lists_every_subcommand():
     assert result.returncode == 0
     for name in SUBCOMMANDS:
         assert name in result.stdout
+
+
+build_parser()  # registers every subcommand in COMMANDS
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_subcommand_prints_its_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m training {name}")
+
+
+def test_a_percent_sign_in_a_config_field_help_is_shown_as_written():
+    @dataclasses.dataclass
+    class Settings:
+        share: float = dataclasses.field(default=0.3, metadata={"help": "~30% of the rows, not %(prog)s"})
+        suffix: str = dataclasses.field(default="%d", metadata={"help": "a suffix"})
+
+    parser = argparse.ArgumentParser(prog="p")
+    add_dataclass_arguments(parser, Settings)
+    text = " ".join(parser.format_help().split())  # argparse wraps lines to the terminal's width
+    assert "~30% of the rows, not %(prog)s (default: 0.3)" in text
+    assert "a suffix (default: %d)" in text
 
 
 def test_data_info_prints_splits_and_label_counts(shared_data, capsys):

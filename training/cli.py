@@ -49,11 +49,15 @@ def _flag_type(annotation) -> type:
 
 
 def add_dataclass_arguments(parser: argparse.ArgumentParser, config_class) -> None:
-    """One flag per config field (`--lora-r`), typed from its default, help from its metadata."""
+    """One flag per config field (`--lora-r`), typed from its default, help from its metadata.
+
+    argparse reads help strings as %-formats; a field's help and default are plain text ("~30% more"),
+    so their `%` signs are escaped here, where the help string is built.
+    """
     for spec in dataclasses.fields(config_class):
         flag = "--" + spec.name.replace("_", "-")
-        help_text = spec.metadata.get("help", "")
-        kwargs = {"dest": spec.name, "default": spec.default, "help": f"{help_text} (default: {spec.default})"}
+        help_text = f"{spec.metadata.get('help', '')} (default: {spec.default})".replace("%", "%%")
+        kwargs = {"dest": spec.name, "default": spec.default, "help": help_text}
         if "choices" in spec.metadata:
             kwargs["choices"] = spec.metadata["choices"]
         if isinstance(spec.default, bool):
