@@ -147,12 +147,16 @@ def test_a_stopped_run_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, sha
     partial = run_dir / "checkpoints" / f"checkpoint-{stopped['step'] + 1}"
     partial.mkdir()
     shutil.copy(run_dir / "checkpoints" / f"checkpoint-{stopped['step']}" / "adapter_model.safetensors", partial)
+    # ... after logging that step, which the resumed run trains again from the last complete checkpoint
+    with open(run_dir / rundir.METRICS, "a") as handle:
+        handle.write(json.dumps({"step": stopped["step"] + 1, "loss": 999.0, "elapsed_s": 1.0}) + "\n")
 
     train(TrainConfig(task="qa", base_model=tiny_model_dir, output_dir=str(tmp_path / "run"), **{**FAST, "max_steps": 4}), resume=True)
     status = rundir.read_json(run_dir / "status.json")
     assert status["state"] == "finished" and status["resumed_from"].endswith(f"checkpoint-{stopped['step']}")
     steps = [row["step"] for row in rundir.load_metrics(run_dir)]
-    assert steps == [1, 2, 3, 4]  # continued at step 3, not from zero
+    assert steps == [1, 2, 3, 4]  # continued after its checkpoint, not from zero; each step once on the loss curve
+    assert 999.0 not in losses(run_dir)  # the step trained again replaces the one logged before the kill
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
 
 

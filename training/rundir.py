@@ -108,6 +108,21 @@ def load_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
+def drop_metrics_after(run_dir: Path, step: int) -> None:
+    """Keep only the metric lines up to `step`: a resumed run trains the steps after its checkpoint again.
+
+    A run killed after its last checkpoint had logged those steps already; kept, they would be
+    appended a second time and the loss curve would draw them twice.
+    """
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return
+    kept = [row for row in load_metrics(run_dir) if row.get("step", 0) <= step]
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    staging.replace(path)
+
+
 def request_stop(run_dir: Path) -> None:
     (Path(run_dir) / STOP_FILE).touch()
 

@@ -311,6 +311,8 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> Path:
     if resume:
         checkpoint = last_complete_checkpoint(run_dir / rundir.CHECKPOINTS)
         logger.info("resuming from %s", checkpoint or "the start (no checkpoint yet)")
+        if state.is_main_process:  # the steps after the checkpoint are trained (and logged) again
+            rundir.drop_metrics_after(run_dir, int(Path(checkpoint).name.removeprefix("checkpoint-")) if checkpoint else 0)
 
     previous_handler = signal.signal(signal.SIGTERM, reporter.request_stop) if state.is_main_process else None
     reporter.mark("running", resumed_from=checkpoint)
