@@ -45,7 +45,7 @@ def wait_for(predicate, timeout=240, every=1.0):
     raise AssertionError("timed out waiting")
 
 
-FORM = ["qa", None, "", 16, 1, 3, 5e-3, 4, 4, 0]  # task, base model (set per test), dataset, limit, epochs, max steps, lr, batch, r, seed
+FORM = ["qa", None, "", 16, 1, 3, 5e-3, 4, 4, 0, ""]  # task, base model (set per test), dataset, limit, epochs, max steps, lr, batch, r, seed, run dir
 
 
 def test_train_endpoints_start_monitor_stop_resume_and_evaluate(app_url, tiny_model_dir):
@@ -54,13 +54,13 @@ def test_train_endpoints_start_monitor_stop_resume_and_evaluate(app_url, tiny_mo
     client = Client(app_url, verbose=False)
     form = [*FORM]
     form[1] = tiny_model_dir
-    command = client.predict(*form, api_name="/train_show_command")
+    command, _ = client.predict(*form, api_name="/train_show_command")
     assert command.startswith("python -m training train --task qa --base-model ") and "--max-steps 3" in command
 
-    bad = client.predict("qra", tiny_model_dir, "", 16, 1, 3, 5e-3, 4, 4, 0, api_name="/train_start")
+    bad = client.predict("qra", tiny_model_dir, "", 16, 1, 3, 5e-3, 4, 4, 0, "", api_name="/train_start")
     assert "Not started: task qra needs --dataset" in bad[1]
 
-    _, message = client.predict(*form, api_name="/train_start")
+    _, message, _ = client.predict(*form, api_name="/train_start")
     run_dir = message.removeprefix("Started ")
     status = wait_for(lambda: (s := client.predict(run_dir, api_name="/train_monitor"))[0].startswith("finished") and s)
     assert "step 3/3" in status[0] and len(status[1]["data"]) == 3  # a loss point per step
@@ -70,7 +70,7 @@ def test_train_endpoints_start_monitor_stop_resume_and_evaluate(app_url, tiny_mo
     wait_for(lambda: (Path(run_dir) / "eval-test" / "metrics.json").is_file())
 
     form[5] = 400  # long enough to stop midway
-    _, message = client.predict(*form, api_name="/train_start")
+    _, message, _ = client.predict(*form, api_name="/train_start")
     long_run = message.removeprefix("Started ")
     wait_for(lambda: rundir.read_json(Path(long_run) / "status.json", {}).get("step", 0) >= 1)
     assert "Stop requested" in client.predict(long_run, api_name="/train_stop")
@@ -86,7 +86,7 @@ def test_a_failing_run_shows_why(app_url, tmp_path):
     client = Client(app_url, verbose=False)
     form = [*FORM]
     form[1] = str(tmp_path / "no-such-model")
-    _, message = client.predict(*form, api_name="/train_start")
+    _, message, _ = client.predict(*form, api_name="/train_start")
     run_dir = message.removeprefix("Started ")
     status = wait_for(lambda: (s := client.predict(run_dir, api_name="/train_monitor"))[0].startswith("failed") and s, timeout=120)
     assert "neither a local directory nor reachable" in status[3]
@@ -111,6 +111,37 @@ def test_run_list_names_each_run_by_task_and_knows_a_launched_run_before_it_star
     assert run_choices() == [("my-classifier · qra", str(finished)), ("rgen-20261125-070000 · rgen", str(waiting))]
     assert launcher.run_state(waiting)["config"]["task"] == "rgen"
     assert launcher.launch_settings(finished) == {}
+
+
+def test_show_command_names_the_run_directory_that_start_launches(monkeypatch):
+    import shlex
+
+    import yaml
+
+    from reasonapp.errors import RunDirError
+    from reasonapp.ui import train as tab
+    from training import launcher
+    from training.cli import build_parser, config_from_args
+    from training.sft import TrainConfig
+
+    launched = []
+    monkeypatch.setattr(launcher, "_spawn", lambda command, log_path, workdir: launched.append(command))
+    form = [*FORM]
+    form[1] = "some/base-model"
+    command, run_dir = tab.show_command(*form, "")  # an empty Run directory field: Show command names one
+    assert run_dir.startswith(str(rundir.runs_root() / "qa-"))
+    _, message, field = tab.start(*form, run_dir)  # the field as Show command filled it
+    assert message == f"Started {run_dir}" and field == ""  # the next Start gets a new directory
+    shown = build_parser().parse_args(shlex.split(command)[3:])
+    assert config_from_args(shown, TrainConfig) == TrainConfig(**yaml.safe_load((Path(run_dir) / launcher.LAUNCH_CONFIG).read_text()))
+    assert launched == [launcher.train_command(TrainConfig(**yaml.safe_load((Path(run_dir) / launcher.LAUNCH_CONFIG).read_text())))]
+
+    _, again, field = tab.start(*form, run_dir)  # a second click before the field is cleared launches nothing
+    assert again.startswith("Not started") and "already launched" in again and field == run_dir and len(launched) == 1
+    with pytest.raises(RunDirError, match="already launched"):
+        launcher.start_training(TrainConfig(task="qa", output_dir=run_dir))
+
+    assert tab.show_command(*form, "my-run")[1] == str(rundir.runs_root() / "my-run")  # a bare name: under the runs folder
 
 
 def test_a_cli_run_killed_mid_training_shows_as_failed_and_the_app_resumes_it(monkeypatch):

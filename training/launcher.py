@@ -52,7 +52,11 @@ def start_training(config: TrainConfig) -> Path:
     run_dir = Path(config.output_dir)
     rundir.check_can_write(run_dir, config.to_dict(), resume=False)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / LAUNCH_CONFIG).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    try:  # created exclusively: a second Start on the same directory (a double click) launches nothing
+        with open(run_dir / LAUNCH_CONFIG, "x") as handle:
+            handle.write(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    except FileExistsError:
+        raise RunDirError(f"{run_dir} was already launched (see its {TRAIN_LOG}); choose another run directory") from None
     _spawn(train_command(config), run_dir / TRAIN_LOG, run_dir)
     return run_dir
 

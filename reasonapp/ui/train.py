@@ -38,9 +38,18 @@ def build_config(task, base_model, dataset, limit, epochs, max_steps, learning_r
         batch_size=_number(batch_size, int, 8),
         lora_r=_number(lora_r, int, 16),
         seed=_number(seed, int, 0),
-        output_dir=output_dir,
+        output_dir=run_directory(output_dir),
         logging_steps=1,  # a live loss curve wants every step
     )
+
+
+def run_directory(value: str | None) -> str:
+    """The Run directory field as a path: empty stays empty (TrainConfig names a new one), a bare name goes under the runs folder."""
+    value = (value or "").strip()
+    if not value:
+        return ""
+    path = Path(value).expanduser()
+    return str(rundir.runs_root() / path if len(path.parts) == 1 else path.absolute())
 
 
 def run_choices() -> list[tuple[str, str]]:
@@ -79,20 +88,23 @@ def runs_table() -> pd.DataFrame:
 
 
 def show_command(*form):
+    """(the command, the Run directory field): an empty field gets the directory named in the command, which Start then uses."""
     try:
-        return launcher.show_command(build_config(*form))
+        config = build_config(*form)
     except ReasonappError as error:
-        return f"# {error}"
+        return f"# {error}", form[-1]
+    return launcher.show_command(config), config.output_dir
 
 
 def start(*form):
+    """(run list, message, Run directory field): the field is emptied once its run is launched, so the next Start gets a new one."""
     try:
         config = build_config(*form)
         run_dir = launcher.start_training(config)
     except ReasonappError as error:
         gr.Warning(str(error))
-        return gr.update(), f"Not started: {error}"
-    return gr.update(choices=run_choices(), value=str(run_dir)), f"Started {run_dir}"
+        return gr.update(), f"Not started: {error}", form[-1]
+    return gr.update(choices=run_choices(), value=str(run_dir)), f"Started {run_dir}", ""
 
 
 def loss_frame(points: list[tuple[int, float]]) -> pd.DataFrame:
@@ -192,6 +204,13 @@ def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
                 batch_size = gr.Number(8, label="Batch size", precision=0, minimum=1, elem_id="train-batch-size")
                 lora_r = gr.Number(16, label="LoRA r", precision=0, minimum=1)
                 seed = gr.Number(0, label="Seed", precision=0)
+            output_dir = gr.Textbox(
+                "",
+                label="Run directory",
+                max_lines=1,
+                placeholder="empty: a new one under workspace/runs, named by Show command or Start; a bare name goes there too",
+                elem_id="train-output-dir",
+            )
             with gr.Row():
                 show = gr.Button("Show command", elem_id="train-show")
                 begin = gr.Button(
@@ -227,10 +246,10 @@ def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
     with gr.Accordion("Past runs", open=False):
         table = gr.Dataframe(runs_table(), interactive=False)
 
-    form = [task, base_model, dataset, limit, epochs, max_steps, learning_rate, batch_size, lora_r, seed]
-    show.click(show_command, form, command, api_name="train_show_command")
+    form = [task, base_model, dataset, limit, epochs, max_steps, learning_rate, batch_size, lora_r, seed, output_dir]
+    show.click(show_command, form, [command, output_dir], api_name="train_show_command")
     if not demo_mode:
-        begin.click(start, form, [run, message], api_name="train_start")
+        begin.click(start, form, [run, message, output_dir], api_name="train_start")
     push.click(push_run, [run, repo_id, private, merged], push_message, api_name="train_push")
     refresh.click(lambda: (gr.update(choices=run_choices()), runs_table()), None, [run, table], api_visibility="private")
     timer = gr.Timer(2.0)
