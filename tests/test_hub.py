@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -75,8 +76,8 @@ def test_exported_dataset_pushes_as_a_dataset_repo_with_its_card(hub, tmp_path):
     from reasonapp.store import ReasoningStore
     from training.augment import export_store
 
-    store = ReasoningStore(tmp_path / "store.sqlite", ["sadness", "joy"])
-    store.add_examples("dair-ai/emotion", "train", [(0, "i feel great", "joy")])
+    store = ReasoningStore(tmp_path / "store.sqlite")
+    store.add_examples("dair-ai/emotion", "train", [(0, "i feel great", "joy")], ["sadness", "joy"])
     [row_id] = store.ids_needing_reasoning("dair-ai/emotion", "train")
     store.write_generated([(row_id, "Feeling great is joy.")], {"rgen_run": "r"})
     store.review(row_id, "accepted", store.get(row_id).version, "ann")
@@ -111,6 +112,58 @@ def test_bad_input_is_a_clear_error(hub, qa_run, tmp_path):
     assert no_adapter.returncode == 2 and "no trained adapter" in no_adapter.stderr
     no_token = cli(hub, "push", str(qa_run), "--repo-id", "tester/x", token=None)
     assert no_token.returncode == 2 and "no Hugging Face token" in no_token.stderr
+
+
+@pytest.fixture
+def exported_dataset(tmp_path):
+    """The smallest directory that `push` takes as an exported dataset."""
+    import pandas as pd
+
+    export = tmp_path / "export"
+    export.mkdir()
+    pd.DataFrame([{"text": "i feel great", "label": "joy", "reasoning": "Feeling great is joy."}]).to_parquet(export / "train.parquet")
+    (export / "provenance.json").write_text(json.dumps({"rows": 1, "source_dataset": "dair-ai/emotion"}))
+    (export / "labels.json").write_text(json.dumps(["sadness", "joy"]))
+    return export
+
+
+def closed_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed on leaving: nothing listens there
+
+
+def use_hub(monkeypatch, endpoint: str, offline: bool) -> None:
+    """Point huggingface_hub at `endpoint` in this process (it reads both settings when first imported)."""
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+
+
+def test_an_unreachable_hub_is_a_one_line_error_naming_the_endpoint(exported_dataset, monkeypatch, capsys):
+    from training.cli import main
+
+    endpoint = f"http://127.0.0.1:{closed_loopback_port()}"
+    use_hub(monkeypatch, endpoint, offline=False)
+    assert main(["push", str(exported_dataset), "--repo-id", "tester/unreachable"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: could not reach the Hugging Face Hub at {endpoint} (ConnectError: ")
+    assert "check the network connection and HF_ENDPOINT" in err and "nothing was pushed" in err
+    assert err.count("\n") == 1 and FAKE_TOKEN not in err
+
+
+def test_offline_mode_is_named_as_the_reason_nothing_was_pushed(exported_dataset, monkeypatch, capsys):
+    from training.cli import main
+
+    use_hub(monkeypatch, f"http://127.0.0.1:{closed_loopback_port()}", offline=True)
+    assert main(["push", str(exported_dataset), "--repo-id", "tester/offline"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not reach the Hugging Face Hub: HF_HUB_OFFLINE is set") and "unset it" in err
+    assert err.count("\n") == 1
 
 
 def test_the_token_never_leaks(hub, qa_run, tmp_path):

@@ -35,6 +35,32 @@ class HubError(ReasonappError):
     """A push that cannot be made, with what to do about it."""
 
 
+class HubUnreachable(HubError):
+    """No connection to the Hub was made (network down, wrong HF_ENDPOINT, offline mode): nothing was pushed."""
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """What the HTTP clients under huggingface_hub raise when they get no connection or no answer in time.
+
+    huggingface_hub 1.x+ talks through httpx (2.x: its fork httpx2), older releases through requests;
+    whichever of them is installed is listed.
+    """
+    import importlib
+
+    errors: list[type[BaseException]] = []
+    for module_name, names in (
+        ("httpx2", ("ConnectError", "TimeoutException")),
+        ("httpx", ("ConnectError", "TimeoutException")),
+        ("requests.exceptions", ("ConnectionError", "Timeout")),
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        errors += [getattr(module, name) for name in names if hasattr(module, name)]
+    return tuple(errors)
+
+
 def resolve_token(token: str | None = None) -> str:
     from huggingface_hub import get_token
 
@@ -217,13 +243,21 @@ quality signals), `generator` (R-Gen run, prompt version, decoding), `source_spl
 
 def _commit(repo_id: str, repo_type: str, files: dict[str, Path | bytes], private: bool, token: str, message: str) -> dict:
     from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     api = HfApi(token=token)
+    unreachable = _connection_errors()
     try:
         repo = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
         operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=content if isinstance(content, bytes) else str(content)) for path, content in files.items()]
         commit = api.create_commit(repo_id, operations, commit_message=message, repo_type=repo_type)
+    except OfflineModeIsEnabled:  # an OSError: before the generic failure below
+        raise HubUnreachable("could not reach the Hugging Face Hub: HF_HUB_OFFLINE is set; unset it to push (nothing was pushed)") from None
+    except unreachable as error:
+        raise HubUnreachable(
+            _scrub(f"could not reach the Hugging Face Hub at {api.endpoint} ({type(error).__name__}: {error}); ", token)
+            + "check the network connection and HF_ENDPOINT (unset: huggingface.co), then retry (nothing was pushed)"
+        ) from None
     except (HfHubHTTPError, OSError, ValueError) as error:
         raise HubError(_scrub(f"push to {repo_id} failed: {error}", token) + " (nothing partial was committed; retry when the Hub answers)") from None
     return {"repo_url": str(repo), "commit_url": commit.commit_url, "commit": commit.oid, "files": sorted(files)}
