@@ -144,6 +144,31 @@ def test_show_command_names_the_run_directory_that_start_launches(monkeypatch):
     assert tab.show_command(*form, "my-run")[1] == str(rundir.runs_root() / "my-run")  # a bare name: under the runs folder
 
 
+def test_stop_is_refused_and_its_button_off_for_a_run_that_is_not_running():
+    import os
+
+    from reasonapp.errors import RunDirError
+    from reasonapp.ui.train import monitor, stop
+    from training import launcher
+
+    finished = rundir.runs_root() / "qa-finished"
+    rundir.write_config(finished, {"task": "qa"})
+    rundir.write_json(finished / rundir.STATUS, {"state": "finished", "step": 3, "total_steps": 3})
+    assert stop(str(finished)) == "qa-finished is finished, not running: there is nothing to stop."
+    with pytest.raises(RunDirError, match="not running"):
+        launcher.stop_training(finished)
+    assert not (finished / rundir.STOP_FILE).exists()
+    assert monitor(str(finished))[4]["interactive"] is False
+    assert monitor(None)[4]["interactive"] is False
+
+    running = rundir.runs_root() / "qa-running"  # its training process: this one, alive
+    rundir.write_config(running, {"task": "qa"})
+    rundir.write_json(running / rundir.STATUS, {"state": "running", "pid": os.getpid(), "step": 1, "total_steps": 3})
+    assert monitor(str(running))[4]["interactive"] is True
+    assert stop(str(running)).startswith("Stop requested: qa-running saves a checkpoint")
+    assert (running / rundir.STOP_FILE).exists()
+
+
 def test_a_cli_run_killed_mid_training_shows_as_failed_and_the_app_resumes_it(monkeypatch):
     import subprocess
     import sys

@@ -79,6 +79,20 @@ def resume_training(run_dir: str | Path) -> Path:
     return run_dir
 
 
+def stop_training(run_dir: str | Path) -> Path:
+    """Ask a running run to save a checkpoint and end (its STOP file); refused for a run that is not running.
+
+    A STOP file left in a finished or stopped run would mean nothing to it, and a run that is still
+    starting clears it when its trainer begins.
+    """
+    run_dir = Path(run_dir)
+    state = run_state(run_dir)["state"]
+    if state != "running":
+        raise RunDirError(f"{run_dir.name} is {state}, not running: there is nothing to stop.")
+    rundir.request_stop(run_dir)
+    return run_dir
+
+
 def start_evaluation(qa_run: str | None, qra_run: str | None, limit: int | None, output_dir: Path) -> Path:
     command = [sys.executable, "-m", "training", "evaluate", "--output-dir", str(output_dir)]
     if qa_run:

@@ -115,9 +115,9 @@ def loss_frame(points: list[tuple[int, float]]) -> pd.DataFrame:
 
 
 def monitor(run_dir: str | None):
-    """(status line, loss plot data, log tail, error) for the selected run."""
+    """(status line, loss plot data, log tail, error, Stop button) for the selected run; Stop is live only while it runs."""
     if not run_dir:
-        return "Pick a run, or start one.", loss_frame([]), "", ""
+        return "Pick a run, or start one.", loss_frame([]), "", "", gr.update(interactive=False)
     state = launcher.run_state(run_dir)
     total = state["total_steps"]
     line = f"{state['state']} · step {state['step']}/{total or '?'}"
@@ -128,13 +128,16 @@ def monitor(run_dir: str | None):
     if state["metrics"] and state["metrics"][-1].get("tokens_per_s"):
         line += f" · {state['metrics'][-1]['tokens_per_s']:.0f} tokens/s"
     points = [(m["step"], m["loss"]) for m in state["metrics"] if m.get("loss") is not None]
-    return line, loss_frame(points), state["log"], state["error"] or ""
+    return line, loss_frame(points), state["log"], state["error"] or "", gr.update(interactive=state["state"] == "running")
 
 
 def stop(run_dir: str | None) -> str:
     if not run_dir:
         return "No run selected."
-    rundir.request_stop(Path(run_dir))
+    try:
+        launcher.stop_training(run_dir)
+    except ReasonappError as error:
+        return str(error)
     return f"Stop requested: {Path(run_dir).name} saves a checkpoint and ends after its current step (Resume continues it)."
 
 
@@ -229,7 +232,7 @@ def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
             loss = gr.LinePlot(x="step", y="loss", label="Training loss", height=260, elem_id="train-loss")
             error = gr.Textbox(label="Error", interactive=False, elem_id="train-error")
             with gr.Row():
-                halt = gr.Button("Stop", variant="stop", elem_id="train-stop")
+                halt = gr.Button("Stop", variant="stop", interactive=False, elem_id="train-stop")
                 again = gr.Button("Resume", elem_id="train-resume")
                 eval_limit = gr.Number(200, label="Eval rows (0 = all)", precision=0, minimum=0)
                 evaluate_button = gr.Button("Evaluate", elem_id="train-evaluate")
@@ -253,7 +256,7 @@ def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
     push.click(push_run, [run, repo_id, private, merged], push_message, api_name="train_push")
     refresh.click(lambda: (gr.update(choices=run_choices()), runs_table()), None, [run, table], api_visibility="private")
     timer = gr.Timer(2.0)
-    monitored = [status, loss, log, error]
+    monitored = [status, loss, log, error, halt]
     timer.tick(monitor, run, monitored, api_visibility="private", show_progress="hidden")
     run.change(monitor, run, monitored, api_name="train_monitor").then(evaluation_view, run, [report, confusion], api_visibility="private")
     timer.tick(evaluation_view, run, [report, confusion], api_visibility="private", show_progress="hidden")
