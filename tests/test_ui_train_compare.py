@@ -293,6 +293,31 @@ def test_browser_trains_from_the_train_tab_and_compares(app_url, classifier_runs
         screenshot(page, "compare-report-tab.png")
 
 
+@pytest.mark.browser
+def test_browser_log_box_shows_the_newest_lines():
+    import gradio as gr
+
+    from reasonapp.ui.train import build_train_tab
+    from training import launcher
+
+    run_dir = rundir.runs_root() / "qa-long-log"
+    rundir.write_config(run_dir, {"task": "qa"})
+    rundir.write_json(run_dir / rundir.STATUS, {"state": "finished", "step": 3, "total_steps": 3})
+    (run_dir / launcher.TRAIN_LOG).write_text("".join(f"log line {i}\n" for i in range(100)))
+    with gr.Blocks() as demo:
+        build_train_tab("some/base-model")
+    with launched(demo) as url, browser_page() as page:
+        page.goto(url)
+        field = page.locator("#train-run input")
+        field.fill(str(run_dir))
+        field.press("Enter")
+        page.wait_for_function("() => document.querySelector('#train-log textarea')?.value.endsWith('log line 99')")
+        # the newest line is in view: the box is scrolled to its bottom
+        page.wait_for_function("() => { const box = document.querySelector('#train-log textarea'); "
+                               "return box.scrollHeight > box.clientHeight && box.scrollTop + box.clientHeight >= box.scrollHeight - 2; }",
+                               timeout=10_000)
+
+
 def test_concurrent_sessions_each_get_their_own_predictions(app_url, classifier_runs):
     from concurrent.futures import ThreadPoolExecutor
 

@@ -17,6 +17,13 @@ from reasonapp.errors import ReasonappError
 from training import launcher, rundir
 from training.sft import TASKS, TrainConfig
 
+# Gradio 6's Textbox takes its autoscroll from the page (off unless embedded with autoscroll="true"), not from
+# its own `autoscroll=True`: without this the log box would show its oldest lines. Runs in the browser.
+SCROLL_LOG_TO_NEWEST = """() => requestAnimationFrame(() => {
+    const box = document.querySelector('#train-log textarea');
+    if (box) box.scrollTop = box.scrollHeight;
+})"""
+
 
 def _number(value, cast=float, default=None):
     if value in (None, ""):
@@ -260,6 +267,7 @@ def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
     timer.tick(monitor, run, monitored, api_visibility="private", show_progress="hidden")
     run.change(monitor, run, monitored, api_name="train_monitor").then(evaluation_view, run, [report, confusion], api_visibility="private")
     timer.tick(evaluation_view, run, [report, confusion], api_visibility="private", show_progress="hidden")
+    log.change(None, None, None, js=SCROLL_LOG_TO_NEWEST)
     halt.click(stop, run, message, api_name="train_stop")
     if not demo_mode:
         again.click(resume, run, message, api_name="train_resume")
