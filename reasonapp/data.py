@@ -217,50 +217,75 @@ def _read_label_file(directory: Path) -> list[str] | None:
     return None
 
 
-def _resolve_label_names(splits, source: str, origin: str, label_column: str, labels: list[str] | None) -> list[str]:
+def _resolve_label_names(splits, source: str, origin: str, label_column: str, labels: list[str] | None) -> tuple[list[str], str]:
+    """The label names in id order, and where they came from (for messages).
+
+    Declared names (a ClassLabel, `labels`, the known names of a Hub id, labels.json) come first. Otherwise
+    string labels name themselves, sorted, and only the training split's count: a model can only learn
+    the labels it trains on, so a label that appears only in another split is refused by
+    `_check_label_values`, not made a class.
+    """
     import datasets
 
     feature = splits[next(iter(splits))].features.get(label_column)
     if isinstance(feature, datasets.ClassLabel):
-        return list(feature.names)
+        return list(feature.names), "the dataset's ClassLabel"
     if labels:
-        return list(labels)
+        return list(labels), "declared"
     if source in KNOWN_DATASETS and KNOWN_DATASETS[source].label_names:
-        return list(KNOWN_DATASETS[source].label_names)
+        return list(KNOWN_DATASETS[source].label_names), f"the known names of {source}"
     origin_dir = Path(origin) if Path(origin).is_dir() else None
     from_file = _read_label_file(origin_dir) if origin_dir else None
     if from_file:
-        return from_file
-    values = {value for split in splits.values() for value in split[label_column]}
+        return from_file, "the dataset's labels file"
+    if "train" in splits:
+        values, names_from = set(splits["train"][label_column]), "taken from the train split"
+    else:  # nothing to train on here: every split's labels are the set
+        values = {value for split in splits.values() for value in split[label_column]}
+        names_from = "taken from the label column"
     if all(isinstance(value, str) for value in values):
         names = sorted(values)
-        logger.info("label names taken from the label column, sorted: %s", names)
-        return names
+        logger.info("label names %s: %s", names_from, names)
+        return names, names_from
     raise DataError(
         f"the labels of {source!r} are numbers without names; pass labels=[...] (--labels a,b,c) "
         "or put labels.json in the dataset directory"
     )
 
 
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
+
+
+def _check_label_values(splits, label_names: list[str], label_column: str, source: str, names_from: str) -> None:
+    """Every row's label is a name (any case) or an id of `label_names`; else name the split, the labels and their counts."""
+    names = set(label_names)
+    lowered = {name.lower() for name in label_names}
+
+    def known(value) -> bool:
+        if isinstance(value, bool) or value is None:
+            return False
+        if isinstance(value, int):
+            return 0 <= value < len(label_names)
+        return str(value) in names or str(value).lower() in lowered
+
+    for split_name, split in splits.items():
+        outside = Counter(repr(value) for value in split[label_column] if not known(value))
+        if outside:
+            listed = ", ".join(f"{label} ({_rows(count)})" for label, count in outside.most_common())
+            raise DataError(
+                f"split {split_name!r} of {source!r} has {_rows(outside.total())} whose label is not one of "
+                f"{label_names} ({names_from}): {listed}; fix or remove those rows, or declare every label "
+                "(--labels a,b,c or labels.json)"
+            )
+
+
 def _to_label_ids(splits, label_names: list[str], label_column: str) -> "datasets.DatasetDict":  # noqa: F821
+    """The label column as ids of `label_names` (checked by `_check_label_values` first)."""
     import datasets
 
     index = {name: i for i, name in enumerate(label_names)}
     lowered = {name.lower(): i for i, name in enumerate(label_names)}
-    for split_name, split in splits.items():
-        values = split[label_column]
-        for row, value in enumerate(values):
-            if isinstance(value, bool) or value is None:
-                ok = False
-            elif isinstance(value, int):
-                ok = 0 <= value < len(label_names)
-            else:
-                ok = str(value) in index or str(value).lower() in lowered
-            if not ok:
-                raise DataError(
-                    f"row {row} of split {split_name!r} has label {value!r}, which is not one of "
-                    f"{label_names} (or an id 0..{len(label_names) - 1})"
-                )
 
     def convert(batch):
         return {
@@ -297,7 +322,8 @@ def load_classification_dataset(
             )
     if text_column != "text":
         splits = splits.rename_column(text_column, "text")
-    label_names = _resolve_label_names(splits, source, origin, label_column, labels)
+    label_names, names_from = _resolve_label_names(splits, source, origin, label_column, labels)
+    _check_label_values(splits, label_names, label_column, source, names_from)
     splits = _to_label_ids(splits, label_names, label_column)
     known = KNOWN_DATASETS.get(source)
     description = known.task_description if known and known.task_description else "Which label fits the text?"

@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -75,3 +76,33 @@ def test_compare_with_a_broken_config_is_a_one_line_error(tmp_path):
     (tmp_path / "c.yaml").write_text("name: c\nvariants: {qra: {task: qra, source: rgen}}\n")
     result = run_cli("compare", "--config", str(tmp_path / "c.yaml"), "--root", str(tmp_path / "root"))
     assert result.returncode == 2 and "must include 'qa'" in result.stderr and "Traceback" not in result.stderr
+
+
+def write_dataset(directory, splits):
+    directory.mkdir()
+    for split, rows in splits.items():
+        (directory / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return directory
+
+
+def test_a_test_only_label_is_the_same_error_in_data_info_train_and_evaluate(tmp_path, capsys):
+    rows = [{"text": "great", "label": "pos"}, {"text": "awful", "label": "neg"}]
+    dataset = str(write_dataset(tmp_path / "data", {"train": rows, "test": [*rows, {"text": "so so", "label": "meh"}]}))
+    run = tmp_path / "qa-run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"task": "qa", "dataset": dataset, "label_names": ["neg", "pos", "meh"]}))
+    commands = {
+        "data-info": ["data-info", "--dataset", dataset],
+        "train": ["train", "--task", "qa", "--dataset", dataset, "--output-dir", str(tmp_path / "new-run")],
+        "evaluate": ["evaluate", "--qa-run", str(run), "--output-dir", str(tmp_path / "eval")],
+    }
+    errors = {}
+    for name, argv in commands.items():
+        assert main(argv) == 2, name
+        errors[name] = capsys.readouterr().err
+    expected = (
+        f"error: split 'test' of {dataset!r} has 1 row whose label is not one of ['neg', 'pos'] (taken from the train split): "
+        "'meh' (1 row); fix or remove those rows, or declare every label (--labels a,b,c or labels.json)\n"
+    )
+    assert errors == dict.fromkeys(commands, expected)
+    assert not (tmp_path / "new-run").exists() and not (tmp_path / "eval").exists()

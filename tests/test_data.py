@@ -74,13 +74,30 @@ def test_file_without_a_text_column_names_the_columns(tmp_path):
         load_classification_dataset(str(tmp_path))
 
 
-def test_unknown_label_value_names_the_row(tmp_path):
-    write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": "joy"}, {"text": "b", "label": "rage"}])
-    with pytest.raises(DataError, match=r"row 1 of split 'train' has label 'rage'"):
+def test_a_label_outside_the_declared_names_is_counted_and_named(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": "joy"}, {"text": "b", "label": "rage"}, {"text": "c", "label": "meh"}])
+    with pytest.raises(DataError, match=(
+        r"split 'train' of '.+' has 2 rows whose label is not one of \['joy', 'sadness'\] \(declared\): "
+        r"'rage' \(1 row\), 'meh' \(1 row\)"
+    )):
         load_classification_dataset(str(tmp_path), labels=["joy", "sadness"])
     write_jsonl(tmp_path / "train.jsonl", [{"text": "a", "label": 7}])
-    with pytest.raises(DataError, match="has label 7"):
+    with pytest.raises(DataError, match=r"1 row whose label is not one of \['joy', 'sadness'\] \(declared\): 7 \(1 row\)"):
         load_classification_dataset(str(tmp_path), labels=["joy", "sadness"])
+
+
+def test_the_label_set_comes_from_the_training_split(tmp_path):
+    rows = [{"text": "great", "label": "pos"}, {"text": "awful", "label": "neg"}]
+    write_jsonl(tmp_path / "train.jsonl", rows)
+    write_jsonl(tmp_path / "validation.jsonl", rows)
+    write_jsonl(tmp_path / "test.jsonl", [*rows, {"text": "so so", "label": "meh"}, {"text": "eh", "label": "meh"}])
+    with pytest.raises(DataError, match=(
+        r"split 'test' of '.+' has 2 rows whose label is not one of \['neg', 'pos'\] \(taken from the train split\): "
+        r"'meh' \(2 rows\); fix or remove those rows, or declare every label \(--labels a,b,c or labels.json\)"
+    )):
+        load_classification_dataset(str(tmp_path))
+    declared = load_classification_dataset(str(tmp_path), labels=["neg", "pos", "meh"])
+    assert declared.label_counts("test") == {"neg": 1, "pos": 1, "meh": 2}
 
 
 def test_non_utf8_bytes_are_a_clear_error(tmp_path):
