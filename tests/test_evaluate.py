@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from reasonapp.errors import ConfigError
+from reasonapp.errors import ConfigError, DataError
 from training import rundir
 from training.evaluate import (
     EvalConfig,
@@ -100,6 +100,29 @@ def test_a_multitask_run_is_evaluated_by_scoring_its_labels(tiny_model_dir, tiny
     report = evaluate(EvalConfig(qa_run=str(tiny_runs[0]), qra_run=str(run), limit=6, batch_size=6, qa_mode="scored", output_dir=str(tmp_path / "eval")))
     assert set(report["systems"]) == {"qa_scored", "multitask", "tfidf"} and report["systems"]["multitask"]["invalid_rate"] == 0.0
     assert "Multi-task (label + rationale)" in report["verdict"]
+
+
+def test_integer_labels_are_named_by_the_labels_setting_the_error_asks_for(tiny_model_dir, tmp_path, capsys):
+    from tests.test_training import FAST
+    from training.cli import main
+    from training.sft import TrainConfig, train
+
+    dataset = tmp_path / "numbered"
+    dataset.mkdir()
+    rows = [{"text": "i feel so happy today", "label": 1}, {"text": "i miss him so much", "label": 0}] * 4
+    for split in ("train", "test"):
+        (dataset / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run = train(TrainConfig(task="qa", base_model=tiny_model_dir, dataset=str(dataset), labels="sad,happy", output_dir=str(tmp_path / "qa"), **{**FAST, "max_steps": 1}))
+
+    with pytest.raises(DataError, match=r"numbers without names; pass .+ \(--labels a,b,c\)"):
+        evaluate(EvalConfig(qa_run=str(run), output_dir=str(tmp_path / "eval")))
+    with pytest.raises(DataError, match=r"the qa run's labels \['sad', 'happy'\] differ from .+'s \['happy', 'sad'\]"):
+        evaluate(EvalConfig(qa_run=str(run), labels="happy,sad", output_dir=str(tmp_path / "eval")))
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--qa-run", str(run), "--labels", "sad,happy", "--qa-mode", "scored", "--output-dir", str(out)]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["label_names"] == ["sad", "happy"] and report["rows"] == 8
+    assert report["systems"]["qa_scored"]["per_class"]["happy"]["support"] == 4
 
 
 def test_fast_label_scoring_matches_the_plain_forward_pass(tiny_model_dir):

@@ -98,7 +98,7 @@ def _add_data_info_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=["classification", "reasoning"], default="classification")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")
-    parser.add_argument("--labels", help="comma-separated label names, when the data does not name them")
+    parser.add_argument("--labels", help="comma-separated label names, if the data lacks them (as train and evaluate --labels)")
 
 
 def data_info(args) -> int:

@@ -128,6 +128,7 @@ class EvalConfig:
     qra_run: str | None = field(default=None, metadata={"help": "run directory of a reasoning-trained run (qra, qar or multitask)"})
     dataset: str | None = field(default=None, metadata={"help": "classification dataset; default: the one the runs used"})
     split: str = field(default="test", metadata={"help": "split to evaluate on"})
+    labels: str | None = field(default=None, metadata={"help": "comma-separated label names, if the data lacks them (as train --labels)"})
     limit: int | None = field(default=None, metadata={"help": "evaluate a fixed random sample of this many rows"})
     seed: int = field(default=0, metadata={"help": "seed of that sample"})
     batch_size: int = field(default=16, metadata={"help": "rows per forward pass"})
@@ -206,7 +207,7 @@ def evaluate(config: EvalConfig) -> dict:
     run_configs = side_configs(runs)
 
     source = _source_dataset(config, run_configs)
-    loaded = data.load_classification_dataset(source)
+    loaded = data.load_classification_dataset(source, labels=config.labels.split(",") if config.labels else None)
     for name, run_config in run_configs.items():
         if run_config["label_names"] != loaded.label_names:
             raise DataError(f"the {name} run's labels {run_config['label_names']} differ from {source}'s {loaded.label_names}")
