@@ -1,21 +1,31 @@
 """The reasoning store: every generated reasoning, its review status, and its full edit history.
 
 One SQLite file (WAL mode, so the app can read while `augment` writes). One row per training
-example: text, gold label, current reasoning, the generator that wrote it, status
+example: its dataset, text, gold label, current reasoning, the generator that wrote it, status
 (pending / accepted / edited / rejected), reviewer, timestamps, quality flags and a version number.
+Each dataset keeps its own label set, so one store can hold several datasets without mixing them.
 Every change appends to `history` first, so no edit is ever lost; a save names the version it edited,
 and a save against a newer version is refused with the newer text (`ConflictError`), never applied.
+
+Safety across threads and processes: one connection per store object, used under a lock (a Gradio app
+calls it from several worker threads, and SQLite transactions belong to the connection, not the thread);
+the file is only ever opened through SQLite (a plain `open()` + `close()` of the database file would drop
+this process's SQLite locks, and the next process to close its connection would then delete the WAL that
+this one still writes to); and a file deleted or replaced under an open store is noticed before a write.
 """
 
 from __future__ import annotations
 
 import enum
 import json
+import os
 import sqlite3
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from reasonapp import settings
@@ -70,9 +80,18 @@ class StoredRow:
 
 
 @dataclass
+class BulkResult:
+    """What a bulk accept did: rows accepted, and rows left pending with the reason (e.g. a reasoning over the limit)."""
+
+    accepted: int = 0
+    refused: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass
 class RowFilter:
     """What the review queue shows; every field optional."""
 
+    dataset: str | None = None
     status: str | None = None
     label: str | None = None
     search: str | None = None
@@ -119,38 +138,61 @@ CREATE INDEX IF NOT EXISTS history_row ON history(row_id, version);
 """
 
 
+def _labels_key(dataset: str) -> str:
+    return f"labels:{dataset}"
+
+
 def default_store_path() -> Path:
     return settings.workspace_dir() / "reasonings.sqlite"
 
 
 class ReasoningStore:
-    """Open (or create) a store file; safe to use from several processes at once."""
+    """Open (or create) a store file; safe to use from several threads and processes at once."""
 
-    def __init__(self, path: str | Path | None = None, label_names: Sequence[str] | None = None):
+    def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else default_store_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._check_file()
-        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.executescript(_SCHEMA)
-            self._check_schema()
-        except sqlite3.DatabaseError as error:
-            self._db.close()
-            raise StoreError(f"{self.path} is not a reasonapp store ({error})") from error
-        if label_names:
-            self.set_label_names(label_names)
-        else:
-            self.label_names = self._meta_labels()
+        self._lock = threading.RLock()
+        self._db: sqlite3.Connection | None = None
+        self._connect()
 
     # -- opening ---------------------------------------------------------------------------
+    def _connect(self) -> None:
+        """Open the file through SQLite only, refusing (untouched) anything that is not a reasonapp store."""
+        self._check_file()
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            self._db = db
+            self._identity = self._file_identity()
+            self._check_schema()
+        except sqlite3.DatabaseError as error:
+            db.close()
+            self._db = None
+            raise StoreError(f"{self.path} is not a reasonapp store ({error}); it was left untouched") from error
+
     def _check_file(self) -> None:
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as handle:
-                if handle.read(16) != b"SQLite format 3\x00":
-                    raise StoreError(f"{self.path} is not a reasonapp store (not an SQLite database); it was left untouched")
+        """Look inside an existing file read-only, through SQLite: never with open(), whose close() drops SQLite's locks."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a store file")
+        try:
+            probe = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            try:
+                tables = {r[0] for r in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                probe.close()
+        except sqlite3.DatabaseError as error:
+            raise StoreError(f"{self.path} is not a reasonapp store (not an SQLite database: {error}); it was left untouched") from error
+        if tables and not {"meta", "rows", "history"} <= tables:
+            raise StoreError(
+                f"{self.path} is an SQLite database of something else (tables: {', '.join(sorted(tables))}), "
+                "not a reasonapp store; it was left untouched. Point REASONAPP_STORE or --store at another file"
+            )
 
     def _check_schema(self) -> None:
         found = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -160,27 +202,64 @@ class ReasoningStore:
             raise StoreError(
                 f"{self.path} was written by a newer reasonapp (store schema {found[0]}, this one reads {SCHEMA_VERSION}); upgrade reasonapp"
             )
+        legacy = self._db.execute("SELECT value FROM meta WHERE key = 'label_names'").fetchone()
+        if legacy is not None:  # one label list for the whole store (before datasets kept their own): give it to each dataset
+            with self._transaction():
+                for (dataset,) in self._db.execute("SELECT DISTINCT dataset FROM rows").fetchall():
+                    self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (_labels_key(dataset), legacy[0]))
+                self._db.execute("DELETE FROM meta WHERE key = 'label_names'")
 
-    def _meta_labels(self) -> list[str]:
-        found = self._db.execute("SELECT value FROM meta WHERE key = 'label_names'").fetchone()
-        return json.loads(found[0]) if found else []
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (stat.st_dev, stat.st_ino)
 
-    def set_label_names(self, label_names: Sequence[str]) -> None:
-        self.label_names = list(label_names)
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('label_names', ?)", (json.dumps(self.label_names),))
+    def _ensure_same_file(self) -> None:
+        """Before a write: the file must still be the one this connection opened. Replaced: reopen; deleted: refuse."""
+        identity = self._file_identity()
+        if identity == self._identity:
+            return
+        if identity is None:
+            raise StoreError(
+                f"the store file {self.path} was deleted or moved while it was open; nothing was saved. "
+                "Restore the file, or restart to start a new store"
+            )
+        self._db.close()
+        self._connect()
+
+    def datasets(self) -> list[str]:
+        """The datasets this store holds rows of."""
+        return [r[0] for r in self._query("SELECT DISTINCT dataset FROM rows ORDER BY dataset")]
+
+    def label_names(self, dataset: str) -> list[str]:
+        """The label set of one dataset's rows (read from the file, so a label set another process wrote is seen)."""
+        found = self._query("SELECT value FROM meta WHERE key = ?", (_labels_key(dataset),))
+        return json.loads(found[0][0]) if found else []
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def _query(self, sql: str, params: Sequence = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
     @contextmanager
     def _transaction(self):
-        self._db.execute("BEGIN IMMEDIATE")  # take the write lock up front: no lost updates between read and write
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        """One write transaction of this store object's connection; other threads wait for it to end."""
+        with self._lock:
+            self._ensure_same_file()
+            self._db.execute("BEGIN IMMEDIATE")  # take the write lock up front: no lost updates between read and write
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")  # a change is reported done only after this returns
 
     # -- reading ---------------------------------------------------------------------------
     @staticmethod
@@ -192,18 +271,20 @@ class ReasoningStore:
         return StoredRow(**values)
 
     def get(self, row_id: int) -> StoredRow:
-        record = self._db.execute("SELECT * FROM rows WHERE id = ?", (row_id,)).fetchone()
-        if record is None:
+        records = self._query("SELECT * FROM rows WHERE id = ?", (row_id,))
+        if not records:
             raise StoreError(f"no row {row_id} in the store")
-        return self._row(record)
+        return self._row(records[0])
 
     def history(self, row_id: int) -> list[dict]:
-        records = self._db.execute("SELECT * FROM history WHERE row_id = ? ORDER BY id", (row_id,)).fetchall()
-        return [dict(r) for r in records]
+        return [dict(r) for r in self._query("SELECT * FROM history WHERE row_id = ? ORDER BY id", (row_id,))]
 
     def query_ids(self, row_filter: RowFilter | None = None, limit: int | None = None) -> list[int]:
         row_filter = row_filter or RowFilter()
         clauses, params = [], []
+        if row_filter.dataset:
+            clauses.append("dataset = ?")
+            params.append(row_filter.dataset)
         if row_filter.generated_only:
             clauses.append("reasoning IS NOT NULL")
         if row_filter.status:
@@ -226,17 +307,19 @@ class ReasoningStore:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "flag_count DESC, id" if row_filter.order == "flags" else "id"
         sql = f"SELECT id FROM rows {where} ORDER BY {order}" + (f" LIMIT {int(limit)}" if limit else "")
-        return [r[0] for r in self._db.execute(sql, params).fetchall()]
+        return [r[0] for r in self._query(sql, params)]
 
-    def counts(self) -> dict:
-        by_status = dict(self._db.execute("SELECT status, count(*) FROM rows WHERE reasoning IS NOT NULL GROUP BY status").fetchall())
+    def counts(self, dataset: str | None = None) -> dict:
+        """Rows by status and by label (of one dataset, or of all), with those waiting for a reasoning and those flagged."""
+        where, params = ("AND dataset = ?", (dataset,)) if dataset else ("", ())
+        by_status = dict(self._query(f"SELECT status, count(*) FROM rows WHERE reasoning IS NOT NULL {where} GROUP BY status", params))
         by_label = {}
-        for label, status, count in self._db.execute(
-            "SELECT label, status, count(*) FROM rows WHERE reasoning IS NOT NULL GROUP BY label, status"
-        ).fetchall():
+        for label, status, count in self._query(
+            f"SELECT label, status, count(*) FROM rows WHERE reasoning IS NOT NULL {where} GROUP BY label, status", params
+        ):
             by_label.setdefault(label, {s.value: 0 for s in Status})[status] = count
-        waiting = self._db.execute("SELECT count(*) FROM rows WHERE reasoning IS NULL").fetchone()[0]
-        flagged = self._db.execute("SELECT count(*) FROM rows WHERE reasoning IS NOT NULL AND flag_count > 0").fetchone()[0]
+        waiting = self._query(f"SELECT count(*) FROM rows WHERE reasoning IS NULL {where}", params)[0][0]
+        flagged = self._query(f"SELECT count(*) FROM rows WHERE reasoning IS NOT NULL AND flag_count > 0 {where}", params)[0][0]
         return {
             "status": {s.value: by_status.get(s.value, 0) for s in Status},
             "label": by_label,
@@ -246,10 +329,32 @@ class ReasoningStore:
         }
 
     # -- writing: generation ---------------------------------------------------------------
-    def add_examples(self, dataset: str, split: str, examples: Iterable[tuple[int, str, str]]) -> int:
-        """Register (row_index, text, label) rows to generate for; rows already present are kept as they are."""
+    def add_examples(
+        self, dataset: str, split: str, examples: Iterable[tuple[int, str, str]], label_names: Sequence[str] | None = None
+    ) -> int:
+        """Register (row_index, text, label) rows to generate for; rows already present are kept as they are.
+
+        `label_names` is the dataset's label set (needed once per dataset): a dataset already in the store
+        with another label set is refused, so a second dataset never changes the first one's labels.
+        """
+        examples = list(examples)
         now = time.time()
         with self._transaction():
+            known = self._db.execute("SELECT value FROM meta WHERE key = ?", (_labels_key(dataset),)).fetchone()
+            if label_names is not None:
+                names = [str(name) for name in label_names]
+                if known is not None and json.loads(known[0]) != names:
+                    raise StoreError(
+                        f"this store holds {dataset} with the labels {json.loads(known[0])}, not {names}; "
+                        "use another store (--store) for a different label set"
+                    )
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (_labels_key(dataset), json.dumps(names)))
+            elif known is None:
+                raise StoreError(f"{dataset} is new to this store: give its label names")
+            names = label_names if label_names is not None else json.loads(known[0])
+            unknown = sorted({label for _, _, label in examples} - set(names))
+            if unknown:
+                raise StoreError(f"labels {unknown} are not in {dataset}'s label set {list(names)}")
             before = self._db.total_changes
             self._db.executemany(
                 "INSERT OR IGNORE INTO rows (dataset, split, row_index, text, label, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -258,10 +363,10 @@ class ReasoningStore:
             return self._db.total_changes - before
 
     def ids_needing_reasoning(self, dataset: str, split: str, row_indices: Sequence[int] | None = None) -> list[int]:
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT id, row_index FROM rows WHERE dataset = ? AND split = ? AND reasoning IS NULL AND status = 'pending' ORDER BY id",
             (dataset, split),
-        ).fetchall()
+        )
         wanted = set(int(i) for i in row_indices) if row_indices is not None else None
         return [r[0] for r in rows if wanted is None or r[1] in wanted]
 
@@ -275,7 +380,7 @@ class ReasoningStore:
                 row = self.get(row_id)
                 if row.status != Status.PENDING.value or (row.reasoning is not None and not overwrite_pending):
                     continue
-                flags = quality_flags(reasoning, row.text, row.label, self.label_names)
+                flags = quality_flags(reasoning, row.text, row.label, self.label_names(row.dataset))
                 version = row.version + 1
                 self._db.execute(
                     "UPDATE rows SET reasoning = ?, generator = ?, flags = ?, flag_count = ?, version = ?, updated_at = ? WHERE id = ?",
@@ -286,18 +391,16 @@ class ReasoningStore:
         return written
 
     def mark_templates(self, min_rows: int = TEMPLATE_MIN_ROWS) -> int:
-        """Flag reasonings that, label words masked, appear on `min_rows` or more rows; returns rows flagged.
+        """Flag reasonings that, label words masked, appear on `min_rows` or more rows of their dataset; returns rows flagged.
 
         A corpus-level signal, so it is recomputed over the whole store (after a generation run).
         """
-        records = self._db.execute("SELECT id, reasoning, flags FROM rows WHERE reasoning IS NOT NULL").fetchall()
-        keys = {r["id"]: template_key(r["reasoning"], self.label_names) for r in records}
-        counts: dict[str, int] = {}
-        for key in keys.values():
-            if key:
-                counts[key] = counts.get(key, 0) + 1
-        flagged = 0
         with self._transaction():
+            records = self._db.execute("SELECT id, dataset, reasoning, flags FROM rows WHERE reasoning IS NOT NULL").fetchall()
+            labels = {dataset: self.label_names(dataset) for dataset in {r["dataset"] for r in records}}
+            keys = {r["id"]: (r["dataset"], template_key(r["reasoning"], labels[r["dataset"]])) for r in records}
+            counts = Counter(key for key in keys.values() if key[1])
+            flagged = 0
             for record in records:
                 flags = [f for f in json.loads(record["flags"]) if not f.startswith("template")]
                 count = counts.get(keys[record["id"]], 0)
@@ -311,20 +414,19 @@ class ReasoningStore:
     def review(self, row_id: int, status: str, expected_version: int, reviewer: str, reasoning: str | None = None) -> StoredRow:
         """Accept, reject or edit a row you loaded at `expected_version`.
 
-        `reasoning` given and different from the stored one makes it an edit (status `edited`).
+        `reasoning` given and different from the stored one makes it an edit (status `edited`). An accepted
+        or edited reasoning is checked the same way however it got there (a single save or a bulk accept).
         """
         status = Status(status).value
         reviewer = (reviewer or "").strip() or "anonymous"
         with self._change(row_id, expected_version) as row:
-            text = row.reasoning if reasoning is None else reasoning
-            if reasoning is not None and reasoning != row.reasoning:
-                self._validate_reasoning(reasoning, status)
-                if status == Status.ACCEPTED.value:
-                    status = Status.EDITED.value
-            elif status in (Status.ACCEPTED.value, Status.EDITED.value) and not (text or "").strip():
-                raise StoreError("this reasoning is empty: edit it or reject the row")
-            action = status if reasoning is None or reasoning == row.reasoning else "edit"
-            self._apply(row, text, status, reviewer, action)
+            edited = reasoning is not None and reasoning != row.reasoning
+            text = reasoning if edited else row.reasoning
+            if edited and status == Status.ACCEPTED.value:
+                status = Status.EDITED.value
+            if edited or status != Status.REJECTED.value:
+                self._validate_reasoning(text or "", status)
+            self._apply(row, text, status, reviewer, "edit" if edited else status)
         return self.get(row_id)
 
     def undo(self, row_id: int, expected_version: int, reviewer: str) -> StoredRow:
@@ -343,22 +445,25 @@ class ReasoningStore:
             self._apply(row, target["reasoning"], target["status"], reviewer, "undo")
         return self.get(row_id)
 
-    def bulk_accept(self, row_filter: RowFilter, reviewer: str) -> int:
-        """Accept every pending row with a non-empty reasoning that the filter shows."""
-        accepted = 0
+    def bulk_accept(self, row_filter: RowFilter, reviewer: str) -> BulkResult:
+        """Accept every pending row the filter shows whose reasoning passes the same checks as a single accept."""
+        result = BulkResult()
         for row_id in self.query_ids(row_filter):
             row = self.get(row_id)
-            if row.status == Status.PENDING.value and (row.reasoning or "").strip():
-                try:
-                    self.review(row_id, Status.ACCEPTED.value, row.version, reviewer)
-                    accepted += 1
-                except ConflictError:
-                    continue  # changed meanwhile by someone else: theirs stands
-        return accepted
+            if row.status != Status.PENDING.value:
+                continue
+            try:
+                self.review(row_id, Status.ACCEPTED.value, row.version, reviewer)
+                result.accepted += 1
+            except ConflictError:
+                continue  # changed meanwhile by someone else: theirs stands
+            except StoreError as error:
+                result.refused[row_id] = str(error)
+        return result
 
     def _validate_reasoning(self, reasoning: str, status: str) -> None:
         if not reasoning.strip() and status != Status.REJECTED.value:
-            raise StoreError("the edited reasoning is empty: write one, or reject the row")
+            raise StoreError("this reasoning is empty: write one, or reject the row")
         if len(reasoning) > MAX_REASONING_CHARS:
             raise StoreError(
                 f"the reasoning is {len(reasoning):,} characters; the limit is {MAX_REASONING_CHARS:,} (reasonings are a few sentences)"
@@ -376,7 +481,7 @@ class ReasoningStore:
     def _apply(self, row: StoredRow, reasoning: str | None, status: str, reviewer: str, action: str) -> None:
         """Write a reviewer's change to a row, re-flag it, bump its version, and record it in the history."""
         now = time.time()
-        flags = quality_flags(reasoning, row.text, row.label, self.label_names)
+        flags = quality_flags(reasoning, row.text, row.label, self.label_names(row.dataset))
         version = row.version + 1
         self._db.execute(
             "UPDATE rows SET reasoning = ?, status = ?, reviewer = ?, flags = ?, flag_count = ?, version = ?, updated_at = ? WHERE id = ?",
@@ -391,10 +496,11 @@ class ReasoningStore:
         )
 
     # -- export ----------------------------------------------------------------------------
-    def rows_for_export(self, include_pending: bool = False) -> list[StoredRow]:
+    def rows_for_export(self, include_pending: bool = False, dataset: str | None = None) -> list[StoredRow]:
         statuses = [Status.ACCEPTED.value, Status.EDITED.value] + ([Status.PENDING.value] if include_pending else [])
         marks = ", ".join("?" for _ in statuses)
-        records = self._db.execute(
-            f"SELECT * FROM rows WHERE reasoning IS NOT NULL AND status IN ({marks}) ORDER BY id", statuses
-        ).fetchall()
+        where, params = ("AND dataset = ?", [dataset]) if dataset else ("", [])
+        records = self._query(
+            f"SELECT * FROM rows WHERE reasoning IS NOT NULL AND status IN ({marks}) {where} ORDER BY id", [*statuses, *params]
+        )
         return [self._row(r) for r in records]

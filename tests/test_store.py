@@ -2,7 +2,9 @@
 
 import json
 import sqlite3
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +18,10 @@ GEN = {"rgen_run": "runs/rgen", "prompt_version": "1"}
 
 @pytest.fixture
 def store(tmp_path):
-    store = ReasoningStore(tmp_path / "store.sqlite", LABELS)
-    store.add_examples("dair-ai/emotion", "train", [(0, "i feel so happy today", "joy"), (1, "i am terrified of spiders", "fear"), (2, "i miss my old dog", "sadness")])
+    store = ReasoningStore(tmp_path / "store.sqlite")
+    store.add_examples(
+        "dair-ai/emotion", "train", [(0, "i feel so happy today", "joy"), (1, "i am terrified of spiders", "fear"), (2, "i miss my old dog", "sadness")], LABELS
+    )
     ids = store.ids_needing_reasoning("dair-ai/emotion", "train")
     store.write_generated(zip(ids, ["Feeling happy today shows joy.", "Joy is a positive emotion.", "Missing the old dog is sadness."], strict=True), GEN)
     yield store
@@ -114,7 +118,7 @@ def test_filters_counts_and_bulk_accept(store):
     assert store.query_ids(RowFilter(label="fear")) == [store.query_ids()[1]]
     assert len(store.query_ids(RowFilter(search="DOG"))) == 1
     assert len(store.query_ids(RowFilter(flagged=True))) == 1
-    assert store.bulk_accept(RowFilter(flagged=False), "ann") == 2
+    assert store.bulk_accept(RowFilter(flagged=False), "ann").accepted == 2
     counts = store.counts()
     assert counts["status"] == {"pending": 1, "accepted": 2, "edited": 0, "rejected": 0}
     assert counts["label"]["fear"]["pending"] == 1
@@ -201,9 +205,9 @@ def test_export_of_an_unreviewed_store_says_what_to_do(store, tmp_path):
 
 
 def test_template_reasonings_are_flagged_across_rows(tmp_path):
-    store = ReasoningStore(tmp_path / "s.sqlite", LABELS)
+    store = ReasoningStore(tmp_path / "s.sqlite")
     texts = [(i, f"text number {i} about my day", "joy" if i % 2 else "fear") for i in range(7)]
-    store.add_examples("d", "train", texts)
+    store.add_examples("d", "train", texts, LABELS)
     ids = store.ids_needing_reasoning("d", "train")
     reasonings = ["Joy is a positive emotion." if i % 2 else "Fear is a positive emotion." for i in range(6)] + ["My day was fine, so joy."]
     store.write_generated(zip(ids, reasonings, strict=True), GEN)
@@ -252,3 +256,277 @@ def test_the_export_command_takes_the_policy_and_what_to_do_with_dropped_rows(st
     assert "exported 3 rows" in out and "2 reasonings: 100% unflagged" in out  # the blanked row has none
     provenance = json.loads((tmp_path / "out" / "provenance.json").read_text())
     assert provenance["policy"] == "drop-label-restating" and provenance["dropped_rows"] == "blank"
+
+
+# -- safety across threads and processes (issue 19: acknowledged decisions were lost) -----------
+
+
+def _on_disk(path, row_id):
+    """A row as a fresh process would see it after a restart."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT status, reasoning, version FROM rows WHERE id = ?", (row_id,)).fetchone()
+    finally:
+        db.close()
+
+
+def _open_and_close_in_another_process(path):
+    import subprocess
+
+    code = "import sys; from reasonapp.store import ReasoningStore; ReasoningStore(sys.argv[1]).close()"
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_a_second_handle_in_the_app_process_does_not_lose_the_apps_later_decisions(store):
+    # The trigger found: an Export in the app opened (and closed) the store file a second time in the same
+    # process, which dropped the app's SQLite locks; the next process to close the store then deleted the
+    # WAL the app still wrote to. The page said "accepted"; on disk the row stayed pending.
+    ReasoningStore(store.path).close()
+    _open_and_close_in_another_process(store.path)
+    row = store.get(store.query_ids()[0])
+    acknowledged = store.review(row.id, "accepted", row.version, "ann", reasoning="Kept after all.")
+    assert _on_disk(store.path, row.id) == ("edited", "Kept after all.", acknowledged.version)
+
+
+def test_worker_threads_sharing_one_store_lose_no_acknowledged_decision(tmp_path):
+    store = ReasoningStore(tmp_path / "store.sqlite")
+    store.add_examples("d", "train", [(i, f"i feel happy about thing {i}", "joy") for i in range(40)], LABELS)
+    ids = store.ids_needing_reasoning("d", "train")
+    store.write_generated(((i, f"Thing {i} makes them happy: joy.") for i in ids), GEN)
+    acknowledged, failures = {}, []
+
+    def reviewer(name, rows):
+        for row_id in rows:
+            try:
+                row = store.get(row_id)
+                done = store.review(row_id, "accepted", row.version, name, reasoning=f"{name} saw thing {row_id}: joy.")
+                acknowledged[row_id] = done.reasoning
+            except Exception as error:  # noqa: BLE001 - every failure is the finding
+                failures.append(repr(error))
+
+    threads = [threading.Thread(target=reviewer, args=(f"r{k}", ids[k::4])) for k in range(4)]
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as Gradio's busy workers might, inside transactions too
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch_interval)
+    assert failures == [] and len(acknowledged) == 40
+    assert all(_on_disk(store.path, row_id)[1] == text for row_id, text in acknowledged.items())
+
+
+@pytest.mark.slow
+def test_review_in_threads_while_augment_runs_in_another_process_on_the_same_and_a_new_dataset(tmp_path, tiny_model_dir, shared_data):
+    import subprocess
+
+    new_dataset = tmp_path / "tickets"
+    new_dataset.mkdir()
+    (new_dataset / "train.jsonl").write_text(
+        "".join(json.dumps({"text": f"ticket {i} about my bill", "label": ["billing", "bug", "praise"][i % 3]}) + "\n" for i in range(12))
+    )
+    path = tmp_path / "store.sqlite"
+    store = ReasoningStore(path)  # the app's handle, open throughout
+    store.add_examples("dair-ai/emotion", "train", [(i, f"i feel happy today {i}", "joy") for i in range(30)], LABELS)
+    ids = store.ids_needing_reasoning("dair-ai/emotion", "train")
+    store.write_generated(((i, f"Happy today {i}: joy.") for i in ids), GEN)
+    root = Path(__file__).resolve().parents[1]
+
+    def augment(dataset):
+        command = [sys.executable, "-m", "training", "augment", "--rgen-run", f"base:{tiny_model_dir}", "--dataset", str(dataset),
+                   "--limit", "8", "--store", str(path), "--max-new-tokens", "4", "--batch-size", "4"]
+        return subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    acknowledged, failures = {}, []
+
+    def reviewer(name, rows):
+        for row_id in rows:
+            try:
+                row = store.get(row_id)
+                acknowledged[row_id] = store.review(row_id, "accepted", row.version, name, reasoning=f"{name} on {row_id}: joy.").reasoning
+                ReasoningStore(path).close()  # what an Export or a second tab does in the same process
+            except Exception as error:  # noqa: BLE001
+                failures.append(repr(error))
+
+    for dataset in ("dair-ai/emotion", new_dataset):
+        process = augment(dataset)
+        threads = [threading.Thread(target=reviewer, args=(f"r{k}", ids[k::3][:5])) for k in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        output = process.communicate(timeout=600)[0]
+        assert process.returncode == 0, output
+        ids = [i for i in ids if i not in acknowledged]
+    store.close()
+    assert failures == [] and len(acknowledged) == 30
+    after_restart = ReasoningStore(path)
+    assert all(after_restart.get(row_id).reasoning == text for row_id, text in acknowledged.items())
+    assert after_restart.datasets() == sorted(["dair-ai/emotion", str(new_dataset)])
+    assert after_restart.label_names("dair-ai/emotion") == LABELS  # the second dataset did not replace the first one's labels
+    assert after_restart.label_names(str(new_dataset)) == ["billing", "bug", "praise"]
+
+
+def test_a_store_file_deleted_under_an_open_store_refuses_writes_and_a_replaced_one_is_reopened(store, tmp_path):
+    row = store.get(store.query_ids()[0])
+    moved = tmp_path / "moved.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{store.path}{suffix}").exists():
+            Path(f"{store.path}{suffix}").rename(f"{moved}{suffix}")
+    with pytest.raises(StoreError, match="deleted or moved"):
+        store.review(row.id, "accepted", row.version, "ann")
+    replacement = ReasoningStore(store.path)
+    replacement.add_examples("other", "train", [(0, "a new file", "joy")], LABELS)
+    replacement.close()
+    store.add_examples("other", "train", [(1, "written after the swap", "joy")])
+    assert sorted(ReasoningStore(store.path).datasets()) == ["other"]
+
+
+def test_an_sqlite_file_of_another_program_is_refused_untouched(tmp_path):
+    path = tmp_path / "notes.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+        db.execute("INSERT INTO notes VALUES ('keep me')")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="something else .*notes.*left untouched"):
+        ReasoningStore(path)
+    assert path.read_bytes() == before
+
+
+# -- one store, several datasets ------------------------------------------------------------------
+
+
+def test_a_second_dataset_keeps_its_own_labels_and_the_first_ones_rows_and_labels_stay(store, tmp_path):
+    from training.augment import export_store
+
+    store.add_examples("tickets", "train", [(0, "the app crashes on start", "bug"), (1, "you charged me twice", "billing")], ["billing", "bug"])
+    store.write_generated(((i, "It crashes: bug.") for i in store.ids_needing_reasoning("tickets", "train")), GEN)
+    assert store.label_names("dair-ai/emotion") == LABELS and store.label_names("tickets") == ["billing", "bug"]
+    assert len(store.query_ids(RowFilter(dataset="tickets"))) == 2 and len(store.query_ids(RowFilter(dataset="dair-ai/emotion"))) == 3
+    assert store.counts("tickets")["total"] == 2 and store.counts()["total"] == 5
+    with pytest.raises(StoreError, match="labels"):
+        store.add_examples("tickets", "train", [(2, "x", "bug")], ["bug", "billing", "praise"])
+    with pytest.raises(RunDirError, match="2 datasets .*--dataset"):
+        export_store(store.path, tmp_path / "both", include_pending=True)
+    assert not (tmp_path / "both").exists()
+    export_store(store.path, tmp_path / "emotion", include_pending=True, dataset="dair-ai/emotion")
+    export_store(store.path, tmp_path / "tickets", include_pending=True, dataset="tickets")
+    assert json.loads((tmp_path / "emotion" / "labels.json").read_text()) == LABELS
+    assert json.loads((tmp_path / "tickets" / "labels.json").read_text()) == ["billing", "bug"]
+    assert [json.loads(line)["label"] for line in (tmp_path / "tickets" / "train.jsonl").read_text().splitlines()] == ["bug", "billing"]
+
+
+def test_a_store_with_one_label_list_for_all_rows_gives_it_to_each_dataset_when_opened(tmp_path):
+    path = tmp_path / "old.sqlite"
+    ReasoningStore(path).close()
+    with sqlite3.connect(path) as db:  # the layout before datasets kept their own labels
+        db.execute("INSERT INTO meta VALUES ('label_names', ?)", (json.dumps(LABELS),))
+        db.execute("INSERT INTO rows (dataset, split, row_index, text, label, created_at, updated_at) VALUES ('dair-ai/emotion', 'train', 0, 't', 'joy', 0, 0)")
+    assert ReasoningStore(path).label_names("dair-ai/emotion") == LABELS
+
+
+def test_labels_written_by_another_process_after_opening_are_used_for_the_flags_of_an_edit(tmp_path):
+    app = ReasoningStore(tmp_path / "store.sqlite")  # the app opened an empty store at start
+    cli = ReasoningStore(app.path)  # then `augment` filled it
+    cli.add_examples("dair-ai/emotion", "train", [(0, "i am terrified of spiders", "fear")], LABELS)
+    cli.write_generated([(1, "Spiders are terrifying, so fear.")], GEN)
+    row = app.get(1)
+    edited = app.review(row.id, "accepted", row.version, "ann", reasoning="The spiders make them so happy: joy, joy.")
+    generated_same_text = quality_flags(edited.reasoning, row.text, row.label, LABELS)
+    assert "argues for joy" in edited.flags and edited.flags == generated_same_text
+
+
+def test_bulk_accept_holds_reasonings_to_the_same_limit_as_a_single_accept(store):
+    ids = store.query_ids()
+    huge = "cues " * 5_000
+    store.write_generated([(ids[2], huge)], GEN, overwrite_pending=True)
+    result = store.bulk_accept(RowFilter(), "ann")
+    assert result.accepted == 2 and list(result.refused) == [ids[2]] and "limit is 20,000" in result.refused[ids[2]]
+    assert store.get(ids[2]).status == "pending"
+    with pytest.raises(StoreError, match="limit is 20,000"):
+        store.review(ids[2], "accepted", store.get(ids[2]).version, "ann")
+
+
+# -- export targets: nothing is ever overwritten by surprise --------------------------------------
+
+
+@pytest.fixture
+def reviewed(store):
+    for row_id in store.query_ids()[:2]:
+        store.review(row_id, "accepted", store.get(row_id).version, "ann")
+    return store
+
+
+@pytest.mark.parametrize(
+    ("prepare", "said"),
+    [
+        (lambda d: (d / "train.jsonl").write_text('{"text": "mine", "label": 0}\n'), "holds a dataset"),
+        (lambda d: (d / "config.json").write_text('{"task": "qra"}'), "is a run directory"),
+        (lambda d: (d / "notes.txt").write_text("mine"), "files that are not an export"),
+    ],
+)
+def test_export_never_writes_into_a_dataset_a_run_or_a_folder_of_other_files(reviewed, tmp_path, prepare, said):
+    from training.augment import export_store
+
+    target = tmp_path / "target"
+    target.mkdir()
+    prepare(target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    for overwrite in (False, True):
+        with pytest.raises(RunDirError, match=said):
+            export_store(reviewed.path, target, overwrite=overwrite)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+
+
+def test_an_earlier_export_is_replaced_only_with_overwrite_and_never_when_a_run_trained_on_it(reviewed, tmp_path):
+    from training import rundir
+    from training.augment import export_store
+
+    out = tmp_path / "workspace" / "exports" / "reviewed"
+    export_store(reviewed.path, out)
+    with pytest.raises(RunDirError, match="already holds an export; pass --overwrite"):
+        export_store(reviewed.path, out)
+    reviewed.review(reviewed.query_ids()[2], "accepted", reviewed.get(reviewed.query_ids()[2]).version, "ann")
+    assert export_store(reviewed.path, out, overwrite=True)["rows"] == 3
+    assert len((out / "train.jsonl").read_text().splitlines()) == 3 and not list(out.parent.glob(".reviewed*"))
+    rundir.write_config(rundir.runs_root() / "qra-1", {"task": "qra", "dataset": str(out)})
+    with pytest.raises(RunDirError, match="training data of .*qra-1"):
+        export_store(reviewed.path, out, overwrite=True)
+    assert len((out / "train.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_file_as_export_target_is_refused(reviewed, tmp_path):
+    from training.augment import export_store
+
+    target = tmp_path / "train.jsonl"
+    target.write_text("mine\n")
+    with pytest.raises(RunDirError, match="is a file"):
+        export_store(reviewed.path, target)
+    assert target.read_text() == "mine\n"
+
+
+def test_an_export_that_fails_midway_leaves_nothing_half_written(reviewed, tmp_path, monkeypatch):
+    import datasets
+
+    from training.augment import export_store
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(datasets.DatasetDict, "save_to_disk", disk_full)
+    with pytest.raises(OSError):
+        export_store(reviewed.path, tmp_path / "out")
+    assert list(tmp_path.glob("*out*")) == []
+
+
+def test_the_export_command_refuses_a_taken_directory_in_one_line(reviewed, tmp_path, capsys):
+    from training.cli import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text("{}\n")
+    assert main(["export", "--store", str(reviewed.path), "--out", str(tmp_path / "data")]) == 2
+    assert capsys.readouterr().err.startswith("error: ") and (tmp_path / "data" / "train.jsonl").read_text() == "{}\n"
+    assert main(["export", "--store", str(reviewed.path), "--out", str(tmp_path / "new")]) == 0
+    assert main(["export", "--store", str(reviewed.path), "--out", str(tmp_path / "new"), "--overwrite"]) == 0

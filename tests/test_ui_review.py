@@ -18,8 +18,8 @@ ROWS = [
 @pytest.fixture
 def store_path(tmp_path):
     path = tmp_path / "store.sqlite"
-    store = ReasoningStore(path, LABELS)
-    store.add_examples("dair-ai/emotion", "train", [(i, text, label) for i, text, label, _ in ROWS])
+    store = ReasoningStore(path)
+    store.add_examples("dair-ai/emotion", "train", [(i, text, label) for i, text, label, _ in ROWS], LABELS)
     ids = store.ids_needing_reasoning("dair-ai/emotion", "train")
     store.write_generated(zip(ids, [r[3] for r in ROWS], strict=True), {"rgen_run": "runs/rgen", "prompt_version": "1"})
     store.close()
@@ -123,20 +123,98 @@ def test_skip_reject_bulk_accept_and_export_endpoints(app_url, store_path, tmp_p
     assert skipped[0].startswith("<script>") and "row 2 of 3" in skipped[5]
     rejected = client.predict("", "ann", api_name="/review_reject")
     assert "Row 1: rejected." in rejected[7]
-    nothing = client.predict(str(tmp_path / "export"), False, "keep-all", "remove", api_name="/review_export")
+    nothing = client.predict("export", False, "keep-all", "remove", api_name="/review_export")
     assert nothing.startswith("Not exported") and "--include-pending" in nothing
     bulk = client.predict("ann", "pending", "all", "", 0, 0, "any", "in order", api_name="/review_bulk_accept")
     assert "Accepted 2 pending rows." in bulk[7]
-    exported = client.predict(str(tmp_path / "export"), False, "keep-all", "remove", api_name="/review_export")
-    assert exported.startswith("Exported 2 rows")
+    exported = client.predict("export", False, "keep-all", "remove", api_name="/review_export")
+    assert exported.startswith("Exported 2 rows") and str(tmp_path / "workspace" / "exports" / "export") in exported
+    again = client.predict("export", False, "keep-all", "remove", api_name="/review_export")
+    assert again.startswith("Not exported") and "already holds an export" in again
     reviewed = ReasoningStore(store_path)  # a reviewer's edit that only restates the label
     reviewed.review(1, "edited", reviewed.get(1).version, "ann", reasoning="Joy is a positive emotion.")
-    filtered = client.predict(str(tmp_path / "clean"), False, "drop-label-restating", "blank", api_name="/review_export")
+    filtered = client.predict("clean", False, "drop-label-restating", "blank", api_name="/review_export")
     assert "Exported 2 rows" in filtered and "1 reasonings dropped by drop-label-restating" in filtered and "train multitask" in filtered
-    rows = [json.loads(line) for line in (tmp_path / "clean" / "train.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "workspace" / "exports" / "clean" / "train.jsonl").read_text().splitlines()]
     assert [row["reasoning"] for row in rows] == ["", "Missing the old dog is sadness."]
     store = ReasoningStore(store_path)
     assert store.counts()["status"] == {"pending": 0, "accepted": 1, "edited": 1, "rejected": 1}
     # the rejected row leaves the quality summary; the label-restating edit is flagged there
     overview = client.predict(api_name="/review_quality")
     assert overview.startswith("2 reasonings: 50% unflagged") and "50% cite nothing from the text" in overview
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("../../etc", "is a path"),
+        ("/tmp/elsewhere", "is a path"),
+        ("a\x00b", "NUL byte"),
+        ("x" * 20_000, "20,000 characters"),
+        ("<b>bold", "not a valid export name"),
+        ("<script>alert(1)</script>", "is a path"),
+    ],
+)
+def test_export_from_the_page_takes_a_plain_name_and_writes_nothing_for_a_bad_one(store_path, tmp_path, name, said):
+    from reasonapp.ui.review import ReviewHandlers
+
+    handlers = ReviewHandlers(str(store_path), LABELS, "emotion", "dair-ai/emotion")
+    message = handlers.export(name, True)
+    assert message.startswith("Not exported") and said in message
+    assert not (tmp_path / "workspace" / "exports").exists() or not any((tmp_path / "workspace" / "exports").iterdir())
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_the_app_starts_on_a_file_that_is_not_a_store_shows_why_and_leaves_it_untouched(tmp_path, shared_data):
+    from gradio_client import Client
+
+    from reasonapp.ui.app import build_app
+
+    notes = tmp_path / "notes.sqlite"
+    notes.write_text("my precious notes")
+    with launched(build_app(store_path=str(notes))) as url:
+        client = Client(url, verbose=False)
+        queue = client.predict(*FILTERS, api_name="/review_queue")
+        assert "review store cannot be used" in queue[7] and "not a reasonapp store" in queue[7]
+        assert "review store cannot be used" in client.predict(api_name="/review_quality")
+        with pytest.raises(Exception, match="not a reasonapp store"):
+            client.predict("A reasoning.", "ann", api_name="/review_accept")
+    assert notes.read_text() == "my precious notes"
+
+
+def test_an_unexpected_failure_in_a_handler_reaches_the_page_as_a_message_not_a_bare_error(app_url, monkeypatch):
+    import sqlite3
+
+    from gradio_client import Client
+
+    from reasonapp.store import ReasoningStore
+
+    client = Client(app_url, verbose=False)
+    client.predict(*FILTERS, api_name="/review_queue")
+
+    def broken(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(ReasoningStore, "review", broken)
+    with pytest.raises(Exception) as failure:
+        client.predict("A reasoning.", "ann", api_name="/review_accept")
+    assert "review store could not be used (disk I/O error)" in str(failure.value) and "Nothing from this action was saved" in str(failure.value)
+
+
+def test_the_queue_shows_one_dataset_at_a_time(store_path, shared_data):
+    from gradio_client import Client
+
+    from reasonapp.ui.app import build_app
+
+    store = ReasoningStore(store_path)
+    store.add_examples("tickets", "train", [(0, "the app crashes", "bug")], ["billing", "bug"])
+    store.write_generated([(store.ids_needing_reasoning("tickets", "train")[0], "It crashes: bug.")], {"rgen_run": "r"})
+    store.close()
+    with launched(build_app(store_path=str(store_path))) as url:
+        client = Client(url, verbose=False)
+        emotion = client.predict(*FILTERS, api_name="/review_queue")
+        assert emotion[7] == "3 rows match" and "reviewed 0 of 3" in emotion[5]
+        tickets = client.predict(*FILTERS, "tickets", api_name="/review_queue")
+        assert tickets[7] == "1 rows match" and tickets[0] == "the app crashes" and "reviewed 0 of 1" in tickets[5]
+        exported = client.predict("tickets-export", True, "keep-all", "remove", "tickets", api_name="/review_export")
+        assert exported.startswith("Exported 1 rows")

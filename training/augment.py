@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
+import shutil
+import tempfile
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -116,6 +120,76 @@ def write_augmented_dataset(
     return out
 
 
+DATASET_FILES = ("train.jsonl", "train.parquet", "train.csv", "dataset_dict.json", "dataset_info.json")
+
+
+def is_export(directory: Path) -> bool:
+    """A directory `export` wrote (its provenance names the store it came from)."""
+    return "store" in read_provenance(directory)
+
+
+def runs_trained_on(dataset_dir: Path) -> list[str]:
+    """Runs in the workspace whose training data is this directory (their results depend on it staying as it is)."""
+    from reasonapp import settings
+
+    target = dataset_dir.resolve()
+    found = []
+    for config_path in settings.workspace_dir().rglob(rundir.CONFIG):
+        config = rundir.read_json(config_path, {})
+        dataset = config.get("dataset") if isinstance(config, dict) and config.get("task") else None
+        if isinstance(dataset, str) and dataset and Path(dataset).expanduser().resolve() == target:
+            found.append(str(config_path.parent))
+    return found
+
+
+EXPORT_NAME_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_EXPORT_NAME = 100
+
+
+def workspace_export_dir(name: str) -> Path:
+    """`<workspace>/exports/<name>`: where the app exports, by a plain name (never a path the caller chose)."""
+    from reasonapp import settings
+
+    name = (name or "").strip()
+    if not name:
+        raise RunDirError("give the export a name (letters, digits, '.', '_' or '-')")
+    if "\x00" in name:
+        raise RunDirError("the export name contains a NUL byte; use letters, digits, '.', '_' or '-'")
+    if len(name) > MAX_EXPORT_NAME:
+        raise RunDirError(f"the export name is {len(name):,} characters; names are at most {MAX_EXPORT_NAME}")
+    if "/" in name or "\\" in name or ".." in name:
+        raise RunDirError(f"{name!r} is a path; exports from the app go under the workspace by name only (e.g. reviewed-v2)")
+    if not EXPORT_NAME_CHARS.fullmatch(name):
+        raise RunDirError(f"{name!r} is not a valid export name: use letters, digits, '.', '_' or '-', starting with a letter or digit")
+    return settings.workspace_dir() / "exports" / name
+
+
+def check_export_target(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Refuse an export target that would lose something; returns the resolved directory.
+
+    Never a file, a run directory or a source dataset; a non-empty directory only with `overwrite`,
+    and then only an earlier export that no run was trained on.
+    """
+    out = Path(out_dir).expanduser()
+    if "\x00" in str(out):
+        raise RunDirError("the export directory name contains a NUL byte")
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is a file, not a directory: name a directory for the export")
+    if not out.is_dir() or not any(out.iterdir()):
+        return out
+    if (out / rundir.CONFIG).is_file() or (out / rundir.STATUS).is_file():
+        raise RunDirError(f"{out} is a run directory; an export never writes into a run. Choose another --out")
+    if not is_export(out):
+        kind = "a dataset" if any((out / name).exists() for name in DATASET_FILES) else "files that are not an export"
+        raise RunDirError(f"{out} holds {kind}; an export never writes over it. Choose an empty or new --out")
+    if not overwrite:
+        raise RunDirError(f"{out} already holds an export; pass --overwrite to replace it, or choose another --out")
+    trained = runs_trained_on(out)
+    if trained:
+        raise RunDirError(f"{out} is the training data of {', '.join(trained)}; replacing it would misdescribe those runs. Choose another --out")
+    return out
+
+
 def read_provenance(dataset_dir: str | Path) -> dict:
     return rundir.read_json(Path(dataset_dir) / PROVENANCE, {}) if Path(dataset_dir).is_dir() else {}
 
@@ -153,9 +227,12 @@ def augment_to_store(
         raise RunDirError(f"{source_dataset} has no split {split!r}")
     split_rows = loaded.splits[split].add_column("row_index", list(range(len(loaded.splits[split]))))
     rows = data.sample_rows(split_rows, limit, seed)
-    store = ReasoningStore(store_path, loaded.label_names)
+    store = ReasoningStore(store_path)
     store.add_examples(
-        source_dataset, split, zip(rows["row_index"], rows["text"], (loaded.label_names[i] for i in rows["label"]), strict=True)
+        source_dataset,
+        split,
+        zip(rows["row_index"], rows["text"], (loaded.label_names[i] for i in rows["label"]), strict=True),
+        loaded.label_names,
     )
     todo = store.ids_needing_reasoning(source_dataset, split, rows["row_index"])
     skipped = len(rows) - len(todo)
@@ -198,15 +275,19 @@ def export_store(
     policy: str = "keep-all",
     source_rows: Collection[int] | None = None,
     dropped: str = "remove",
+    dataset: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Build the augmented training set from reviewed rows: accepted and edited (pending if asked), never rejected.
 
     `policy` (see `reasonapp.quality.EXPORT_POLICIES`) leaves out rows by their quality flags, or, with
     `dropped="blank"`, keeps their text and label with an empty reasoning (and rows whose reasoning is blank):
     the multitask format then learns every label and only the rationales that pass;
-    `source_rows` keeps only those rows of the source split (one store serving several samples).
+    `source_rows` keeps only those rows of the source split (one store serving several samples);
+    `dataset` picks one dataset of a store that holds several (each keeps its own label set).
 
-    Writes `train.jsonl` and `train.parquet` (what the qra task reads), a `datasets` directory under
+    The target is checked first (`check_export_target`) and the export is written into a staging directory
+    beside it that replaces it only when complete, so a failure leaves nothing half-written. Writes `train.jsonl` and `train.parquet` (what the qra task reads), a `datasets` directory under
     `hf/`, `labels.json` and `provenance.json` with the review statistics.
     """
     import datasets
@@ -219,8 +300,15 @@ def export_store(
     if dropped not in DROPPED_ROWS:
         raise RunDirError(f"dropped rows are {' or '.join(DROPPED_ROWS)}, not {dropped!r}")
     keep = EXPORT_POLICIES[policy]
+    out = check_export_target(out_dir, overwrite)
     store = ReasoningStore(store_path)
-    candidates = store.rows_for_export(include_pending)
+    try:
+        dataset = _export_dataset(store, dataset)
+        label_names = store.label_names(dataset)
+        candidates = store.rows_for_export(include_pending, dataset)
+        counts = store.counts(dataset)
+    finally:
+        store.close()
     if source_rows is not None:
         wanted = set(source_rows)
         candidates = [row for row in candidates if row.row_index in wanted]
@@ -229,14 +317,11 @@ def export_store(
     kept_ids = {id(row) for row in rows}
     if dropped == "blank":
         rows = candidates
-    counts = store.counts()
     if not rows:
         raise RunDirError(
             f"nothing to export from {store.path}: no accepted or edited rows"
             + ("" if include_pending else " (pass --include-pending to take unreviewed ones)")
         )
-    label_names = store.label_names
-    sources = sorted({row.dataset for row in rows})
     extra = {
         "status": [r.status for r in rows],
         "reviewer": [r.reviewer for r in rows],
@@ -246,7 +331,7 @@ def export_store(
         "source_row": [r.row_index for r in rows],
     }
     provenance = {
-        "source_dataset": sources[0] if len(sources) == 1 else sources,
+        "source_dataset": dataset,
         "store": str(store.path),
         "include_pending": include_pending,
         "rows": len(rows),
@@ -260,16 +345,46 @@ def export_store(
         "dropped_rows": dropped,
         "prompt_version": prompts.PROMPT_VERSION,
     }
-    store.close()
     reasonings = [r.reasoning if id(r) in kept_ids else "" for r in rows]
     provenance["quality"] = quality_summary(
         [{"text": r.text, "label": r.label, "reasoning": reasoning, "flags": r.flags} for r, reasoning in zip(rows, reasonings, strict=True)]
     )
-    out = write_augmented_dataset(out_dir, [r.text for r in rows], [r.label for r in rows], reasonings, label_names, provenance, extra)
-    table = datasets.Dataset.from_json(str(out / "train.jsonl"))
-    label_ids = {name: i for i, name in enumerate(label_names)}
-    table = table.map(lambda batch: {"label": [label_ids[name] for name in batch["label"]]}, batched=True)
-    table = table.cast_column("label", datasets.ClassLabel(names=label_names))
-    table.to_parquet(str(out / "train.parquet"))
-    datasets.DatasetDict({"train": table}).save_to_disk(str(out / "hf"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        write_augmented_dataset(staging, [r.text for r in rows], [r.label for r in rows], reasonings, label_names, provenance, extra)
+        table = datasets.Dataset.from_json(str(staging / "train.jsonl"))
+        label_ids = {name: i for i, name in enumerate(label_names)}
+        table = table.map(lambda batch: {"label": [label_ids[name] for name in batch["label"]]}, batched=True)
+        table = table.cast_column("label", datasets.ClassLabel(names=label_names))
+        table.to_parquet(str(staging / "train.parquet"))
+        datasets.DatasetDict({"train": table}).save_to_disk(str(staging / "hf"))
+        _replace_directory(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return provenance
+
+
+def _export_dataset(store, dataset: str | None) -> str:
+    """The one dataset an export takes: the one named, or the store's only one."""
+    held = store.datasets()
+    if dataset is None and len(held) == 1:
+        return held[0]
+    if dataset is None and not held:
+        raise RunDirError(f"nothing to export from {store.path}: it holds no rows yet")
+    if dataset is None:
+        raise RunDirError(f"{store.path} holds rows of {len(held)} datasets ({', '.join(held)}); name the one to export (--dataset)")
+    if dataset not in held:
+        raise RunDirError(f"{store.path} holds no rows of {dataset}; it holds {', '.join(held) or 'none'}")
+    return dataset
+
+
+def _replace_directory(staging: Path, out: Path) -> None:
+    """Put a finished export in place: an earlier one (already checked replaceable) moves aside and is removed after."""
+    previous = None
+    if out.exists():
+        previous = out.with_name(f".{out.name}.{os.getpid()}.replaced")
+        out.rename(previous)
+    staging.rename(out)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)

@@ -81,7 +81,9 @@ def augment_command(args) -> int:
 
 def _add_export_arguments(parser) -> None:
     parser.add_argument("--store", help="review store file (default: <workspace>/reasonings.sqlite)")
-    parser.add_argument("--out", required=True, help="directory for the augmented dataset")
+    parser.add_argument("--out", required=True, help="directory for the augmented dataset (new or empty, or an earlier export with --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out (never a run, a source dataset, or an export a run was trained on)")
+    parser.add_argument("--dataset", help="the dataset to export, when the store holds rows of several")
     parser.add_argument("--include-pending", action="store_true", help="also export rows nobody reviewed yet")
     from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES
 
@@ -94,7 +96,9 @@ def export_command(args) -> int:
     from reasonapp.quality import quality_line
     from training.augment import export_store
 
-    provenance = export_store(args.store, args.out, args.include_pending, args.policy, dropped=args.dropped)
+    provenance = export_store(
+        args.store, args.out, args.include_pending, args.policy, dropped=args.dropped, dataset=args.dataset, overwrite=args.overwrite
+    )
     print(f"exported {provenance['rows']} rows ({provenance['exported_status']}) to {args.out}")
     print(quality_line(provenance["quality"]))
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -109,6 +110,15 @@ def _train_stage(task: str, run_dir: Path, base: dict, overrides: dict) -> Path:
     return run_dir
 
 
+def _move_legacy_store(old: Path, new: Path) -> None:
+    """Experiments started before stores moved out of the export directory keep their Stage 2 rows."""
+    if old.is_file() and not new.exists():
+        new.parent.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            if Path(f"{old}{suffix}").exists():
+                os.replace(f"{old}{suffix}", f"{new}{suffix}")
+
+
 def run_experiment(config: dict, root: Path | None = None) -> dict:
     """Run (or resume) every stage; returns the evaluation report, with stage wall times."""
     from training.augment import augment_to_store, export_store
@@ -140,7 +150,8 @@ def run_experiment(config: dict, root: Path | None = None) -> dict:
         # Into a store of its own (resumable row by row), then exported blind, as the paper trains:
         # every generated reasoning counts, reviewed or not.
         decoding = Decoding(max_new_tokens=augment["max_new_tokens"])
-        store = augmented_dir / "store.sqlite"
+        store = root / f"augment-{augment_key}.store" / "store.sqlite"  # beside the export: an export never writes over a store
+        _move_legacy_store(augmented_dir / "store.sqlite", store)
 
         def stage2():
             augment_to_store(rgen_dir, config["dataset"], store, "train", config["n_train"], config["seed"], decoding, augment["batch_size"])

@@ -9,6 +9,7 @@ import gradio as gr
 from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET, load_classification_dataset
 from reasonapp.models import DEFAULT_BASE_MODEL
 from reasonapp.ui.compare import CompareHandlers, build_compare_tab
+from reasonapp.ui.errors import guard_handlers
 from reasonapp.ui.overview import build_overview_tab
 from reasonapp.ui.review import SHORTCUT_SCRIPT, ReviewHandlers, build_review_tab
 from reasonapp.ui.train import build_train_tab
@@ -27,7 +28,7 @@ def build_app(
 ) -> gr.Blocks:
     data = load_classification_dataset(dataset)
     demo = demo_mode() if demo is None else demo
-    review = ReviewHandlers(store_path or os.environ.get("REASONAPP_STORE"), data.label_names, data.task_description)
+    review = ReviewHandlers(store_path or os.environ.get("REASONAPP_STORE"), data.label_names, data.task_description, dataset)
     with gr.Blocks(title="reasonapp") as blocks:
         with gr.Row():
             gr.Markdown("# reasonapp — reasoning-infused classification workbench")
@@ -42,6 +43,7 @@ def build_app(
                 build_review_tab(review, blocks)
             with gr.Tab("Compare", id="compare"):
                 build_compare_tab(CompareHandlers(), data.label_names)
+    guard_handlers(blocks)  # after every tab: no handler shows a bare "Error"
     return blocks
 
 

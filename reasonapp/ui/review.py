@@ -15,7 +15,8 @@ import gradio as gr
 
 from reasonapp.errors import ReasonappError
 from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES, quality_line, quality_summary
-from reasonapp.store import ConflictError, ReasoningStore, RowFilter, Status, StoredRow
+from reasonapp.store import ConflictError, ReasoningStore, RowFilter, Status, StoredRow, StoreError
+from training.augment import MAX_EXPORT_NAME
 from training.rundir import finished_runs
 
 STATUS_CHOICES = ["pending", "accepted", "edited", "rejected", "all"]
@@ -52,6 +53,7 @@ class ReviewSession:
     queue: list[int] = field(default_factory=list)
     position: int = 0
     version: int | None = None
+    dataset: str | None = None
 
     @property
     def row_id(self) -> int | None:
@@ -66,28 +68,61 @@ def _rgen_model(run_dir: str):
 
 
 class ReviewHandlers:
-    """The Review tab's event handlers, bound to one store file."""
+    """The Review tab's event handlers, bound to one store file.
 
-    def __init__(self, store_path: str | None, label_names: list[str], task_description: str):
-        self.store = ReasoningStore(store_path)
+    A store file that cannot be opened (not a store, a newer schema) does not stop the app: the tab
+    shows why, every decision is refused with that message, and the file is left untouched.
+    """
+
+    def __init__(self, store_path: str | None, label_names: list[str], task_description: str, dataset: str | None = None):
         self.label_names = label_names
         self.task_description = task_description
+        self.app_dataset = dataset
+        self._store: ReasoningStore | None = None
+        self.open_error: str | None = None
+        try:
+            self._store = ReasoningStore(store_path)
+        except StoreError as error:
+            self.open_error = f"The review store cannot be used: {error}"
+
+    @property
+    def store(self) -> ReasoningStore:
+        if self._store is None:
+            raise StoreError(self.open_error or "the review store is not open")
+        return self._store
+
+    def dataset_choices(self) -> list[str]:
+        """The store's datasets, the app's own first (its rows are what the other tabs show)."""
+        held = self._store.datasets() if self._store else []
+        first = [self.app_dataset] if self.app_dataset in held else []
+        return first + [d for d in held if d != self.app_dataset]
+
+    def default_dataset(self) -> str | None:
+        choices = self.dataset_choices()
+        return choices[0] if choices else self.app_dataset
+
+    def dataset_changed(self, dataset: str | None):
+        """The Label filter offers the chosen dataset's labels."""
+        labels = self._store.label_names(dataset) if self._store and dataset else self.label_names
+        return gr.update(choices=["all", *labels], value="all")
 
     # -- views ---------------------------------------------------------------------------
-    def counts_table(self) -> list[list]:
-        counts = self.store.counts()
+    def counts_table(self, dataset: str | None = None) -> list[list]:
+        counts = self.store.counts(dataset)
         rows = [["all", *counts["status"].values(), counts["total"]]]
         for label, by_status in sorted(counts["label"].items()):
             rows.append([label, *by_status.values(), sum(by_status.values())])
         return rows
 
-    def quality_overview(self) -> str:
-        """The store's reasonings (all but rejected) by the quality flags: a set of templates shows here first."""
-        rows = self.store.rows_for_export(include_pending=True)
+    def quality_overview(self, dataset: str | None = None) -> str:
+        """The dataset's reasonings (all but rejected) by the quality flags: a set of templates shows here first."""
+        if self._store is None:
+            return self.open_error
+        rows = self.store.rows_for_export(include_pending=True, dataset=dataset or None)
         return quality_line(quality_summary([{"text": r.text, "label": r.label, "reasoning": r.reasoning, "flags": r.flags} for r in rows]))
 
     def progress_line(self, session: ReviewSession) -> str:
-        counts = self.store.counts()
+        counts = self.store.counts(session.dataset)
         reviewed = counts["total"] - counts["status"]["pending"]
         position = f"row {session.position + 1} of {len(session.queue)} in this queue" if session.row_id else "queue is empty"
         return f"{position} · reviewed {reviewed} of {counts['total']} · flagged {counts['flagged']} · not generated yet {counts['not_generated']}"
@@ -99,7 +134,7 @@ class ReviewHandlers:
         if row is None:
             session.version = None
             empty = "No rows here. Generate reasonings with `python -m training augment`, or change the filters."
-            return session, "", "", "", "", "", self.progress_line(session), self.counts_table(), message or empty
+            return session, "", "", "", "", "", self.progress_line(session), self.counts_table(session.dataset), message or empty
         session.version = row.version
         generator = row.generator or {}
         meta = (
@@ -108,17 +143,20 @@ class ReviewHandlers:
             f"(prompt v{generator.get('prompt_version', '?')})"
         )
         flags = "; ".join(row.flags) if row.flags else "none"
-        return session, row.text, row.label, row.reasoning or "", flags, meta, self.progress_line(session), self.counts_table(), message
+        return session, row.text, row.label, row.reasoning or "", flags, meta, self.progress_line(session), self.counts_table(session.dataset), message
 
     # -- queue ---------------------------------------------------------------------------
-    def load_queue(self, status: str, label: str, search: str, min_length, max_length, flagged: str, order: str):
-        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order)
-        session = ReviewSession(queue=self.store.query_ids(row_filter))
+    def load_queue(self, status: str, label: str, search: str, min_length, max_length, flagged: str, order: str, dataset: str | None = None):
+        if self._store is None:
+            return ReviewSession(), "", "", "", "", "", "", [], self.open_error
+        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset)
+        session = ReviewSession(queue=self.store.query_ids(row_filter), dataset=row_filter.dataset)
         return self.view(session, f"{len(session.queue)} rows match")
 
     @staticmethod
-    def _filter(status, label, search, min_length, max_length, flagged, order) -> RowFilter:
+    def _filter(status, label, search, min_length, max_length, flagged, order, dataset=None) -> RowFilter:
         return RowFilter(
+            dataset=(dataset or "").strip() or None,
             status=None if status in (None, "all") else status,
             label=None if label in (None, "", "all") else label,
             search=(search or "").strip() or None,
@@ -194,35 +232,41 @@ class ReviewHandlers:
             model, tokenizer, _ = _rgen_model(rgen_run)
         except ReasonappError as error:
             return self.view(session, str(error), row=row)
-        labels = LabelSpace(tuple(self.label_names), self.task_description)
+        labels = LabelSpace(tuple(self.store.label_names(row.dataset) or self.label_names), self.task_description)
         decoding = Decoding(max_new_tokens=64, do_sample=True)
         candidate = generate_reasonings(model, tokenizer, [row.text], [row.label], labels, decoding, batch_size=1)[0]
         state, *rest = self.view(session, "New candidate in the box: accept or save it to keep it.", row=row)
         rest[2] = candidate
         return (state, *rest)
 
-    def bulk_accept(self, session, reviewer, status, label, search, min_length, max_length, flagged, order):
-        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order)
-        accepted = self.store.bulk_accept(row_filter, reviewer)
-        session = ReviewSession(queue=self.store.query_ids(row_filter))
-        return self.view(session, f"Accepted {accepted} pending rows.")
+    def bulk_accept(self, session, reviewer, status, label, search, min_length, max_length, flagged, order, dataset=None):
+        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset)
+        result = self.store.bulk_accept(row_filter, reviewer)
+        session = ReviewSession(queue=self.store.query_ids(row_filter), dataset=row_filter.dataset)
+        message = f"Accepted {result.accepted} pending rows."
+        if result.refused:
+            reasons = sorted(set(result.refused.values()))
+            message += f" {len(result.refused)} left pending, to edit or reject one by one: {'; '.join(reasons)}"
+        return self.view(session, message)
 
-    def export(self, out_dir: str, include_pending: bool, policy: str = "keep-all", dropped: str = "remove") -> str:
-        """Build the augmented training set from this store (the same as `python -m training export`)."""
-        from reasonapp import settings
-        from training.augment import export_store
+    def export(
+        self, name: str, include_pending: bool, policy: str = "keep-all", dropped: str = "remove", dataset: str | None = None,
+        overwrite: bool = False,
+    ) -> str:
+        """Build the augmented training set under `<workspace>/exports/<name>` (the same as `python -m training export`)."""
+        from training.augment import export_store, workspace_export_dir
 
-        out = (out_dir or "").strip() or str(settings.workspace_dir() / "exports" / "reviewed")
         try:
-            provenance = export_store(self.store.path, out, include_pending, policy, dropped=dropped)
+            out = workspace_export_dir((name or "").strip() or "reviewed")
+            provenance = export_store(self.store.path, out, include_pending, policy, dropped=dropped, dataset=dataset or None, overwrite=overwrite)
         except ReasonappError as error:
             return f"Not exported: {error}"
         dropped_note = f"; {provenance['dropped_by_policy']} reasonings dropped by {policy}" if policy != "keep-all" else ""
         task = "multitask" if dropped == "blank" else "Q→RA"
         return f"Exported {provenance['rows']} rows ({provenance['exported_status']}{dropped_note}) to {out}; train {task} on it with --dataset {out}"
 
-    def bulk_preview(self, status, label, search, min_length, max_length, flagged, order):
-        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order)
+    def bulk_preview(self, status, label, search, min_length, max_length, flagged, order, dataset=None):
+        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset)
         pending = sum(1 for i in self.store.query_ids(row_filter) if self.store.get(i).status == Status.PENDING.value)
         return gr.update(visible=True), f"Accept all {pending} pending rows in this filter?"
 
@@ -232,6 +276,10 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=3):
             with gr.Row():
+                dataset = gr.Dropdown(
+                    handlers.dataset_choices(), value=handlers.default_dataset(), label="Dataset", allow_custom_value=True,
+                    elem_id="review-dataset", info="rows of this dataset only",
+                )
                 status = gr.Radio(STATUS_CHOICES, value="pending", label="Status")
                 label = gr.Dropdown(["all", *handlers.label_names], value="all", label="Label")
                 flagged = gr.Radio(["any", "flagged only", "unflagged only"], value="any", label="Flags")
@@ -272,8 +320,13 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
                     cancel = gr.Button("Cancel")
             quality = gr.Textbox(label="Reasoning quality (all but rejected rows; Apply filters refreshes it)", interactive=False, lines=3, elem_id="review-quality")
             with gr.Accordion("Export the augmented training set", open=False):
-                export_dir = gr.Textbox(label="Output directory", placeholder="default: <workspace>/exports/reviewed", max_lines=1)
-                include_pending = gr.Checkbox(label="Include rows nobody reviewed yet", value=False)
+                export_dir = gr.Textbox(
+                    label="Export name", placeholder="reviewed", max_lines=1, max_length=MAX_EXPORT_NAME, elem_id="review-export-name",
+                    info="written to <workspace>/exports/<name>; letters, digits, '.', '_' and '-'",
+                )
+                with gr.Row():
+                    include_pending = gr.Checkbox(label="Include rows nobody reviewed yet", value=False)
+                    overwrite = gr.Checkbox(label="Replace an earlier export of this name", value=False)
                 with gr.Row():
                     policy = gr.Dropdown(list(EXPORT_POLICIES), value="keep-all", label="Quality policy (by flags)")
                     dropped = gr.Radio(
@@ -283,12 +336,13 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
                 export = gr.Button("Export accepted + edited rows", elem_id="review-export")
                 export_message = gr.Textbox(label="Export", interactive=False, elem_id="review-export-message")
 
-    filters = [status, label, search, min_length, max_length, flagged, order]
+    filters = [status, label, search, min_length, max_length, flagged, order, dataset]
     outputs = [session, text, gold, reasoning, flags, meta, progress, counts, message]
     apply.click(handlers.load_queue, filters, outputs, api_name="review_queue")
     demo.load(handlers.load_queue, filters, outputs, api_visibility="private")
-    apply.click(handlers.quality_overview, None, quality, api_name="review_quality")  # on load and on each filter apply
-    demo.load(handlers.quality_overview, None, quality, api_visibility="private")
+    apply.click(handlers.quality_overview, dataset, quality, api_name="review_quality")  # on load and on each filter apply
+    demo.load(handlers.quality_overview, dataset, quality, api_visibility="private")
+    dataset.change(handlers.dataset_changed, dataset, label, api_visibility="private")
     accept.click(handlers.accept, [session, reasoning, reviewer], outputs, api_name="review_accept")
     save.click(handlers.save_edit, [session, reasoning, reviewer], outputs, api_name="review_save")
     reject.click(handlers.reject, [session, reasoning, reviewer], outputs, api_name="review_reject")
@@ -300,4 +354,4 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
         lambda: gr.update(visible=False), None, confirm_box, api_visibility="private"
     )
     cancel.click(lambda: gr.update(visible=False), None, confirm_box, api_visibility="private")
-    export.click(handlers.export, [export_dir, include_pending, policy, dropped], export_message, api_name="review_export")
+    export.click(handlers.export, [export_dir, include_pending, policy, dropped, dataset, overwrite], export_message, api_name="review_export")
