@@ -4,10 +4,11 @@ import json
 
 import pytest
 
-from reasonapp.errors import ConfigError, DataError
+from reasonapp.errors import ConfigError, DataError, RunDirError
 from training import rundir
 from training.evaluate import (
     EvalConfig,
+    check_output_dir,
     classification_metrics,
     evaluate,
     mcnemar,
@@ -123,6 +124,8 @@ def test_integer_labels_are_named_by_the_labels_setting_the_error_asks_for(tiny_
     report = json.loads((out / "metrics.json").read_text())
     assert report["label_names"] == ["sad", "happy"] and report["rows"] == 8
     assert report["systems"]["qa_scored"]["per_class"]["happy"]["support"] == 4
+    assert main(["evaluate", "--qa-run", str(run), "--labels", "sad,happy", "--qa-mode", "scored", "--output-dir", str(out), "--limit", "4"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["rows"] == 4  # the same run, evaluated again into its directory
 
 
 def test_fast_label_scoring_matches_the_plain_forward_pass(tiny_model_dir):
@@ -208,3 +211,54 @@ def test_evaluation_settings_below_one_are_refused():
     for name in ("batch_size", "max_new_tokens"):
         with pytest.raises(ConfigError, match=f"{name} must be at least 1, got 0"):
             EvalConfig(qa_run="runs/qa", **{name: 0})
+
+
+def evaluated_run(path, task="qa", runs=None):
+    """A run directory (config only) whose eval-test holds an evaluation of `runs` (default: itself)."""
+    rundir.write_config(path, {"task": task})
+    write_evaluation(path / "eval-test", runs or {task if task == "qa" else "qra": str(path)})
+    return path
+
+
+def write_evaluation(directory, runs):
+    directory.mkdir(parents=True)
+    rundir.write_json(directory / "metrics.json", {"runs": runs, "systems": {}})
+    (directory / "report.md").write_text("# the evaluation of " + ", ".join(runs.values()))
+
+
+def test_another_runs_evaluation_directory_is_refused(tmp_path):
+    mine, theirs = evaluated_run(tmp_path / "mine"), evaluated_run(tmp_path / "theirs", task="qra")
+    report = (theirs / "eval-test" / "report.md").read_text()
+    with pytest.raises(RunDirError, match=(
+        r"eval-test is the evaluation directory of the run .+theirs, which this evaluation .+ does not include; "
+        r"its report.md feeds that run's model card: choose another --output-dir"
+    )):
+        evaluate(EvalConfig(qa_run=str(mine), output_dir=str(theirs / "eval-test")))
+    with pytest.raises(RunDirError, match="evaluation directory of the run"):  # nothing there yet: still that run's
+        evaluate(EvalConfig(qa_run=str(mine), output_dir=str(theirs / "eval-validation")))
+    assert (theirs / "eval-test" / "report.md").read_text() == report and not (theirs / "eval-validation").exists()
+
+
+def test_a_directory_holding_the_evaluation_of_other_runs_is_refused(tmp_path):
+    mine, theirs = evaluated_run(tmp_path / "mine"), evaluated_run(tmp_path / "theirs")
+    write_evaluation(tmp_path / "shared-eval", {"qa": str(theirs)})
+    with pytest.raises(RunDirError, match=(
+        r"shared-eval holds the evaluation of other runs \(.+theirs\); this one evaluates .+mine: choose another --output-dir"
+    )):
+        evaluate(EvalConfig(qa_run=str(mine), output_dir=str(tmp_path / "shared-eval")))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "report.md").write_text("my own notes")
+    with pytest.raises(RunDirError, match=r"notes holds a report.md that is not an evaluation of these runs"):
+        evaluate(EvalConfig(qa_run=str(mine), output_dir=str(tmp_path / "notes")))
+    assert (tmp_path / "notes" / "report.md").read_text() == "my own notes"
+
+
+def test_the_same_runs_may_be_evaluated_again_into_their_directory(tmp_path, monkeypatch):
+    qa, qra = evaluated_run(tmp_path / "qa"), evaluated_run(tmp_path / "qra", task="qra")
+    check_output_dir(qa / "eval-test", {"qa": str(qa)})
+    check_output_dir(qa / "eval-test", {"qa": str(qa), "qra": str(qra)})  # the run's own directory, beside another run
+    monkeypatch.chdir(tmp_path)
+    write_evaluation(tmp_path / "pair", {"qa": "qa", "qra": "./qra"})  # written from here, with relative paths
+    check_output_dir(tmp_path / "pair", {"qa": str(qa), "qra": str(qra)})
+    with pytest.raises(RunDirError, match="holds the evaluation of other runs"):
+        check_output_dir(tmp_path / "pair", {"qa": str(qa)})

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reasonapp import data
-from reasonapp.errors import ConfigError, DataError
+from reasonapp.errors import ConfigError, DataError, RunDirError
 from training import rundir
 from training.generation import progress_bar
 
@@ -198,6 +198,36 @@ def side_configs(runs: dict[str, str]) -> dict[str, dict]:
     return configs
 
 
+def check_output_dir(out: Path, runs: dict[str, str]) -> None:
+    """Refuse to write this evaluation of `runs` where it would replace the evaluation of other runs.
+
+    A directory inside a run directory (`<run>/eval-test`) is that run's: its report.md feeds the run's
+    model card, so only an evaluation that includes the run may write there. Elsewhere a directory belongs
+    to the runs its metrics.json names (the `runs` this function writes); a report.md without one is not ours.
+    Runs are compared by resolved path.
+    """
+    out = Path(out)
+    evaluated = {Path(path).resolve() for path in runs.values()}
+    names = ", ".join(str(path) for path in runs.values())
+    owner = out.resolve().parent
+    if (owner / rundir.CONFIG).is_file():
+        if owner not in evaluated:
+            raise RunDirError(
+                f"{out} is the evaluation directory of the run {owner}, which this evaluation (of {names}) does not include; "
+                "its report.md feeds that run's model card: choose another --output-dir"
+            )
+        return
+    previous = rundir.read_json(out / "metrics.json")
+    if isinstance(previous, dict) and isinstance(previous.get("runs"), dict):
+        if {Path(path).resolve() for path in previous["runs"].values()} != evaluated:
+            raise RunDirError(
+                f"{out} holds the evaluation of other runs ({', '.join(map(str, previous['runs'].values()))}); this one evaluates "
+                f"{names}: choose another --output-dir"
+            )
+    elif (out / "report.md").exists():
+        raise RunDirError(f"{out} holds a report.md that is not an evaluation of these runs ({names}): choose another --output-dir")
+
+
 def evaluate(config: EvalConfig) -> dict:
     """Evaluate the given runs (and TF-IDF) on the split; write the report; return metrics.json's content."""
     from training.predict import Classifiers
@@ -205,6 +235,7 @@ def evaluate(config: EvalConfig) -> dict:
     runs = {"qa": config.qa_run, "qra": config.qra_run}
     runs = {name: path for name, path in runs.items() if path}
     run_configs = side_configs(runs)
+    check_output_dir(Path(config.output_dir), runs)
 
     source = _source_dataset(config, run_configs)
     loaded = data.load_classification_dataset(source, labels=config.labels.split(",") if config.labels else None)
@@ -362,3 +393,4 @@ def plot_report(report: dict, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "per_class_f1.png", dpi=110)
     plt.close(fig)
+
