@@ -72,7 +72,7 @@ def test_a_stopped_stage_ends_the_experiment_and_the_same_command_resumes_it(tin
     monkeypatch.setattr(training.sft, "train", train_that_stops("qa"))
     with pytest.raises(RunStopped, match="qa training stopped .* run the same command again"):
         run_experiment(loaded, root)
-    assert [p.name.split("-")[0] for p in sorted(root.iterdir()) if p.is_dir()] == ["augment", "qa", "rgen"]  # Q->RA never started
+    assert [p.name.split("-")[0] for p in sorted(root.iterdir()) if p.is_dir()] == ["augment", "qa", "rgen", "store"]  # Q->RA never started
 
     monkeypatch.setattr(training.sft, "train", real_train)
     report = run_experiment(loaded, root)

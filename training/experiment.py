@@ -150,7 +150,7 @@ def run_experiment(config: dict, root: Path | None = None) -> dict:
         # Into a store of its own (resumable row by row), then exported blind, as the paper trains:
         # every generated reasoning counts, reviewed or not.
         decoding = Decoding(max_new_tokens=augment["max_new_tokens"])
-        store = root / f"augment-{augment_key}.store" / "store.sqlite"  # beside the export: an export never writes over a store
+        store = root / f"store-{augment_key}" / "store.sqlite"  # beside the export: an export never writes over a store
         _move_legacy_store(augmented_dir / "store.sqlite", store)
 
         def stage2():
