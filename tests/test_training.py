@@ -221,7 +221,7 @@ def test_multitask_learns_every_label_and_only_the_rationales_it_has(tiny_model_
 def test_label_missing_from_the_label_set_is_a_clear_error(tiny_model_dir, tmp_path):
     dataset = write_augmented(tmp_path / "augmented")
     (tmp_path / "augmented" / "labels.json").write_text('["joy", "fear", "sadness"]')  # no "surprise"
-    with pytest.raises(DataError, match="has label 'surprise'"):
+    with pytest.raises(DataError, match=r"has 2 rows whose label is not one of \['joy', 'fear', 'sadness'\] \(the dataset's labels file\): 'surprise' \(2 rows\)"):
         train(TrainConfig(task="qra", base_model=tiny_model_dir, dataset=dataset, output_dir=str(tmp_path / "run")))
 
 
