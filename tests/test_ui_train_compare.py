@@ -169,6 +169,51 @@ def test_stop_is_refused_and_its_button_off_for_a_run_that_is_not_running():
     assert (running / rundir.STOP_FILE).exists()
 
 
+def test_run_lists_refresh_themselves_when_a_run_is_launched_starts_or_ends():
+    import yaml
+
+    from reasonapp.ui.compare import refresh_compare_lists
+    from reasonapp.ui.run_lists import refresh_rgen_runs
+    from reasonapp.ui.train import refresh_run_lists
+    from training import launcher
+    from training.sft import TrainConfig
+
+    def changed(outputs):  # gr.skip() updates nothing: an update with no keys besides its type
+        return [len(output) > 1 if isinstance(output, dict) else True for output in outputs]
+
+    run_list, table, seen = refresh_run_lists(None)  # the page's first tick: whatever the page was built with is replaced
+    assert run_list["choices"] == [] and table.empty
+    assert changed(refresh_run_lists(seen)[:2]) == [False, False]  # nothing happened: nothing is sent
+
+    run_dir = rundir.runs_root() / "qa-20261201-090000"
+    run_dir.mkdir(parents=True)
+    (run_dir / launcher.LAUNCH_CONFIG).write_text(yaml.safe_dump(TrainConfig(task="qa", output_dir=str(run_dir)).to_dict()))
+    run_list, table, seen = refresh_run_lists(seen)  # launched
+    assert run_list["choices"] == [("qa-20261201-090000 · qa", str(run_dir))]
+    rundir.write_config(run_dir, {"task": "qa"})
+    rundir.write_json(run_dir / rundir.STATUS, {"state": "running", "step": 1})
+    run_list, table, seen = refresh_run_lists(seen)  # started
+    assert list(table["state"]) == ["running"]
+    rundir.write_json(run_dir / rundir.STATUS, {"state": "running", "step": 2})
+    assert changed(refresh_run_lists(seen)[:2]) == [False, False]  # a step is not a change of the lists
+    compare_seen = refresh_compare_lists(None)[-1]
+    rgen_seen = refresh_rgen_runs(None)[-1]
+
+    rundir.write_json(run_dir / rundir.STATUS, {"state": "finished", "step": 3})
+    run_list, table, seen = refresh_run_lists(seen)  # finished
+    assert list(table["state"]) == ["finished"]
+    qa_runs, qra_runs, evaluations, reports, compare_seen = refresh_compare_lists(compare_seen)
+    assert qa_runs["choices"] == [str(run_dir)]
+    assert changed(refresh_compare_lists(compare_seen)[:4]) == [False] * 4
+    assert changed(refresh_rgen_runs(rgen_seen)[:1]) == [False]  # a qa run is no R-Gen run
+
+    rgen = rundir.runs_root() / "rgen-20261201-100000"
+    rundir.write_config(rgen, {"task": "rgen"})
+    rundir.write_json(rgen / rundir.STATUS, {"state": "finished"})
+    rgen_runs, rgen_seen = refresh_rgen_runs(rgen_seen)
+    assert rgen_runs["choices"] == [str(rgen)]
+
+
 def test_a_cli_run_killed_mid_training_shows_as_failed_and_the_app_resumes_it(monkeypatch):
     import subprocess
     import sys
@@ -316,6 +361,40 @@ def test_browser_log_box_shows_the_newest_lines():
         page.wait_for_function("() => { const box = document.querySelector('#train-log textarea'); "
                                "return box.scrollHeight > box.clientHeight && box.scrollTop + box.clientHeight >= box.scrollHeight - 2; }",
                                timeout=10_000)
+
+
+@pytest.mark.browser
+def test_browser_run_lists_take_a_run_that_finished_after_the_page_opened():
+    import gradio as gr
+
+    from reasonapp.ui.compare import CompareHandlers, build_compare_tab
+    from reasonapp.ui.train import build_train_tab
+
+    with gr.Blocks() as demo:
+        with gr.Tabs():
+            with gr.Tab("Train"):
+                build_train_tab("some/base-model")
+            with gr.Tab("Compare"):
+                build_compare_tab(CompareHandlers(), ["joy", "fear"])
+    with launched(demo) as url, browser_page() as page:
+        page.goto(url)
+        page.wait_for_selector("#train-run input")
+        run_dir = rundir.runs_root() / "qa-finished-later"
+        rundir.write_config(run_dir, {"task": "qa"})
+        rundir.write_json(run_dir / rundir.STATUS, {"state": "finished"})
+
+        def listed(elem_id: str, text: str) -> None:
+            def shown() -> bool:  # open the list, read it, close it (a blur: Escape leaves it closed to the next click)
+                page.locator(f"#{elem_id} input").click()
+                options = page.locator(f"#{elem_id} [role=option]").all_inner_texts()
+                page.locator(f"#{elem_id} input").blur()
+                return any(text in option for option in options)
+
+            wait_for(shown, timeout=30)
+
+        listed("train-run", "qa-finished-later · qa")
+        page.get_by_role("tab", name="Compare").click()
+        listed("compare-qa-run", str(run_dir))
 
 
 def test_concurrent_sessions_each_get_their_own_predictions(app_url, classifier_runs):

@@ -208,6 +208,21 @@ def list_runs(root: Path | None = None) -> list[dict]:
     return sorted(runs, key=lambda run: run["modified"], reverse=True)
 
 
+def runs_signature(root: Path | None = None) -> tuple:
+    """What the app's lists of runs show, cheaply: each run directory (launched or started), its state, whether it has a test evaluation.
+
+    It changes when a run is launched, starts, ends or is evaluated, not at every step, so a page polling
+    it refreshes its lists only then.
+    """
+    root = Path(root) if root else runs_root()
+    signature = []
+    for run_dir in sorted(path for path in root.glob("*") if path.is_dir()):
+        if (run_dir / CONFIG).is_file() or (run_dir / "launch.yaml").is_file():
+            state = read_json(run_dir / STATUS, {}).get("state")
+            signature.append((run_dir.name, (run_dir / CONFIG).is_file(), state, (run_dir / "eval-test" / "metrics.json").is_file()))
+    return tuple(signature)
+
+
 def finished_runs(tasks: tuple[str, ...]) -> list[str]:
     """Run directories of finished runs of these tasks, newest first (what the app offers to pick from)."""
     return [run["run_dir"] for run in list_runs() if run["config"].get("task") in tasks and run["status"].get("state") == "finished"]

@@ -20,6 +20,7 @@ import pandas as pd
 
 from reasonapp.errors import ReasonappError
 from reasonapp.prompts import MAX_TEXT_CHARS
+from reasonapp.ui.run_lists import POLL_SECONDS
 from training.comparison import report_dirs
 from training.evaluate import SIDE_TASKS, side_configs
 from training.rundir import finished_runs
@@ -159,6 +160,24 @@ def evaluation_choices() -> list[str]:
     return sorted(str(p.parent) for p in root.glob("**/predictions.jsonl"))
 
 
+def compare_choices() -> tuple[tuple[str, ...], ...]:
+    """The choices of the tab's lists: Q→A runs, Q→RA runs, evaluated splits, comparison reports."""
+    return (
+        tuple(finished_runs(SIDE_TASKS["qa"])),
+        tuple(finished_runs(SIDE_TASKS["qra"])),
+        tuple(evaluation_choices()),
+        tuple(report_dirs()),
+    )
+
+
+def refresh_compare_lists(seen):
+    """(an update of each list, what they now list): new choices only when they changed since `seen` (a page's last)."""
+    current = compare_choices()
+    if current == seen:
+        return (*(gr.skip() for _ in current), seen)
+    return (*(gr.update(choices=list(choices)) for choices in current), current)
+
+
 def disagreements(eval_dir: str | None, gold: str) -> pd.DataFrame:
     """Rows of an evaluated split where Q->A and Q->RA differ, with the reasoning."""
     columns = ["text", "gold", "qa", "qra", "reasoning"]
@@ -238,17 +257,10 @@ def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None
         curve = gr.Image(shown_plot, label="Test accuracy against N", type="filepath", interactive=False, height=360)
         report_text = gr.Markdown(shown_text, elem_id="compare-report")
 
-    refresh.click(
-        lambda: (
-            gr.update(choices=finished_runs(SIDE_TASKS["qa"])),
-            gr.update(choices=finished_runs(SIDE_TASKS["qra"])),
-            gr.update(choices=evaluation_choices()),
-            gr.update(choices=report_dirs()),
-        ),
-        None,
-        [qa_run, qra_run, eval_dir, report_dir],
-        api_visibility="private",
-    )
+    # a run that finishes (or an evaluation, or a comparison) while the page is open joins its list by itself
+    lists, seen = [qa_run, qra_run, eval_dir, report_dir], gr.State(None)
+    refresh.click(lambda: refresh_compare_lists(None), None, [*lists, seen], api_visibility="private")
+    gr.Timer(POLL_SECONDS).tick(refresh_compare_lists, seen, [*lists, seen], api_visibility="private", show_progress="hidden")
     show_report.click(comparison_report, report_dir, [report_text, curve], api_name="compare_report")
     outputs = [qa_label, probs, qa_latency, reasoning, qra_label, qra_latency, agreement, note]
     go.click(handlers.predict, [text, qa_run, qra_run], outputs, api_name="compare_predict", concurrency_limit=1)

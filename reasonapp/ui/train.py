@@ -14,6 +14,7 @@ import gradio as gr
 import pandas as pd
 
 from reasonapp.errors import ReasonappError
+from reasonapp.ui.run_lists import refresh_on_change
 from training import launcher, rundir
 from training.sft import TASKS, TrainConfig
 
@@ -62,8 +63,8 @@ def run_directory(value: str | None) -> str:
 def run_choices() -> list[tuple[str, str]]:
     """(name · task, run dir) of every run, newest first, and of runs launched but not started yet.
 
-    No state in the label: the list is not refreshed as runs progress, so a state shown there would go
-    stale ('starting' beside a finished run); the Status box and Past runs show it live.
+    No state in the label: the Status box and Past runs show it (the list is refreshed when a run starts
+    or ends, but a label changing under an open dropdown would move what the user is about to pick).
     """
     choices = [(f"{Path(run['run_dir']).name} · {run['config'].get('task', '?')}", run["run_dir"]) for run in rundir.list_runs()]
     for launch in sorted(rundir.runs_root().glob(f"*/{launcher.LAUNCH_CONFIG}"), reverse=True):
@@ -92,6 +93,10 @@ def runs_table() -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=["run", "task", "state", "base model", "rows", "steps", "train loss", "test accuracy"])
+
+
+# Timer handler: the run list and Past runs, sent again only when a run was launched, started, ended or evaluated.
+refresh_run_lists = refresh_on_change(rundir.runs_signature, lambda: gr.update(choices=run_choices()), runs_table)
 
 
 def show_command(*form):
@@ -261,8 +266,10 @@ def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
     if not demo_mode:
         begin.click(start, form, [run, message, output_dir], api_name="train_start")
     push.click(push_run, [run, repo_id, private, merged], push_message, api_name="train_push")
-    refresh.click(lambda: (gr.update(choices=run_choices()), runs_table()), None, [run, table], api_visibility="private")
+    lists_seen = gr.State(None)  # what this page's run list and Past runs last showed (runs_signature)
+    refresh.click(lambda: refresh_run_lists(None), None, [run, table, lists_seen], api_visibility="private")
     timer = gr.Timer(2.0)
+    timer.tick(refresh_run_lists, lists_seen, [run, table, lists_seen], api_visibility="private", show_progress="hidden")
     monitored = [status, loss, log, error, halt]
     timer.tick(monitor, run, monitored, api_visibility="private", show_progress="hidden")
     run.change(monitor, run, monitored, api_name="train_monitor").then(evaluation_view, run, [report, confusion], api_visibility="private")
