@@ -66,7 +66,7 @@ def test_train_endpoints_start_monitor_stop_resume_and_evaluate(app_url, tiny_mo
     assert "step 3/3" in status[0] and len(status[1]["data"]) == 3  # a loss point per step
     assert (Path(run_dir) / "adapter" / "adapter_model.safetensors").is_file()
 
-    assert "Evaluating" in client.predict(run_dir, 8, api_name="/train_evaluate")
+    assert "Evaluating" in client.predict(run_dir, 8, "", "test", api_name="/train_evaluate")
     wait_for(lambda: (Path(run_dir) / "eval-test" / "metrics.json").is_file())
 
     form[5] = 400  # long enough to stop midway
@@ -212,6 +212,68 @@ def test_run_lists_refresh_themselves_when_a_run_is_launched_starts_or_ends():
     rundir.write_json(rgen / rundir.STATUS, {"state": "finished"})
     rgen_runs, rgen_seen = refresh_rgen_runs(rgen_seen)
     assert rgen_runs["choices"] == [str(rgen)]
+
+
+EMOTION_LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+
+
+def finished_run(name: str, **config) -> Path:
+    run_dir = rundir.runs_root() / name
+    rundir.write_config(run_dir, {"task": "qa", "label_names": EMOTION_LABELS, **config})
+    rundir.write_json(run_dir / rundir.STATUS, {"state": "finished", "step": 3, "total_steps": 3})
+    return run_dir
+
+
+def test_a_qa_run_trained_on_an_export_is_evaluated_on_the_export_source_checked_before_launch(tmp_path, monkeypatch, shared_data):
+    from reasonapp.ui.train import evaluate, evaluation_defaults
+    from training import launcher
+
+    export = write_augmented(tmp_path / "export")  # what `python -m training export` writes: a train split only
+    (tmp_path / "export" / "provenance.json").write_text(json.dumps({"source_dataset": "dair-ai/emotion"}))
+    on_export = finished_run("qa-on-export", dataset=export)
+    on_emotion = finished_run("qa-on-emotion", dataset="dair-ai/emotion")
+    assert evaluation_defaults(str(on_export)) == "dair-ai/emotion"  # the field, filled when the run is picked
+    assert evaluation_defaults(str(on_emotion)) == "dair-ai/emotion"
+    assert evaluation_defaults(str(finished_run("qra-no-provenance", task="qra", dataset=str(tmp_path / "elsewhere")))) == str(tmp_path / "elsewhere")
+
+    launched = []
+    monkeypatch.setattr(launcher, "_spawn", lambda command, log_path, workdir: launched.append(command))
+    message = evaluate(str(on_export), 8, "", "test")  # an empty field: the default
+    assert message.startswith("Evaluating qa-on-export on dair-ai/emotion / test (8 rows)")
+    (command,) = launched
+    assert command[command.index("--dataset") + 1] == "dair-ai/emotion" and command[command.index("--split") + 1] == "test"
+    assert command[command.index("--output-dir") + 1] == str(on_export / "eval-test")
+
+    assert evaluate(str(on_export), 8, export, "test") == f"Not evaluated: {export} has no split 'test' (splits: ['train'])"
+    assert evaluate(str(on_export), 8, "dair-ai/emotion", "validation").startswith("Evaluating qa-on-export on dair-ai/emotion / validation")
+    assert launched[-1][launched[-1].index("--output-dir") + 1] == str(on_export / "eval-validation")
+    (tmp_path / "export" / "labels.json").write_text(json.dumps(EMOTION_LABELS[::-1]))
+    assert "labels" in evaluate(str(on_export), 8, export, "train")  # the run's labels differ from the data's
+    assert len(launched) == 2
+
+
+def test_a_failed_evaluation_shows_in_the_error_box_not_as_running():
+    import os
+    import subprocess
+    import sys
+
+    from reasonapp.ui.train import evaluation_view, monitor
+    from training import launcher
+
+    run_dir = finished_run("qa-evaluated")
+    out = run_dir / "eval-test"
+    out.mkdir()
+    (out / launcher.EVAL_LOG).write_text("loading\nerror: the qa run's labels ['a'] differ from dair-ai/emotion's ['b']\n")
+    rundir.write_json(out / "process.json", {"pid": os.getpid(), "command": ["evaluate"]})  # alive: still running
+    assert evaluation_view(str(run_dir))[0].startswith("Evaluation running")
+    assert monitor(str(run_dir))[3] == ""
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    rundir.write_json(out / "process.json", {"pid": ended.pid, "command": ["evaluate"]})  # ended without a report
+    assert launcher.evaluation_state(run_dir)["state"] == "failed"
+    assert monitor(str(run_dir))[3] == "Evaluation failed: error: the qa run's labels ['a'] differ from dair-ai/emotion's ['b']"
+    assert "running" not in evaluation_view(str(run_dir))[0]
 
 
 def test_a_cli_run_killed_mid_training_shows_as_failed_and_the_app_resumes_it(monkeypatch):

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from reasonapp import settings
-from reasonapp.errors import RunDirError
+from reasonapp import data, settings
+from reasonapp.errors import DataError, RunDirError
 from training import rundir
+from training.augment import read_provenance
 from training.sft import TrainConfig
 
 LAUNCH_CONFIG = "launch.yaml"
@@ -93,8 +94,36 @@ def stop_training(run_dir: str | Path) -> Path:
     return run_dir
 
 
-def start_evaluation(qa_run: str | None, qra_run: str | None, limit: int | None, output_dir: Path) -> Path:
-    command = [sys.executable, "-m", "training", "evaluate", "--output-dir", str(output_dir)]
+def default_evaluation_dataset(run_dir: str | Path) -> str:
+    """The dataset a run is evaluated on unless told otherwise: the one its training rows came from.
+
+    A run trained on an export (`python -m training export`: a train split only) names the export; the
+    export's provenance.json names the dataset it was drawn from, whose test split the run has not seen.
+    """
+    config = rundir.read_config(Path(run_dir))
+    dataset = config.get("dataset") or ""
+    return config.get("source_dataset") or read_provenance(dataset).get("source_dataset") or dataset
+
+
+def check_evaluation_data(run_dirs: list[str | Path], dataset: str, split: str) -> None:
+    """Refuse, before anything launches, a dataset without the split or with other labels than the runs learned."""
+    loaded = data.load_classification_dataset(dataset)
+    if split not in loaded.splits:
+        raise DataError(f"{dataset} has no split {split!r} (splits: {list(loaded.splits)})")
+    for run_dir in run_dirs:
+        labels = rundir.read_config(Path(run_dir)).get("label_names")
+        if labels != loaded.label_names:
+            raise DataError(f"{Path(run_dir).name} learned the labels {labels}; {dataset} has {loaded.label_names}")
+
+
+def start_evaluation(
+    qa_run: str | None, qra_run: str | None, limit: int | None, output_dir: Path, dataset: str | None = None, split: str = "test"
+) -> Path:
+    """Check the data, then launch `python -m training evaluate` into `output_dir`; `dataset` defaults to the first run's."""
+    runs = [run for run in (qa_run, qra_run) if run]
+    dataset = dataset or default_evaluation_dataset(runs[0])
+    check_evaluation_data(runs, dataset, split)
+    command = [sys.executable, "-m", "training", "evaluate", "--output-dir", str(output_dir), "--dataset", dataset, "--split", split]
     if qa_run:
         command += ["--qa-run", str(qa_run)]
     if qra_run:
@@ -102,8 +131,36 @@ def start_evaluation(qa_run: str | None, qra_run: str | None, limit: int | None,
     if limit:
         command += ["--limit", str(int(limit))]
     output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / EVAL_LOG).write_text("")  # this evaluation's log: an earlier attempt's error is not this one's
     _spawn(command, output_dir / EVAL_LOG, output_dir)
     return output_dir
+
+
+def evaluation_state(run_dir: str | Path) -> dict:
+    """The run's latest evaluation (a `<run>/eval-<split>` folder): its folder, state, error and log tail.
+
+    state is None (never evaluated), "running", "finished" (its report.md is newer than its launch) or
+    "failed": the process the app launched ended without a report, and `error` says why (from eval.log).
+    """
+    launches = []
+    for folder in Path(run_dir).glob("eval-*"):
+        marks = [path.stat().st_mtime for path in (folder / "process.json", folder / "report.md") if path.is_file()]
+        if marks:
+            launches.append((max(marks), str(folder)))
+    if not launches:
+        return {"dir": None, "state": None, "error": None, "log": ""}
+    folder = Path(max(launches)[1])
+    process_file, report = folder / "process.json", folder / "report.md"
+    process = rundir.read_json(process_file, {})
+    error = None
+    if process and _alive(process.get("pid")):
+        state = "running"
+    elif report.is_file() and (not process_file.is_file() or report.stat().st_mtime >= process_file.stat().st_mtime):
+        state = "finished"  # (a CLI evaluation has no process.json)
+    else:
+        state = "failed"
+        error = _last_error(folder / EVAL_LOG) or f"the evaluation ended without a report (see {folder / EVAL_LOG})"
+    return {"dir": str(folder), "state": state, "error": error, "log": log_tail(folder / EVAL_LOG, 3)}
 
 
 def launch_settings(run_dir: str | Path) -> dict:

@@ -140,7 +140,9 @@ def monitor(run_dir: str | None):
     if state["metrics"] and state["metrics"][-1].get("tokens_per_s"):
         line += f" · {state['metrics'][-1]['tokens_per_s']:.0f} tokens/s"
     points = [(m["step"], m["loss"]) for m in state["metrics"] if m.get("loss") is not None]
-    return line, loss_frame(points), state["log"], state["error"] or "", gr.update(interactive=state["state"] == "running")
+    evaluation = launcher.evaluation_state(run_dir)
+    error = state["error"] or (f"Evaluation failed: {evaluation['error']}" if evaluation["error"] else "")
+    return line, loss_frame(points), state["log"], error, gr.update(interactive=state["state"] == "running")
 
 
 def stop(run_dir: str | None) -> str:
@@ -166,7 +168,15 @@ def resume(run_dir: str | None) -> str:
     return f"Resuming {Path(run_dir).name} from its last checkpoint."
 
 
-def evaluate(run_dir: str | None, limit) -> str:
+def evaluation_defaults(run_dir: str | None) -> str:
+    """The Evaluation dataset field for a run just picked: the dataset its training rows came from."""
+    if not run_dir or not (Path(run_dir) / rundir.CONFIG).is_file():
+        return ""
+    return launcher.default_evaluation_dataset(run_dir)
+
+
+def evaluate(run_dir: str | None, limit, dataset: str | None = "", split: str | None = "test") -> str:
+    """Launch the evaluation of the selected run on `dataset` / `split` (empty: the run's source dataset, test)."""
     if not run_dir:
         return "No run selected."
     config = rundir.read_json(Path(run_dir) / rundir.CONFIG) or {}
@@ -174,21 +184,28 @@ def evaluate(run_dir: str | None, limit) -> str:
     if task not in ("qa", "qra", "qar", "multitask") or launcher.run_state(run_dir)["state"] != "finished":
         return "Evaluate needs a finished qa, qra, qar or multitask run."
     limit = _number(limit, int, 0) or None
+    dataset = (dataset or "").strip() or launcher.default_evaluation_dataset(run_dir)
+    split = (split or "").strip() or "test"
     qa, qra = (run_dir, None) if task == "qa" else (None, run_dir)
-    launcher.start_evaluation(qa, qra, limit, Path(run_dir) / "eval-test")
-    return f"Evaluating {Path(run_dir).name} on the test split{f' ({limit} rows)' if limit else ''}; the report appears below when done."
+    try:
+        launcher.start_evaluation(qa, qra, limit, Path(run_dir) / f"eval-{split}", dataset, split)
+    except ReasonappError as error:
+        return f"Not evaluated: {error}"
+    return f"Evaluating {Path(run_dir).name} on {dataset} / {split}{f' ({limit} rows)' if limit else ''}; the report appears below when done."
 
 
 def evaluation_view(run_dir: str | None):
-    """(report markdown, confusion plot path) of the run's last evaluation, if any."""
-    if not run_dir:
-        return "", None
-    out = Path(run_dir) / "eval-test"
-    report = out / "report.md"
-    if report.is_file():
-        return html.escape(report.read_text(), quote=False), str(out / "confusion.png") if (out / "confusion.png").is_file() else None
-    log = launcher.log_tail(out / launcher.EVAL_LOG, 3)
-    return (f"Evaluation running…\n\n```\n{log}\n```" if log else ""), None
+    """(report markdown, confusion plot path) of the run's latest evaluation, if any; a failure's reason is in the Error box."""
+    evaluation = launcher.evaluation_state(run_dir) if run_dir else {"state": None}
+    if evaluation["state"] == "finished":
+        out = Path(evaluation["dir"])
+        confusion = out / "confusion.png"
+        return html.escape((out / "report.md").read_text(), quote=False), str(confusion) if confusion.is_file() else None
+    if evaluation["state"] == "running":
+        return f"Evaluation running ({Path(evaluation['dir']).name})…\n\n```\n{evaluation['log']}\n```", None
+    if evaluation["state"] == "failed":
+        return f"Evaluation failed: the reason is in the Error box, the whole log in {Path(evaluation['dir']) / launcher.EVAL_LOG}.", None
+    return "", None
 
 
 def push_run(run_dir: str | None, repo_id: str, private: bool, merged: bool, oauth_token: gr.OAuthToken | None = None) -> str:
@@ -246,8 +263,18 @@ def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
             with gr.Row():
                 halt = gr.Button("Stop", variant="stop", interactive=False, elem_id="train-stop")
                 again = gr.Button("Resume", elem_id="train-resume")
-                eval_limit = gr.Number(200, label="Eval rows (0 = all)", precision=0, minimum=0)
-                evaluate_button = gr.Button("Evaluate", elem_id="train-evaluate")
+            with gr.Row():
+                eval_dataset = gr.Textbox(
+                    "",
+                    label="Evaluation dataset",
+                    max_lines=1,
+                    placeholder="empty: the one the run's rows came from (an export's source dataset)",
+                    scale=3,
+                    elem_id="train-eval-dataset",
+                )
+                eval_split = gr.Dropdown(["test", "validation", "train"], value="test", label="Split", allow_custom_value=True, scale=1)
+                eval_limit = gr.Number(200, label="Eval rows (0 = all)", precision=0, minimum=0, scale=1)
+                evaluate_button = gr.Button("Evaluate", scale=1, elem_id="train-evaluate")
             log = gr.Textbox(label="Log (last lines)", lines=10, max_lines=10, interactive=False, elem_id="train-log")
             report = gr.Markdown()
             confusion = gr.Image(label="Confusion matrices", type="filepath", interactive=False)
@@ -273,9 +300,10 @@ def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
     monitored = [status, loss, log, error, halt]
     timer.tick(monitor, run, monitored, api_visibility="private", show_progress="hidden")
     run.change(monitor, run, monitored, api_name="train_monitor").then(evaluation_view, run, [report, confusion], api_visibility="private")
+    run.change(evaluation_defaults, run, eval_dataset, api_visibility="private")
     timer.tick(evaluation_view, run, [report, confusion], api_visibility="private", show_progress="hidden")
     log.change(None, None, None, js=SCROLL_LOG_TO_NEWEST)
     halt.click(stop, run, message, api_name="train_stop")
     if not demo_mode:
         again.click(resume, run, message, api_name="train_resume")
-    evaluate_button.click(evaluate, [run, eval_limit], message, api_name="train_evaluate")
+    evaluate_button.click(evaluate, [run, eval_limit, eval_dataset, eval_split], message, api_name="train_evaluate")
