@@ -128,20 +128,22 @@ def test_show_command_names_the_run_directory_that_start_launches(monkeypatch):
     monkeypatch.setattr(launcher, "_spawn", lambda command, log_path, workdir: launched.append(command))
     form = [*FORM]
     form[1] = "some/base-model"
-    command, run_dir = tab.show_command(*form, "")  # an empty Run directory field: Show command names one
+    command, run_dir = tab.show_command(*form)  # an empty Run directory field: Show command names one
     assert run_dir.startswith(str(rundir.runs_root() / "qa-"))
-    _, message, field = tab.start(*form, run_dir)  # the field as Show command filled it
+    form[-1] = run_dir  # the field as Show command filled it
+    _, message, field = tab.start(*form)
     assert message == f"Started {run_dir}" and field == ""  # the next Start gets a new directory
     shown = build_parser().parse_args(shlex.split(command)[3:])
     assert config_from_args(shown, TrainConfig) == TrainConfig(**yaml.safe_load((Path(run_dir) / launcher.LAUNCH_CONFIG).read_text()))
     assert launched == [launcher.train_command(TrainConfig(**yaml.safe_load((Path(run_dir) / launcher.LAUNCH_CONFIG).read_text())))]
 
-    _, again, field = tab.start(*form, run_dir)  # a second click before the field is cleared launches nothing
+    _, again, field = tab.start(*form)  # a second click before the field is cleared launches nothing
     assert again.startswith("Not started") and "already launched" in again and field == run_dir and len(launched) == 1
     with pytest.raises(RunDirError, match="already launched"):
         launcher.start_training(TrainConfig(task="qa", output_dir=run_dir))
 
-    assert tab.show_command(*form, "my-run")[1] == str(rundir.runs_root() / "my-run")  # a bare name: under the runs folder
+    form[-1] = "my-run"
+    assert tab.show_command(*form)[1] == str(rundir.runs_root() / "my-run")  # a bare name: under the runs folder
 
 
 def test_stop_is_refused_and_its_button_off_for_a_run_that_is_not_running():
