@@ -16,8 +16,8 @@ import gradio as gr
 from reasonapp.errors import ReasonappError
 from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES, quality_line, quality_summary
 from reasonapp.store import ConflictError, ReasoningStore, RowFilter, Status, StoredRow, StoreError
+from reasonapp.ui.run_lists import POLL_SECONDS, refresh_rgen_runs, rgen_run_choices
 from training.augment import MAX_EXPORT_NAME
-from training.rundir import finished_runs
 
 STATUS_CHOICES = ["pending", "accepted", "edited", "rejected", "all"]
 SHORTCUTS = {"accept": "Alt+A", "reject": "Alt+R", "save": "Alt+S", "skip": "Alt+N", "undo": "Alt+Z", "regenerate": "Alt+G"}
@@ -310,7 +310,9 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
             reviewer = gr.Textbox(label="Reviewer name", value="reviewer", max_lines=1, elem_id="review-reviewer")
             with gr.Accordion("Guidelines", open=True):
                 gr.Markdown(GUIDELINES)
-            rgen_run = gr.Dropdown(finished_runs(("rgen",)), label="R-Gen run for regenerate", allow_custom_value=True)
+            rgen_run = gr.Dropdown(rgen_run_choices(), label="R-Gen run for regenerate", allow_custom_value=True)
+            rgen_seen = gr.State(None)  # the list keeps itself current as R-Gen runs finish
+            gr.Timer(POLL_SECONDS).tick(refresh_rgen_runs, rgen_seen, [rgen_run, rgen_seen], api_visibility="private", show_progress="hidden")
             regenerate = gr.Button(f"Regenerate ({SHORTCUTS['regenerate']})", elem_id="review-regenerate")
             bulk = gr.Button("Accept all pending in this filter…", elem_id="review-bulk")
             with gr.Group(visible=False) as confirm_box:
