@@ -6,6 +6,8 @@ means bumping it.
 
 Formats:
 - `rgen`  (Stage 1/2): question + answer -> reasoning.
+- Stage 2 prompts (`STAGE2_PROMPTS`, each named and versioned): the `rgen` format for a trained R-Gen, and
+  zero-shot and few-shot requests for the cue words, for an instruct teacher without Stage 1.
 - `qa`    text -> label.
 - `qra`   text -> reasoning, then the label on a final line `Label: <label>` (the paper).
 - `qar`   text -> `Label: <label>` first, then the reasoning (explanations at Q->A cost).
@@ -249,3 +251,121 @@ def render_completion(tokenizer, messages: Messages, completion: str) -> str:
     if not full.startswith(prompt):
         raise ValueError("the chat template renders the prompt differently with and without the answer")
     return full[len(prompt) :]
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2 prompts: how R-Gen, or any teacher model behind an endpoint, is asked for a reasoning
+
+
+@dataclass(frozen=True)
+class FewShotExample:
+    """A hand-written demonstration, from its own task and label set so that none leans toward one dataset."""
+
+    labels: LabelSpace
+    text: str
+    label: str
+    reasoning: str
+
+
+@dataclass(frozen=True)
+class Stage2Prompt:
+    """One named way to ask for the reasoning of a (text, gold label) pair; a stored reasoning records its name
+    and version, and changing a prompt's text means bumping its version.
+
+    `rgen_variant` marks the Stage 1 format itself (a trained R-Gen, served anywhere, must be asked exactly what
+    it learned); the other prompts are for instruct models without Stage 1 and put the task, the options, the
+    text and the gold label in one user turn, after `examples` as earlier turns when there are any.
+    """
+
+    name: str
+    version: str
+    summary: str
+    instruction: str = ""
+    rgen_variant: str | None = None
+    examples: tuple[FewShotExample, ...] = ()
+
+    def messages(self, text: str, label: str, labels: LabelSpace) -> Messages:
+        if self.rgen_variant is not None:
+            return rgen_messages(rgen_question(text, labels), label, self.rgen_variant)
+        turns: Messages = []
+        for example in self.examples:
+            turns.append({"role": "user", "content": self._ask(example.text, example.label, example.labels)})
+            turns.append({"role": "assistant", "content": example.reasoning})
+        turns.append({"role": "user", "content": self._ask(text, label, labels)})
+        return turns
+
+    def _ask(self, text: str, label: str, labels: LabelSpace) -> str:
+        return (
+            f"Task: {labels.task_description} Options: {labels.options}.\n"
+            f"Text: {clip_text(text)}\n"
+            f"Correct answer: {label.strip()}\n\n"
+            f"{self.instruction}"
+        )
+
+
+_CUE_WORDS = (
+    "Quote the words or short phrases from the text that show this answer, then explain in one or two "
+    "sentences how they point to it rather than to the other options. Use only words that appear in the "
+    "text, and do not just repeat the answer."
+)
+FEW_SHOT_EXAMPLES = (
+    FewShotExample(
+        LabelSpace(("negative", "positive"), "Is this product review negative or positive?"),
+        "The battery died after two days and support never answered my emails.",
+        "negative",
+        '"battery died after two days" reports the product failing, and "support never answered" is a complaint '
+        "about the service; both describe a bad experience, so the review is negative.",
+    ),
+    FewShotExample(
+        LabelSpace(("world", "sports", "business", "science/tech"), "Which topic is this news headline about?"),
+        "Shares of the chipmaker fell 8% after it cut its revenue forecast for the quarter.",
+        "business",
+        '"Shares ... fell 8%" and "cut its revenue forecast" are about a company\'s stock and earnings, which is '
+        "business news; nothing in it is about a match, a government or how the chips work.",
+    ),
+    FewShotExample(
+        LabelSpace(("refund", "delivery", "account access"), "What does the customer want?"),
+        "I was charged twice for the same order, can I get my money back?",
+        "refund",
+        '"charged twice" names a billing error and "get my money back" asks for the money to be returned: a '
+        "refund, not a question about the parcel or about logging in.",
+    ),
+    FewShotExample(
+        LabelSpace(("urgent", "routine"), "How urgent is this maintenance request?"),
+        "Water is pouring through the ceiling of the server room right now.",
+        "urgent",
+        '"pouring through the ceiling" describes damage under way and "right now" says it is happening as they '
+        "write, next to equipment at risk: it cannot wait.",
+    ),
+)
+STAGE2_PROMPTS: dict[str, Stage2Prompt] = {
+    prompt.name: prompt
+    for prompt in (
+        Stage2Prompt("default", PROMPT_VERSION, "the Stage 1 format (what a trained R-Gen learned; the paper)", rgen_variant="default"),
+        Stage2Prompt("cue", PROMPT_VERSION, "the Stage 1 format, asking for the words that carry the answer", rgen_variant="cue"),
+        Stage2Prompt("cue-words", "1", "zero-shot: quote the cue words from the text, then why they point to the answer", _CUE_WORDS),
+        Stage2Prompt(
+            "cue-words-brief",
+            "1",
+            "zero-shot: one sentence naming the cue words",
+            "In one sentence, name the words from the text, quoted exactly, that show this answer and say why. "
+            "Write only that sentence.",
+        ),
+        Stage2Prompt(
+            "few-shot", "1", "the cue-words request after four hand-written examples from other label sets", _CUE_WORDS,
+            examples=FEW_SHOT_EXAMPLES,
+        ),
+    )
+}
+
+
+def stage2_prompt(name: str) -> Stage2Prompt:
+    try:
+        return STAGE2_PROMPTS[name]
+    except KeyError:
+        raise ValueError(f"unknown Stage 2 prompt {name!r}; choose one of {sorted(STAGE2_PROMPTS)}") from None
+
+
+def stage2_messages(text: str, label: str, labels: LabelSpace, prompt: str = "default") -> Messages:
+    """The conversation that asks for the reasoning of one (text, gold label) under the named Stage 2 prompt."""
+    return stage2_prompt(prompt).messages(text, label, labels)

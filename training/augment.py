@@ -21,6 +21,7 @@ from reasonapp import prompts
 from reasonapp.errors import ConfigError, RunDirError
 from training import rundir
 from training.generation import Decoding, ProgressCallback, generate
+from training.teacher import TeacherConfig
 
 PROVENANCE = "provenance.json"
 REASONING_DECODING = Decoding(max_new_tokens=64)  # real reasonings are ~15-40 tokens
@@ -73,8 +74,7 @@ def generate_reasonings(
     is kept (ties: the one sharing most words with the text, then the first).
     """
     conversations = [
-        prompts.rgen_messages(prompts.rgen_question(text, label_space), label, prompt_variant)
-        for text, label in zip(texts, labels, strict=True)
+        prompts.stage2_messages(text, label, label_space, prompt_variant) for text, label in zip(texts, labels, strict=True)
     ]
     if candidates <= 1:
         return generate(model, tokenizer, conversations, decoding, batch_size, progress)
@@ -199,7 +199,7 @@ def read_provenance(dataset_dir: str | Path) -> dict:
 
 
 def augment_to_store(
-    rgen_run: str | Path,
+    rgen_run: str | Path | TeacherConfig,
     source_dataset: str,
     store_path: str | Path | None = None,
     split: str = "train",
@@ -213,13 +213,22 @@ def augment_to_store(
 ) -> dict:
     """Write a reasoning for every sampled row into the store, batch by batch.
 
-    Safe to kill and re-run: rows that already have a reasoning are skipped, and reviewed rows are
-    never touched. Returns counts of what was done.
+    `rgen_run` is an R-Gen run directory, `base:<model>`, or a `TeacherConfig`: a model behind an
+    OpenAI-compatible endpoint (`training.teacher`), asked row by row with requests in flight concurrently,
+    each reasoning written as it returns and each row that keeps failing recorded with the reason.
+    Safe to kill and re-run: rows that already have a reasoning are skipped (failed ones are tried again),
+    and reviewed rows are never touched. Returns counts of what was done.
     """
     from reasonapp import data
     from reasonapp.store import ReasoningStore
 
-    rgen_config(rgen_run)  # a wrong R-Gen run is an error before the store gains rows it cannot fill
+    teacher = rgen_run if isinstance(rgen_run, TeacherConfig) else None
+    if teacher is not None:
+        teacher.api_key()  # a key variable named but unset is an error before the store gains rows
+    else:
+        rgen_config(rgen_run)  # a wrong R-Gen run is an error before the store gains rows it cannot fill
+    if prompt_variant not in prompts.STAGE2_PROMPTS:
+        raise ConfigError(f"unknown Stage 2 prompt {prompt_variant!r}; choose one of {sorted(prompts.STAGE2_PROMPTS)}")
     if batch_size < 1 or candidates < 1:
         raise ConfigError(f"batch_size and candidates must be at least 1, got {batch_size} and {candidates}")
     loaded = data.load_classification_dataset(source_dataset)
@@ -239,8 +248,18 @@ def augment_to_store(
     if not todo:
         return {"generated": 0, "skipped": skipped, "store": str(store.path)}
 
-    model, tokenizer, source_config = load_rgen(rgen_run)
     label_space = prompts.LabelSpace(tuple(loaded.label_names), loaded.task_description)
+    if teacher is not None:
+        from training.teacher import fill_store
+
+        try:
+            counts = fill_store(teacher, store, todo, label_space, decoding, prompt_variant, candidates, progress)
+            templates = store.mark_templates()
+        finally:
+            store.close()
+        return {**counts, "skipped": skipped, "store": str(store.path), "template_rows": templates}
+
+    model, tokenizer, source_config = load_rgen(rgen_run)
     generator = {
         "rgen_run": str(rgen_run),
         "base_model": source_config["base_model"],

@@ -51,31 +51,52 @@ def _print_report(report: dict, report_dir: str) -> None:
 
 
 def _add_augment_arguments(parser) -> None:
-    parser.add_argument("--rgen-run", required=True, help="run directory of a trained R-Gen (task rgen), or base:<model> to use an instruct model without Stage 1")
-    parser.add_argument("--prompt-variant", choices=["default", "cue"], default="default", help="cue: ask for the words in the text that carry the label")
+    from reasonapp.prompts import STAGE2_PROMPTS
+    from training.teacher import TeacherConfig
+
+    parser.add_argument("--rgen-run", help="run directory of a trained R-Gen (task rgen), or base:<model> to use an instruct model without Stage 1; or --teacher-url")
+    parser.add_argument(
+        "--prompt-variant", choices=list(STAGE2_PROMPTS), default="default",
+        help="; ".join(f"{name}: {prompt.summary}" for name, prompt in STAGE2_PROMPTS.items()),
+    )
     parser.add_argument("--candidates", type=int, default=1, help="sample this many per row and keep the one with the fewest quality flags")
     parser.add_argument("--dataset", default="dair-ai/emotion", help="classification dataset to augment")
     parser.add_argument("--split", default="train")
     parser.add_argument("--limit", type=int, help="a fixed random sample of this many rows (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--store", help="review store file (default: <workspace>/reasonings.sqlite)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16, help="rows per batch of a local R-Gen (an endpoint takes --concurrency)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="the most tokens of one reasoning (an endpoint's max_tokens)")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--temperature", type=float, default=0.7)
+    group = parser.add_argument_group("an endpoint as the teacher (any OpenAI-compatible Chat Completions server)")
+    add_dataclass_arguments(group, TeacherConfig)
 
 
 @command("augment", "Stage 2: write a reasoning for every training row into the review store (resumable)", _add_augment_arguments)
 def augment_command(args) -> int:
+    from reasonapp.errors import ConfigError
     from training.augment import augment_to_store
     from training.generation import Decoding, progress_bar
+    from training.teacher import TeacherConfig
 
+    if bool(args.rgen_run) == bool(args.teacher_url):
+        raise ConfigError("name the source of the reasonings: --rgen-run (a run directory or base:<model>) or --teacher-url, not both")
+    source = config_from_args(args, TeacherConfig) if args.teacher_url else args.rgen_run
     decoding = Decoding(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature)
     result = augment_to_store(
-        args.rgen_run, args.dataset, args.store, args.split, args.limit, args.seed, decoding, args.batch_size, progress_bar("Stage 2"),
+        source, args.dataset, args.store, args.split, args.limit, args.seed, decoding, args.batch_size, progress_bar("Stage 2"),
         prompt_variant=args.prompt_variant, candidates=args.candidates,
     )
     print(f"generated {result['generated']} reasonings, {result['skipped']} rows already had one; store: {result['store']}")
+    if result.get("failed"):
+        from collections import Counter
+
+        from training.teacher import failed_rows
+
+        reasons = Counter(reason.split(" (attempt")[0] for reason in failed_rows(result["store"]).values())
+        print(f"{result['failed']} rows failed, run the same command again to retry them; commonest reasons: "
+              + "; ".join(f"{reason} ({count} rows)" for reason, count in reasons.most_common(3)))
     return 0
 
 
