@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from reasonapp import settings
+from reasonapp.access import clean_name
 from reasonapp.errors import ReasonappError
 from reasonapp.quality import TEMPLATE_FLAG, TEMPLATE_MIN_ROWS, quality_flags, template_key
 
@@ -418,7 +419,7 @@ class ReasoningStore:
         or edited reasoning is checked the same way however it got there (a single save or a bulk accept).
         """
         status = Status(status).value
-        reviewer = (reviewer or "").strip() or "anonymous"
+        reviewer = clean_name(reviewer, "anonymous")  # one printable line, bounded, whoever calls
         with self._change(row_id, expected_version) as row:
             edited = reasoning is not None and reasoning != row.reasoning
             text = reasoning if edited else row.reasoning
@@ -431,7 +432,7 @@ class ReasoningStore:
 
     def undo(self, row_id: int, expected_version: int, reviewer: str) -> StoredRow:
         """Return a row to the state before its last change (itself recorded as a change: nothing is lost)."""
-        reviewer = (reviewer or "").strip() or "anonymous"
+        reviewer = clean_name(reviewer, "anonymous")  # one printable line, bounded, whoever calls
         with self._change(row_id, expected_version) as row:
             states: list[dict] = []  # replay the history: each undo pops the change it undid
             for entry in self.history(row_id):

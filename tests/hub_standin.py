@@ -139,8 +139,8 @@ class HubStandIn:
 
             def _info(self, repo_type, repo_id):
                 repo = hub.repos.get((repo_type, repo_id))
-                if repo is None:
-                    return self._json(404, {"error": "Repository not found"})
+                if repo is None:  # the Hub names the error in a header, which huggingface_hub turns into RepositoryNotFoundError
+                    return self._json(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
                 head = repo["commits"][-1]
                 return self._json(200, {"id": repo_id, "sha": head["oid"], "private": repo["private"], "siblings": [{"rfilename": p} for p in sorted(head["files"])]})
 

@@ -241,14 +241,18 @@ quality signals), `generator` (R-Gen run, prompt version, decoding), `source_spl
 # pushing
 
 
-def _commit(repo_id: str, repo_type: str, files: dict[str, Path | bytes], private: bool, token: str, message: str) -> dict:
+def _commit(
+    repo_id: str, repo_type: str, files: dict[str, Path | bytes], private: bool, token: str, message: str, new_repo_only: bool = False
+) -> dict:
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     api = HfApi(token=token)
     unreachable = _connection_errors()
     try:
-        repo = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        if new_repo_only and api.repo_exists(repo_id, repo_type=repo_type):
+            raise HubError(f"{repo_id} already exists; a push from the Space creates a new repo: name one that does not exist yet")
+        repo = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=not new_repo_only)
         operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=content if isinstance(content, bytes) else str(content)) for path, content in files.items()]
         commit = api.create_commit(repo_id, operations, commit_message=message, repo_type=repo_type)
     except OfflineModeIsEnabled:  # an OSError: before the generic failure below
@@ -263,7 +267,9 @@ def _commit(repo_id: str, repo_type: str, files: dict[str, Path | bytes], privat
     return {"repo_url": str(repo), "commit_url": commit.commit_url, "commit": commit.oid, "files": sorted(files)}
 
 
-def push_run(run_dir: str | Path, repo_id: str, private: bool = False, merged: bool = False, token: str | None = None) -> dict:
+def push_run(
+    run_dir: str | Path, repo_id: str, private: bool = False, merged: bool = False, token: str | None = None, new_repo_only: bool = False
+) -> dict:
     """Push a finished run (adapter, or the adapter merged into its base) with its config, metrics and card."""
     run_dir = Path(run_dir)
     check_repo_id(repo_id)
@@ -294,10 +300,10 @@ def push_run(run_dir: str | Path, repo_id: str, private: bool = False, merged: b
             if (run_dir / name).is_file():
                 files[name] = run_dir / name
         files["README.md"] = str(model_card(config, run_dir, repo_id, merged and adapter.is_dir())).encode()
-        return _commit(repo_id, "model", files, private, token, f"Push {config['task']} run {run_dir.name} from reasonapp")
+        return _commit(repo_id, "model", files, private, token, f"Push {config['task']} run {run_dir.name} from reasonapp", new_repo_only)
 
 
-def push_dataset(export_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> dict:
+def push_dataset(export_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None, new_repo_only: bool = False) -> dict:
     """Push an exported augmented dataset (parquet + provenance) as a dataset repo with its card."""
     export_dir = Path(export_dir)
     check_repo_id(repo_id)
@@ -312,14 +318,16 @@ def push_dataset(export_dir: str | Path, repo_id: str, private: bool = False, to
         "provenance.json": export_dir / "provenance.json",
         "README.md": str(dataset_card(provenance, repo_id, label_names, provenance.get("rows", 0))).encode(),
     }
-    return _commit(repo_id, "dataset", files, private, token, f"Push reviewed reasonings from {export_dir.name}")
+    return _commit(repo_id, "dataset", files, private, token, f"Push reviewed reasonings from {export_dir.name}", new_repo_only)
 
 
-def push(path: str | Path, repo_id: str, private: bool = False, merged: bool = False, token: str | None = None) -> dict:
-    """A run directory or an exported dataset, whichever `path` is."""
+def push(
+    path: str | Path, repo_id: str, private: bool = False, merged: bool = False, token: str | None = None, new_repo_only: bool = False
+) -> dict:
+    """A run directory or an exported dataset, whichever `path` is; `new_repo_only` refuses a repo that exists already."""
     path = Path(path)
     if (path / "provenance.json").is_file() and (path / "train.parquet").is_file():
-        return push_dataset(path, repo_id, private, token)
+        return push_dataset(path, repo_id, private, token, new_repo_only)
     if (path / rundir.CONFIG).is_file():
-        return push_run(path, repo_id, private, merged, token)
+        return push_run(path, repo_id, private, merged, token, new_repo_only)
     raise RunDirError(f"{path} is neither a run directory nor an exported dataset")

@@ -48,8 +48,19 @@ def show_command(config: TrainConfig) -> str:
     return shlex.join(parts)
 
 
+def check_one_job_at_a_time() -> None:
+    """On a Space (SPACE_ID set) one training or evaluation job runs at a time: a free CPU Space has 2 cores and 16 GB."""
+    if not os.environ.get("SPACE_ID"):
+        return
+    busy = [path.name for path in sorted(rundir.runs_root().glob("*")) if path.is_dir() and run_state(path)["state"] in ("starting", "running")]
+    busy += [path.name for path in sorted(rundir.runs_root().glob("*")) if path.is_dir() and evaluation_state(path).get("state") == "running"]
+    if busy:
+        raise RunDirError(f"{busy[0]} is running; on a Space one job runs at a time: wait for it or stop it first")
+
+
 def start_training(config: TrainConfig) -> Path:
     """Launch a training process for `config`; returns its run directory at once."""
+    check_one_job_at_a_time()
     run_dir = Path(config.output_dir)
     rundir.check_can_write(run_dir, config.to_dict(), resume=False)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -67,6 +78,7 @@ def resume_training(run_dir: str | Path) -> Path:
 
     A run started from the CLI has no launch.yaml: its settings come from the config.json it recorded.
     """
+    check_one_job_at_a_time()
     run_dir = Path(run_dir)
     launched = launch_settings(run_dir)
     if not launched:
@@ -120,6 +132,7 @@ def start_evaluation(
     qa_run: str | None, qra_run: str | None, limit: int | None, output_dir: Path, dataset: str | None = None, split: str = "test"
 ) -> Path:
     """Check the data, then launch `python -m training evaluate` into `output_dir`; `dataset` defaults to the first run's."""
+    check_one_job_at_a_time()
     runs = [run for run in (qa_run, qra_run) if run]
     dataset = dataset or default_evaluation_dataset(runs[0])
     check_evaluation_data(runs, dataset, split)

@@ -8,6 +8,7 @@ import gradio as gr
 
 from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET, load_classification_dataset
 from reasonapp.models import DEFAULT_BASE_MODEL
+from reasonapp.ui.access import enforce_access, who_is_here
 from reasonapp.ui.compare import CompareHandlers, build_compare_tab
 from reasonapp.ui.errors import guard_handlers
 from reasonapp.ui.overview import build_overview_tab
@@ -25,25 +26,33 @@ def build_app(
     base_model: str = DEFAULT_BASE_MODEL,
     store_path: str | None = None,
     demo: bool | None = None,
+    notice: str | None = None,
 ) -> gr.Blocks:
+    """The app on `dataset`; `notice` is a line under the title (e.g. that the demo is open)."""
     data = load_classification_dataset(dataset)
     demo = demo_mode() if demo is None else demo
     review = ReviewHandlers(store_path or os.environ.get("REASONAPP_STORE"), data.label_names, data.task_description, dataset)
+    on_space = bool(os.environ.get("SPACE_ID"))
     with gr.Blocks(title="reasonapp") as blocks:
         with gr.Row():
             gr.Markdown("# reasonapp — reasoning-infused classification workbench")
-            if os.environ.get("SPACE_ID"):  # on a Space: HF OAuth login, whose token the Push button uses
+            if on_space:  # Sign in with Hugging Face: who reviews, and whose token a push uses
                 gr.LoginButton(scale=0)
+        identity = gr.Markdown(elem_id="app-identity")
+        blocks.load(who_is_here, None, identity, api_visibility="private")
+        if notice:
+            gr.Markdown(notice, elem_id="app-notice")
         with gr.Tabs():
             with gr.Tab("Overview", id="overview"):
                 build_overview_tab(data, base_model)
             with gr.Tab("Train", id="train"):
                 build_train_tab(base_model, demo_mode=demo)
             with gr.Tab("Review", id="review"):
-                build_review_tab(review, blocks)
+                build_review_tab(review, blocks, signed_in_names=on_space)
             with gr.Tab("Compare", id="compare"):
                 build_compare_tab(CompareHandlers(), data.label_names)
     guard_handlers(blocks)  # after every tab: no handler shows a bare "Error"
+    enforce_access(blocks)  # and none runs for a caller whose role does not allow it (REASONAPP_ADMINS / _REVIEWERS)
     return blocks
 
 
@@ -52,10 +61,32 @@ def launch_settings() -> dict:
     return {"head": SHORTCUT_SCRIPT}
 
 
+def open_demo_if_empty() -> tuple[str | None, str | None]:
+    """(store, notice): on a workspace with nothing of its own, or with REASONAPP_DEMO=1, install the shipped demo
+    (two small runs and a store of real generated reasonings) so there is something to try at once."""
+    from training.demo import DEMO_ASSETS, demo_available, install_demo, workspace_is_empty
+
+    if os.environ.get("REASONAPP_STORE") or not demo_available() or not (demo_mode() or workspace_is_empty()):
+        return None, None
+    from reasonapp.store import default_store_path
+
+    demo_store = install_demo()
+    store = None if default_store_path().exists() else str(demo_store)
+    notice = (
+        "**Demo open**: the Compare tab has two small demo runs (`demo-qa`, `demo-qra`) and the Review tab a queue of "
+        f"real generated reasonings (`{DEMO_ASSETS.relative_to(DEMO_ASSETS.parents[1])}`, see its README). "
+        "Your own runs and review store appear beside them as you make them."
+    )
+    return store, notice
+
+
 def main() -> None:
+    store, notice = open_demo_if_empty()
     demo = build_app(
         dataset=os.environ.get("REASONAPP_DATASET", DEFAULT_CLASSIFICATION_DATASET),
         base_model=os.environ.get("REASONAPP_BASE_MODEL", DEFAULT_BASE_MODEL),
+        store_path=store,
+        notice=notice,
     )
     demo.queue(default_concurrency_limit=2).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

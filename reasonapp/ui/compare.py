@@ -18,8 +18,10 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from reasonapp.access import ADMIN, allowed_hub_runs
 from reasonapp.errors import ReasonappError
 from reasonapp.prompts import MAX_TEXT_CHARS
+from reasonapp.ui.access import current_caller, current_policy
 from reasonapp.ui.run_lists import POLL_SECONDS
 from training.comparison import report_dirs
 from training.evaluate import SIDE_TASKS, side_configs
@@ -35,13 +37,22 @@ EXAMPLES = [
 
 
 def resolve_run(value: str | None) -> str | None:
-    """A local run directory as is; a Hub id downloaded (pushed runs keep the run layout)."""
+    """A run of the workspace as is; a Hub id downloaded (pushed runs keep the run layout).
+
+    Only an admin (or anyone, locally without roles) may name a directory outside the workspace or any Hub id;
+    others pick from the workspace's runs and the Hub ids listed in REASONAPP_HUB_RUNS.
+    """
     if not value:
         return None
-    if Path(value).is_dir():
-        return value
     from reasonapp import settings
 
+    trusted = current_policy().role(current_caller()) == ADMIN
+    if Path(value).is_dir():
+        if trusted or Path(value).resolve().is_relative_to(settings.workspace_dir().resolve()):
+            return value
+        raise ReasonappError(f"{value!r} is not a run of this workspace; pick one from the list")
+    if "/" in value and not trusted and value not in allowed_hub_runs():
+        raise ReasonappError(f"{value!r} is not offered here: pick a run from the list (Hub runs are those in REASONAPP_HUB_RUNS)")
     if "/" in value and settings.hub_reachable():
         from huggingface_hub import snapshot_download
 

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
+from reasonapp.access import MAX_NAME_CHARS, local_user
 from reasonapp.errors import ReasonappError
 from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES, quality_line, quality_summary
 from reasonapp.store import ConflictError, ReasoningStore, RowFilter, Status, StoredRow, StoreError
+from reasonapp.ui.access import reviewer_name
 from reasonapp.ui.run_lists import POLL_SECONDS, refresh_rgen_runs, rgen_run_choices
 from training.augment import MAX_EXPORT_NAME
 
@@ -176,7 +178,7 @@ class ReviewHandlers:
         if session.row_id is None:
             return self.view(session, "Nothing to review here.")
         try:
-            row = self.store.review(session.row_id, status, session.version, reviewer, reasoning)
+            row = self.store.review(session.row_id, status, session.version, reviewer_name(reviewer), reasoning)
         except ConflictError as conflict:
             gr.Warning(str(conflict))
             return self.view(session, f"Not saved: {conflict}", row=conflict.current)
@@ -212,7 +214,7 @@ class ReviewHandlers:
         if target is None:
             return self.view(session, "Nothing to undo.")
         try:
-            row = self.store.undo(target, self.store.get(target).version, reviewer)
+            row = self.store.undo(target, self.store.get(target).version, reviewer_name(reviewer))
         except ReasonappError as error:
             return self.view(session, str(error))
         return self.view(session, f"Undone: row {row.row_index} is {row.status} again.", row=row)
@@ -241,7 +243,7 @@ class ReviewHandlers:
 
     def bulk_accept(self, session, reviewer, status, label, search, min_length, max_length, flagged, order, dataset=None):
         row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset)
-        result = self.store.bulk_accept(row_filter, reviewer)
+        result = self.store.bulk_accept(row_filter, reviewer_name(reviewer))
         session = ReviewSession(queue=self.store.query_ids(row_filter), dataset=row_filter.dataset)
         message = f"Accepted {result.accepted} pending rows."
         if result.refused:
@@ -271,7 +273,8 @@ class ReviewHandlers:
         return gr.update(visible=True), f"Accept all {pending} pending rows in this filter?"
 
 
-def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
+def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names: bool = False) -> None:
+    """The tab; with `signed_in_names` (a Space) decisions carry the signed-in user's name and no name field shows."""
     session = gr.State(ReviewSession())
     with gr.Row():
         with gr.Column(scale=3):
@@ -307,7 +310,10 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks) -> None:
                 headers=["label", *[s.value for s in Status], "total"], label="Counts", interactive=False, elem_id="review-counts"
             )
         with gr.Column(scale=1):
-            reviewer = gr.Textbox(label="Reviewer name", value="reviewer", max_lines=1, elem_id="review-reviewer")
+            reviewer = gr.Textbox(
+                label="Reviewer name", value=local_user(), max_lines=1, max_length=MAX_NAME_CHARS, elem_id="review-reviewer",
+                visible=not signed_in_names, info="signed in on a Space, your Hugging Face name is used",
+            )
             with gr.Accordion("Guidelines", open=True):
                 gr.Markdown(GUIDELINES)
             rgen_run = gr.Dropdown(rgen_run_choices(), label="R-Gen run for regenerate", allow_custom_value=True)

@@ -14,6 +14,7 @@ import gradio as gr
 import pandas as pd
 
 from reasonapp.errors import ReasonappError
+from reasonapp.ui.access import current_policy
 from reasonapp.ui.run_lists import refresh_on_change
 from training import launcher, rundir
 from training.sft import TASKS, TrainConfig
@@ -214,8 +215,12 @@ def push_run(run_dir: str | None, repo_id: str, private: bool, merged: bool, oau
 
     if not run_dir:
         return "No run selected."
+    on_space = current_policy().on_space
+    token = oauth_token.token if oauth_token else None
+    if on_space and not token:  # never the Space's own HF_TOKEN: a push acts for the signed-in admin
+        return "Not pushed: sign in with Hugging Face first; a push from the Space uses your own token."
     try:
-        result = push(run_dir, (repo_id or "").strip(), private=private, merged=merged, token=oauth_token.token if oauth_token else None)
+        result = push(run_dir, (repo_id or "").strip(), private=private, merged=merged, token=token, new_repo_only=on_space)
     except ReasonappError as error:
         return f"Not pushed: {error}"
     return f"Pushed {len(result['files'])} files: {result['commit_url']}"

@@ -1,0 +1,193 @@
+"""Access in the page: every handler runs only for a caller whose role allows its action.
+
+`enforce_access` wraps every handler of the built app once (like `guard_handlers`), so no endpoint is
+left open by accident: each handler is classified in `HANDLER_ACTIONS` by its qualified name, an
+unclassified one is refused, and the caller (signed-in Hugging Face user or anonymous) is read from the
+request's OAuth session on the server, whatever the page shows. Handlers ask `current_caller()` and
+`reviewer_name()` who they act for.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+from collections.abc import Callable
+
+import gradio as gr
+
+from reasonapp.access import ADMIN, AccessDenied, Caller, Policy, RateLimiter, clean_name
+
+# Every handler the app registers, by the action it performs (reasonapp.access.ACTIONS).
+HANDLER_ACTIONS = {
+    # Train tab
+    "show_command": "read",
+    "monitor": "read",
+    "evaluation_view": "read",
+    "evaluation_defaults": "read",
+    "start": "train",
+    "stop": "train",
+    "resume": "train",
+    "evaluate": "evaluate",
+    "push_run": "push",
+    # Review tab
+    "ReviewHandlers.load_queue": "read",
+    "ReviewHandlers.quality_overview": "read",
+    "ReviewHandlers.dataset_changed": "read",
+    "ReviewHandlers.skip": "read",
+    "ReviewHandlers.bulk_preview": "read",
+    "ReviewHandlers.accept": "review",
+    "ReviewHandlers.save_edit": "review",
+    "ReviewHandlers.reject": "review",
+    "ReviewHandlers.undo": "review",
+    "ReviewHandlers.regenerate": "review",
+    "ReviewHandlers.bulk_accept": "review",
+    "ReviewHandlers.export": "export",
+    # Compare tab
+    "CompareHandlers.predict": "predict",
+    "CompareHandlers.predict_file": "predict",
+    "refresh_compare_lists": "read",
+    "comparison_report": "read",
+    "disagreements": "read",
+    # the app and Gradio's own
+    "who_is_here": "read",
+    "refresh_on_change.<locals>.tick": "read",  # run lists that keep themselves current
+    "Examples.create.<locals>.load_example": "read",
+}
+# Lambdas only show or hide parts of the page (a confirmation box, a refresh): reads, named by where they are built.
+READ_ONLY_LAMBDAS = ("build_train_tab.<locals>.<lambda>", "build_review_tab.<locals>.<lambda>", "build_compare_tab.<locals>.<lambda>")
+
+_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar("reasonapp_caller", default=None)
+_policy: contextvars.ContextVar[Policy | None] = contextvars.ContextVar("reasonapp_policy", default=None)
+
+
+def current_caller() -> Caller:
+    """Who the running handler acts for (set by the access wrapper from the request)."""
+    return _caller.get() or Caller()
+
+
+def current_policy() -> Policy:
+    """The policy of the app handling this call; outside a call (a handler called directly), the open local one."""
+    return _policy.get() or Policy()
+
+
+def reviewer_name(typed: str | None) -> str:
+    """The name a decision is stored under: the signed-in user's; locally, the typed name, cleaned and bounded."""
+    caller = current_caller()
+    return caller.username if caller.signed_in else clean_name(typed)
+
+
+def caller_from_request(request: gr.Request | None) -> Caller:
+    """The signed-in Hugging Face user of this request's OAuth session (Gradio keeps it server-side), else anonymous."""
+    underlying = getattr(request, "request", None) or request
+    scope = getattr(underlying, "scope", None)
+    session = scope.get("session", {}) if isinstance(scope, dict) else (getattr(underlying, "session", None) or {})
+    info = session.get("oauth_info") if isinstance(session, dict) else None
+    userinfo = (info or {}).get("userinfo") or {}
+    username = userinfo.get("preferred_username")
+    if not username:
+        return Caller()
+    orgs = tuple(str(org.get("preferred_username") or org.get("name")) for org in userinfo.get("orgs") or [] if isinstance(org, dict))
+    return Caller(username=str(username), orgs=orgs, token=info.get("access_token"))
+
+
+def _client_key(request: gr.Request | None) -> str:
+    headers = getattr(request, "headers", None) or {}
+    forwarded = (headers.get("x-forwarded-for") or "").split(",")[0].strip()
+    client = getattr(request, "client", None)
+    return forwarded or getattr(client, "host", None) or "unknown"
+
+
+def action_of(fn: Callable) -> str | None:
+    name = getattr(inspect.unwrap(fn), "__qualname__", "")
+    if name in HANDLER_ACTIONS:
+        return HANDLER_ACTIONS[name]
+    return "read" if name in READ_ONLY_LAMBDAS else None
+
+
+def _with_request_parameter(fn: Callable, wrapper: Callable) -> int:
+    """Give `wrapper` the signature of `fn` plus a gr.Request parameter, which Gradio fills from the call.
+
+    It goes after the last positional parameter (before a `*args`), where Gradio inserts it among the inputs;
+    returns that position.
+    """
+    signature = inspect.signature(fn)
+    extra = inspect.Parameter("_reasonapp_request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)
+    parameters = list(signature.parameters.values())
+    position = next((i for i, p in enumerate(parameters) if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)), len(parameters))
+    if any(p.default is not p.empty for p in parameters[:position]) and position < len(parameters):
+        raise TypeError(f"{fn.__qualname__}: defaults before *args cannot take the request parameter")
+    parameters.insert(position, extra.replace(default=inspect.Parameter.empty) if position < len(parameters) else extra)
+    wrapper.__signature__ = signature.replace(parameters=parameters)
+    wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), "_reasonapp_request": gr.Request}
+    return position
+
+
+def restrict(fn: Callable, action: str | None, policy: Policy, limiter: RateLimiter) -> Callable:
+    """`fn` run only when the caller may perform `action`; the caller and policy are visible to it meanwhile."""
+    position = 0
+
+    def admit(args: tuple) -> tuple[tuple, contextvars.Token, contextvars.Token]:
+        at = min(position, len(args) - 1)  # Gradio inserts the request there, or appends it to fewer inputs
+        request, args = (args[at], args[:at] + args[at + 1 :]) if args else (None, args)
+        caller = caller_from_request(request)
+        if action is None:
+            raise gr.Error("This action is not open to callers of the app's API.", print_exception=False)
+        try:
+            role = policy.check(caller, action)
+            if action == "predict" and role != ADMIN and not policy.open:
+                limiter.check(caller.username or _client_key(request))
+        except AccessDenied as denied:
+            raise gr.Error(str(denied), print_exception=False) from None
+        return args, _caller.set(caller), _policy.set(policy)
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def restricted_generator(*args):
+            args, caller_token, policy_token = admit(args)
+            try:
+                yield from fn(*args)
+            finally:
+                _caller.reset(caller_token)
+                _policy.reset(policy_token)
+
+        wrapper = restricted_generator
+    else:
+
+        @functools.wraps(fn)
+        def restricted(*args):
+            args, caller_token, policy_token = admit(args)
+            try:
+                return fn(*args)
+            finally:
+                _caller.reset(caller_token)
+                _policy.reset(policy_token)
+
+        wrapper = restricted
+    position = _with_request_parameter(fn, wrapper)
+    wrapper.reasonapp_restricted = True
+    return wrapper
+
+
+def enforce_access(blocks: gr.Blocks, policy: Policy | None = None, limiter: RateLimiter | None = None) -> Policy:
+    """Wrap every Python handler of `blocks` with the role check of its action; returns the policy in force."""
+    policy = policy or Policy.from_environment()
+    limiter = limiter or RateLimiter()
+    for block_fn in blocks.fns.values():
+        if block_fn.fn is None or inspect.iscoroutinefunction(block_fn.fn) or getattr(block_fn.fn, "reasonapp_restricted", False):
+            continue
+        block_fn.fn = restrict(block_fn.fn, action_of(block_fn.fn), policy, limiter)
+    return policy
+
+
+def who_is_here() -> str:
+    """The header line: who the page acts for, and what they may do."""
+    policy, caller = current_policy(), current_caller()
+    if policy.open:
+        return "Local workbench: no roles are set, so you may do everything."
+    role = policy.role(caller)
+    if not caller.signed_in:
+        return "Not signed in: you can read the queue, reports and predictions. Sign in with Hugging Face to review."
+    can = {"admin": "train, generate, evaluate, export, push and review", "reviewer": "review", "visitor": "read only"}[role]
+    return f"Signed in as **{caller.username}** ({role}: {can})."
