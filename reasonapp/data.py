@@ -182,11 +182,14 @@ def _load_source(source: str) -> tuple["datasets.DatasetDict", str]:  # noqa: F8
     directory = _local_directory(source)
     if directory is not None:
         return _load_directory(directory), str(directory)
+    hub_error = None
     if settings.hub_reachable():
+        from huggingface_hub.errors import HfHubHTTPError
+
         try:
             return datasets.load_dataset(source), f"hub:{source}"
-        except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as error:
-            raise DataError(f"dataset {source!r} not found on the Hub or as a local directory") from error
+        except (OSError, HfHubHTTPError, datasets.exceptions.DatasetNotFoundError) as error:  # OSError: FileNotFound, connection
+            hub_error = error  # a mirror copy still serves (a Hub that answers but fails, or a private endpoint without it)
     mirror = settings.data_mirror()
     known = KNOWN_DATASETS.get(source)
     candidates = []
@@ -195,8 +198,10 @@ def _load_source(source: str) -> tuple["datasets.DatasetDict", str]:  # noqa: F8
         candidates.append(mirror / source.split("/")[-1])
     for candidate in candidates:
         if candidate.is_dir():
-            logger.info("Hub unreachable: loading %s from the local mirror %s", source, candidate)
+            logger.info("Hub %s: loading %s from the local mirror %s", f"failed ({hub_error})" if hub_error else "unreachable", source, candidate)
             return _load_directory(candidate), str(candidate)
+    if hub_error is not None:
+        raise DataError(f"dataset {source!r} not found on the Hub ({type(hub_error).__name__}) or as a local directory") from hub_error
     where = f"the mirror {mirror}" if mirror else "no mirror is configured (REASONAPP_DATA_MIRROR)"
     raise DataError(
         f"dataset {source!r} is not a local directory, the Hub is unreachable, and {where} has no copy of it"
