@@ -6,6 +6,7 @@ path and the plain path (transformers `generate` at batch 1; a padded fixed-batc
 one forward per label) in the same process, and reports both and their ratio, as one JSON object.
 
     python -m training bench --rgen-run R --qa-run A --qra-run B --augmented D [--quick]
+    python -m training bench --rgen-run base:HuggingFaceTB/SmolLM2-135M-Instruct --only stage2_endpoint --output docs/bench-stage2-endpoint.json
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ def _emotion_rows(limit: int, seed: int, split: str = "train"):
 # ---------------------------------------------------------------------------------------------
 # workloads
 
+WORKLOAD_RUNS = {  # the runs each workload reads
+    "stage2": ("--rgen-run",),
+    "stage2_endpoint": ("--rgen-run",),
+    "training": ("--qra-run", "--augmented"),
+    "predictions": ("--qa-run", "--qra-run"),
+    "memory": ("--qa-run", "--qra-run"),
+}
+
 
 def bench_stage2(rgen_run: str, rows: int, plain_rows: int, batch_size: int) -> dict:
     """Stage 2 augmentation: batched, length-sorted generation from the shared prefix's cache vs `generate` one row at a time."""
@@ -73,6 +82,93 @@ def bench_stage2(rgen_run: str, rows: int, plain_rows: int, batch_size: int) -> 
         "plain": {"method": "generate, batch 1", "rows": plain_rows, "tokens_per_s": round(plain_rate, 1), "rows_per_s": round(plain_rows / plain_s, 2)},
         "speedup": round(fast_rate / plain_rate, 2),
         "same_greedy_outputs_on_plain_rows": sum(a == b for a, b in zip(outputs[:plain_rows], plain, strict=True)) / plain_rows,
+    }
+
+
+def bench_stage2_endpoint(rgen_run: str, rows: int, sequential_rows: int, batch_size: int, concurrency: int = 4, threads: int | None = None) -> dict:
+    """Stage 2 through llama-cpp-python's OpenAI-compatible server (the endpoint teacher) beside the in-process path,
+    on the same rows, greedy, with how often their outputs agree.
+
+    `rgen_run` is a run (its adapter merged into the base GGUF, as the llama.cpp backend serves it) or `base:<model>`
+    (the base model's own GGUF, e.g. the bundled SmolLM2). The server runs one request at a time (no parallel slots
+    in llama-cpp-python), so `concurrency` requests in flight measure the endpoint path as `augment` drives it,
+    and `sequential_rows` of them again one at a time show what queueing costs or saves.
+    """
+    import difflib
+
+    import torch
+
+    from reasonapp.models import base_gguf_path
+    from training.augment import BASE_PREFIX, REASONING_DECODING, generate_reasonings, load_rgen
+    from training.teacher import Job, LlamaCppServer, TeacherConfig, run_requests
+
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return {"installed": False, "note": "pip install llama-cpp-python (see README) to measure it"}
+    if str(rgen_run).startswith(BASE_PREFIX):
+        gguf = base_gguf_path(str(rgen_run)[len(BASE_PREFIX) :])
+        if gguf is None:
+            return {"installed": True, "not_measured": f"{rgen_run} has no GGUF file here"}
+    else:
+        from training.llamacpp import export_gguf
+
+        try:
+            gguf = export_gguf(rgen_run)
+        except ModelError as error:
+            return {"installed": True, "not_measured": str(error)}
+
+    model, tokenizer, _ = load_rgen(rgen_run)
+    texts, golds, labels = _emotion_rows(rows, seed=1)
+    started = time.perf_counter()
+    in_process = generate_reasonings(model, tokenizer, texts, golds, labels, REASONING_DECODING, batch_size)
+    in_process_s = time.perf_counter() - started
+    del model
+    gc.collect()
+
+    conversations = [prompts.stage2_messages(text, gold, labels) for text, gold in zip(texts, golds, strict=True)]
+    threads = threads or torch.get_num_threads()
+    with LlamaCppServer(gguf, context=2048, threads=threads) as server:
+
+        def timed(count: int, in_flight: int) -> tuple[list[str], float]:
+            # llama.cpp's own sampling defaults (repeat_penalty 1.1) would change greedy text: the in-process path has none
+            config = TeacherConfig(teacher_url=server.base_url, teacher_model="stage2", concurrency=in_flight, extra_body={"repeat_penalty": 1.0})
+            outputs: dict[int, str] = {}
+            jobs = (Job(i, conversations[i], texts[i], golds[i]) for i in range(count))
+            begun = time.perf_counter()
+            run_requests(config, jobs, REASONING_DECODING, lambda outcome: outputs.__setitem__(outcome.key, outcome.reasoning or ""))
+            return [outputs[i] for i in range(count)], time.perf_counter() - begun
+
+        timed(2, 1)  # warm-up: the first request pays for loading the weights into the page cache
+        served, served_s = timed(rows, concurrency)
+        _, sequential_s = timed(sequential_rows, 1)
+    pairs = list(zip(served, in_process, strict=True))
+    return {
+        "workload": "stage2_endpoint",
+        "rows": rows,
+        "gguf": Path(gguf).name,
+        "server": f"llama_cpp.server (llama-cpp-python {llama_cpp.__version__}), {threads} thread{'s' if threads > 1 else ''}, one request at a time",
+        "max_new_tokens": REASONING_DECODING.max_new_tokens,
+        "in_process": {
+            "method": f"transformers, batch {batch_size}, float32",
+            "rows_per_s": round(rows / in_process_s, 2),
+            "tokens_per_s": round(_new_tokens(tokenizer, in_process) / in_process_s, 1),
+            "mean_output_tokens": round(_new_tokens(tokenizer, in_process) / rows, 1),
+        },
+        "endpoint": {
+            "concurrency": concurrency,
+            "rows_per_s": round(rows / served_s, 2),
+            "tokens_per_s": round(_new_tokens(tokenizer, served) / served_s, 1),
+            "mean_output_tokens": round(_new_tokens(tokenizer, served) / rows, 1),
+            "sequential": {"rows": sequential_rows, "rows_per_s": round(sequential_rows / sequential_s, 2)},
+        },
+        "endpoint_vs_in_process_rows_per_s": round((rows / served_s) / (rows / in_process_s), 2),
+        "agreement": {
+            "identical_text": round(sum(a == b for a, b in pairs) / rows, 3),
+            "same_first_8_words": round(sum(a.split()[:8] == b.split()[:8] for a, b in pairs) / rows, 3),
+            "mean_similarity": round(statistics.mean(difflib.SequenceMatcher(None, a, b).ratio() for a, b in pairs), 3),
+        },
+        "examples": [{"text": texts[i], "in_process": in_process[i], "endpoint": served[i]} for i in range(3)],
     }
 
 
@@ -316,16 +412,27 @@ def bench_memory(qa_run: str, qra_run: str) -> dict:
 
 
 def run_bench(rgen_run: str, qa_run: str, qra_run: str, augmented: str, quick: bool = False, only: list[str] | None = None) -> dict:
+    """The selected workloads (default: all but stage2_endpoint, which needs llama-cpp-python's server), each given
+    only the runs it uses; `rgen_run` may be `base:<model>` for the Stage 2 workloads (no Stage 1)."""
     import torch
 
     from training import rundir
+    from training.augment import BASE_PREFIX
 
-    for name, path in (("--rgen-run", rgen_run), ("--qa-run", qa_run), ("--qra-run", qra_run), ("--augmented", augmented)):
+    selected = only or ["stage2", "training", "predictions", "memory"]
+    unknown = sorted(set(selected) - set(WORKLOAD_RUNS))
+    if unknown:
+        raise ConfigError(f"unknown bench workloads {unknown}; choose from {sorted(WORKLOAD_RUNS)}")
+    given = {"--rgen-run": rgen_run, "--qa-run": qa_run, "--qra-run": qra_run, "--augmented": augmented}
+    for name in sorted({flag for workload in selected for flag in WORKLOAD_RUNS[workload]}, key=list(given).index):
+        path = given[name]
+        if name == "--rgen-run" and path and str(path).startswith(BASE_PREFIX):
+            continue
         if not path or not Path(path).is_dir():
             raise ConfigError(f"bench needs {name}: a directory from a real run (got {path!r}); see `python -m training experiment`")
-    base_model = rundir.read_config(Path(qra_run))["base_model"]
+    model_run = qra_run if qra_run and Path(qra_run).is_dir() else rgen_run
+    base_model = str(model_run)[len(BASE_PREFIX) :] if str(model_run).startswith(BASE_PREFIX) else rundir.read_config(Path(model_run))["base_model"]
     started = time.time()
-    selected = only or ["stage2", "training", "predictions", "memory"]
     results = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "quick": quick,
@@ -334,6 +441,10 @@ def run_bench(rgen_run: str, qa_run: str, qra_run: str, augmented: str, quick: b
     }
     if "stage2" in selected:
         results["workloads"]["stage2"] = bench_stage2(rgen_run, rows=48 if quick else 256, plain_rows=6 if quick else 24, batch_size=32)
+    if "stage2_endpoint" in selected:
+        results["workloads"]["stage2_endpoint"] = bench_stage2_endpoint(
+            rgen_run, rows=16 if quick else 256, sequential_rows=4 if quick else 64, batch_size=32
+        )
     if "training" in selected:
         results["workloads"]["training"] = bench_training(augmented, base_model, steps=6 if quick else 200, batch_size=8, max_length=256)
     if "predictions" in selected:
