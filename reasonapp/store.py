@@ -31,6 +31,7 @@ from pathlib import Path
 from reasonapp import settings
 from reasonapp.access import clean_name
 from reasonapp.errors import ReasonappError
+from reasonapp.journal import DecisionLog, process_log
 from reasonapp.quality import TEMPLATE_FLAG, TEMPLATE_MIN_ROWS, quality_flags, template_key
 
 SCHEMA_VERSION = 1
@@ -150,11 +151,14 @@ def default_store_path() -> Path:
 class ReasoningStore:
     """Open (or create) a store file; safe to use from several threads and processes at once."""
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, journal: DecisionLog | None = None):
+        """`journal`: where committed changes are also logged; by default this process's log when one is configured."""
         self.path = Path(path) if path else default_store_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
+        self._journal = journal if journal is not None else process_log()
+        self._pending: list[dict] = []  # events of the open transaction, logged once it commits
         self._connect()
 
     # -- opening ---------------------------------------------------------------------------
@@ -255,12 +259,17 @@ class ReasoningStore:
         with self._lock:
             self._ensure_same_file()
             self._db.execute("BEGIN IMMEDIATE")  # take the write lock up front: no lost updates between read and write
+            self._pending = []
             try:
                 yield
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self._pending = []
                 raise
-            self._db.execute("COMMIT")  # a change is reported done only after this returns
+            self._db.execute("COMMIT")  # a change is reported done only after this returns (and is logged)
+            if self._journal is not None and self._pending:
+                self._journal.append(self._pending)
+            self._pending = []
 
     # -- reading ---------------------------------------------------------------------------
     @staticmethod
@@ -495,6 +504,48 @@ class ReasoningStore:
             "INSERT INTO history (row_id, version, action, reasoning, status, reviewer, generator, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (row_id, version, action, reasoning, status, reviewer, generator, at),
         )
+        if self._journal is not None:
+            row = self.get(row_id)
+            self._pending.append(
+                {
+                    "dataset": row.dataset, "split": row.split, "row_index": row.row_index, "text": row.text, "label": row.label,
+                    "label_names": self.label_names(row.dataset), "version": version, "action": action, "reasoning": reasoning,
+                    "status": status, "reviewer": reviewer, "generator": generator, "at": at,
+                }
+            )
+
+    # -- restoring from the decision log ---------------------------------------------------
+    def restore_event(self, event: dict) -> int:
+        """Apply one logged change if this store does not have it yet (its row is older); 1 if applied, else 0."""
+        with self._transaction():
+            found = self._db.execute(
+                "SELECT id, version FROM rows WHERE dataset = ? AND split = ? AND row_index = ?",
+                (event["dataset"], event["split"], event["row_index"]),
+            ).fetchone()
+            if found is None:
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (_labels_key(event["dataset"]), json.dumps(event["label_names"])))
+                cursor = self._db.execute(
+                    "INSERT INTO rows (dataset, split, row_index, text, label, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (event["dataset"], event["split"], event["row_index"], event["text"], event["label"], event["at"], event["at"]),
+                )
+                row_id, version = cursor.lastrowid, 0
+            else:
+                row_id, version = found
+            if version >= event["version"]:
+                return 0
+            row = self.get(row_id)
+            flags = quality_flags(event["reasoning"], row.text, row.label, self.label_names(row.dataset))
+            self._db.execute(
+                "UPDATE rows SET reasoning = ?, status = ?, reviewer = ?, generator = coalesce(?, generator), flags = ?, flag_count = ?, "
+                "version = ?, updated_at = ? WHERE id = ?",
+                (event["reasoning"], event["status"], event["reviewer"], event["generator"], json.dumps(flags), len(flags),
+                 event["version"], event["at"], row_id),
+            )
+            self._db.execute(
+                "INSERT INTO history (row_id, version, action, reasoning, status, reviewer, generator, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (row_id, event["version"], event["action"], event["reasoning"], event["status"], event["reviewer"], event["generator"], event["at"]),
+            )
+        return 1
 
     # -- export ----------------------------------------------------------------------------
     def rows_for_export(self, include_pending: bool = False, dataset: str | None = None) -> list[StoredRow]:

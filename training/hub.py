@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from reasonapp import prompts
@@ -331,3 +332,88 @@ def push(
     if (path / rundir.CONFIG).is_file():
         return push_run(path, repo_id, private, merged, token, new_repo_only)
     raise RunDirError(f"{path} is neither a run directory nor an exported dataset")
+
+
+# ---------------------------------------------------------------------------------------------
+# review decisions that survive a Space restart
+
+
+SYNC_EVERY_MINUTES = 2.0
+
+
+class DecisionSync:
+    """The decision log folder mirrored to a private dataset repo: pulled back at start, pushed every few minutes and at exit.
+
+    huggingface_hub's CommitScheduler does the pushing (only changed files, in a background thread, and once more at
+    exit); it never restores, so `restore` pulls the log files and replays them into the store.
+    """
+
+    def __init__(self, repo_id: str, folder: str | Path, token: str | None = None, every_minutes: float = SYNC_EVERY_MINUTES):
+        check_repo_id(repo_id)
+        self.repo_id, self.folder, self.token, self.every_minutes = repo_id, Path(folder), token, every_minutes
+        self.last_sync: float | None = None
+        self.last_error: str | None = None
+        self._scheduler = None
+
+    def restore(self, store_path: str | Path | None) -> dict:
+        """Pull every process's log from the repo and apply what the store lacks; returns what was restored.
+
+        The store is opened (and so created) only when there is something to restore.
+        """
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+        from reasonapp.journal import read_events, replay
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            snapshot_download(self.repo_id, repo_type="dataset", local_dir=self.folder, allow_patterns=["*.jsonl"], token=self.token)
+        except RepositoryNotFoundError:
+            return {"events": 0, "applied": 0, "newest": None, "note": f"{self.repo_id} does not exist yet: it is created at the first sync"}
+        except (HfHubHTTPError, OSError, *_connection_errors()) as error:
+            raise HubError(_scrub(f"could not pull the decision log from {self.repo_id}: {error}", self.token)) from None
+        from reasonapp.store import ReasoningStore
+
+        events = read_events(self.folder)
+        applied = 0
+        if events:
+            store = ReasoningStore(store_path, journal=None)  # replayed changes are in the log already
+            try:
+                applied = replay(store, events)
+                if applied:
+                    store.mark_templates()
+            finally:
+                store.close()
+        return {"events": len(events), "applied": applied, "newest": max((e["at"] for e in events), default=None), "note": None}
+
+    def start(self) -> None:
+        """Push the folder every `every_minutes` and at exit (a SIGTERM must end the process through sys.exit for that)."""
+        from huggingface_hub import CommitScheduler
+
+        sync = self
+
+        class Scheduler(CommitScheduler):
+            def push_to_hub(self):
+                try:
+                    result = super().push_to_hub()
+                except Exception as error:  # the next round retries; the page shows it meanwhile
+                    sync.last_error = _scrub(str(error), sync.token)
+                    raise
+                sync.last_sync, sync.last_error = time.time(), None
+                return result
+
+        self._scheduler = Scheduler(
+            repo_id=self.repo_id, repo_type="dataset", folder_path=self.folder, every=self.every_minutes, private=True,
+            token=self.token, allow_patterns=["*.jsonl"],
+        )
+
+    def flush(self) -> None:
+        """Push now and wait (at shutdown, and in tests)."""
+        if self._scheduler is not None:
+            self._scheduler.trigger().result()
+
+    def status_line(self) -> str:
+        if self.last_error:
+            return f"Decision log: last sync to {self.repo_id} failed ({self.last_error}); retrying every {self.every_minutes:g} min"
+        when = time.strftime("%H:%M:%S", time.localtime(self.last_sync)) if self.last_sync else "not yet this session"
+        return f"Decision log synced to {self.repo_id} every {self.every_minutes:g} min; last sync: {when}"

@@ -34,6 +34,7 @@ HANDLER_ACTIONS = {
     "ReviewHandlers.load_queue": "read",
     "ReviewHandlers.quality_overview": "read",
     "ReviewHandlers.dataset_changed": "read",
+    "ReviewHandlers.sync_status": "read",
     "ReviewHandlers.skip": "read",
     "ReviewHandlers.bulk_preview": "read",
     "ReviewHandlers.accept": "review",

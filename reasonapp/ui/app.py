@@ -27,11 +27,12 @@ def build_app(
     store_path: str | None = None,
     demo: bool | None = None,
     notice: str | None = None,
+    sync=None,
 ) -> gr.Blocks:
     """The app on `dataset`; `notice` is a line under the title (e.g. that the demo is open)."""
     data = load_classification_dataset(dataset)
     demo = demo_mode() if demo is None else demo
-    review = ReviewHandlers(store_path or os.environ.get("REASONAPP_STORE"), data.label_names, data.task_description, dataset)
+    review = ReviewHandlers(store_path or os.environ.get("REASONAPP_STORE"), data.label_names, data.task_description, dataset, sync)
     on_space = bool(os.environ.get("SPACE_ID"))
     with gr.Blocks(title="reasonapp") as blocks:
         with gr.Row():
@@ -80,13 +81,44 @@ def open_demo_if_empty() -> tuple[str | None, str | None]:
     return store, notice
 
 
+def start_decision_sync(store_path: str | None):
+    """(sync, note): with REASONAPP_SYNC_REPO, pull the decision log, replay what the store lacks, and sync from now on."""
+    repo = os.environ.get("REASONAPP_SYNC_REPO")
+    if not repo:
+        return None, None
+    import time
+
+    from reasonapp.journal import journal_dir
+    from training.hub import DecisionSync
+
+    sync = DecisionSync(repo, journal_dir(), token=os.environ.get("HF_TOKEN"))
+    restored = sync.restore(store_path or os.environ.get("REASONAPP_STORE"))
+    sync.start()
+    if restored["note"]:
+        return sync, f"Decision log: {restored['note']}."
+    newest = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(restored["newest"])) if restored["newest"] else "none"
+    note = (
+        f"Decision log: {restored['events']} logged changes in {repo}, {restored['applied']} restored into this store "
+        f"(newest logged change: {newest}). Changes made after the last sync of a process that was killed are not in the log."
+    )
+    return sync, note
+
+
 def main() -> None:
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a Space stops the app with SIGTERM: exit through atexit, which syncs
+    sync, restored = start_decision_sync(None)  # first: restored review work makes the workspace the user's own again
     store, notice = open_demo_if_empty()
+    if restored:
+        print(restored, flush=True)
     demo = build_app(
         dataset=os.environ.get("REASONAPP_DATASET", DEFAULT_CLASSIFICATION_DATASET),
         base_model=os.environ.get("REASONAPP_BASE_MODEL", DEFAULT_BASE_MODEL),
         store_path=store,
-        notice=notice,
+        notice="\n\n".join(line for line in (notice, restored) if line) or None,
+        sync=sync,
     )
     demo.queue(default_concurrency_limit=2).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

@@ -76,8 +76,9 @@ class ReviewHandlers:
     shows why, every decision is refused with that message, and the file is left untouched.
     """
 
-    def __init__(self, store_path: str | None, label_names: list[str], task_description: str, dataset: str | None = None):
+    def __init__(self, store_path: str | None, label_names: list[str], task_description: str, dataset: str | None = None, sync=None):
         self.label_names = label_names
+        self.sync = sync  # training.hub.DecisionSync when REASONAPP_SYNC_REPO is set
         self.task_description = task_description
         self.app_dataset = dataset
         self._store: ReasoningStore | None = None
@@ -92,6 +93,13 @@ class ReviewHandlers:
         if self._store is None:
             raise StoreError(self.open_error or "the review store is not open")
         return self._store
+
+    def sync_status(self) -> str:
+        """Where decisions persist: the sync repo and when it was last written, or the local store alone."""
+        if self.sync is not None:
+            return self.sync.status_line()
+        where = self._store.path if self._store else "the store"
+        return f"Decisions are kept in {where} only; on a Space set REASONAPP_SYNC_REPO so they survive a restart (see README)."
 
     def dataset_choices(self) -> list[str]:
         """The store's datasets, the app's own first (its rows are what the other tabs show)."""
@@ -326,6 +334,9 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
                 with gr.Row():
                     confirm = gr.Button("Yes, accept them", variant="primary", elem_id="review-bulk-confirm")
                     cancel = gr.Button("Cancel")
+            sync_line = gr.Markdown(elem_id="review-sync")
+            gr.Timer(10).tick(handlers.sync_status, None, sync_line, api_visibility="private", show_progress="hidden")
+            demo.load(handlers.sync_status, None, sync_line, api_visibility="private")
             quality = gr.Textbox(label="Reasoning quality (all but rejected rows; Apply filters refreshes it)", interactive=False, lines=3, elem_id="review-quality")
             with gr.Accordion("Export the augmented training set", open=False):
                 export_dir = gr.Textbox(

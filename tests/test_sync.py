@@ -1,0 +1,152 @@
+"""Review work survives a Space restart: every committed change is logged, synced to a dataset repo, and replayed."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reasonapp.journal import DecisionLog, read_events, replay
+from reasonapp.store import ReasoningStore
+from tests.hub_standin import HubStandIn
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+FILTERS = ["pending", "all", "", 0, 0, "any", "in order"]
+
+
+def filled_store(path, journal, rows=24):
+    store = ReasoningStore(path, journal=journal)
+    store.add_examples("dair-ai/emotion", "train", [(i, f"i feel so happy about day {i}", "joy") for i in range(rows)], LABELS)
+    ids = store.ids_needing_reasoning("dair-ai/emotion", "train")
+    store.write_generated(((row_id, f"Day {row_id} makes them happy: joy.") for row_id in ids), {"rgen_run": "runs/rgen"})
+    return store
+
+
+def snapshot(store):
+    """Everything a restore must bring back: each row's state and its full history."""
+    rows = {}
+    for row_id in store.query_ids(generated_only_filter()):
+        row = store.get(row_id)
+        history = [(h["version"], h["action"], h["reasoning"], h["status"], h["reviewer"]) for h in store.history(row_id)]
+        rows[(row.dataset, row.split, row.row_index)] = (row.text, row.label, row.reasoning, row.status, row.reviewer, row.version, history)
+    return rows
+
+
+def generated_only_filter():
+    from reasonapp.store import RowFilter
+
+    return RowFilter(generated_only=False)
+
+
+def test_a_store_rebuilt_from_the_decision_log_has_every_decision_edit_history_and_reviewer(tmp_path):
+    log = DecisionLog(tmp_path / "decisions")
+    store = filled_store(tmp_path / "store.sqlite", log)
+    ids = store.query_ids()
+    store.review(ids[0], "accepted", store.get(ids[0]).version, "ann")
+    store.review(ids[1], "accepted", store.get(ids[1]).version, "bob", reasoning="The writer is happy about day two: joy.")
+    store.review(ids[2], "rejected", store.get(ids[2]).version, "ann")
+    store.undo(ids[2], store.get(ids[2]).version, "ann")
+    store.review(ids[3], "edited", store.get(ids[3]).version, "cy", reasoning="Happy, so joy.")
+    before = snapshot(store)
+    store.close()
+
+    rebuilt = ReasoningStore(tmp_path / "new.sqlite", journal=None)
+    events = read_events(tmp_path / "decisions")
+    assert replay(rebuilt, events) == len(events) == 24 + 5
+    assert snapshot(rebuilt) == before and rebuilt.label_names("dair-ai/emotion") == LABELS
+    assert replay(rebuilt, events) == 0  # idempotent: a store already up to date keeps what it has
+
+
+def test_an_event_line_cut_by_a_kill_is_skipped(tmp_path):
+    log = DecisionLog(tmp_path / "decisions")
+    filled_store(tmp_path / "store.sqlite", log, rows=2).close()
+    with open(log.path, "a") as handle:
+        handle.write('{"dataset": "dair-ai/emotion", "version": 2, "at"')
+    assert len(read_events(tmp_path / "decisions")) == 2
+
+
+# -- the app, stopped and started again on an empty disk, as a Space restarts -------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SpaceProcess:
+    def __init__(self, env: dict, port: int):
+        self.port = port
+        code = "from reasonapp.ui.app import main; main()"
+        self.process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                if self.process.poll() is not None:
+                    pytest.fail(f"the app did not start:\n{self.process.stdout.read()}")
+                time.sleep(1)
+        pytest.fail("the app did not start within 180 s")
+
+    def client(self):
+        from gradio_client import Client
+
+        return Client(f"http://127.0.0.1:{self.port}/", verbose=False)
+
+    def stop(self, sig=signal.SIGTERM) -> str:
+        self.process.send_signal(sig)
+        output = self.process.communicate(timeout=120)[0]
+        return output
+
+
+@pytest.mark.slow
+def test_twenty_decisions_come_back_after_the_workspace_is_deleted_and_a_kill_loses_only_the_unsynced_ones(tmp_path):
+    from tests.test_hub import FAKE_TOKEN
+
+    workspace = tmp_path / "workspace"
+    with HubStandIn(FAKE_TOKEN) as hub:
+        env = {
+            **os.environ, "REASONAPP_WORKSPACE": str(workspace), "REASONAPP_SYNC_REPO": "tester/review-log", "HF_ENDPOINT": hub.endpoint,
+            "HF_HUB_OFFLINE": "0", "HF_TOKEN": FAKE_TOKEN, "HF_HOME": str(tmp_path / "hf-home"), "REASONAPP_DATASET": "dair-ai/emotion",
+        }
+        env.pop("REASONAPP_STORE", None)
+        filled_store(workspace / "reasonings.sqlite", DecisionLog(workspace / "decisions")).close()  # Stage 2 ran here, logged
+
+        port = _free_port()
+        app = SpaceProcess({**env, "GRADIO_SERVER_PORT": str(port)}, port)
+        client = app.client()
+        shown = client.predict(*FILTERS, api_name="/review_queue")
+        for i in range(20):
+            if i % 4 == 1:
+                shown = client.predict(f"Edit {i} by a person: joy.", f"rev{i % 3}", api_name="/review_save")
+            elif i % 4 == 3:
+                shown = client.predict("", f"rev{i % 3}", api_name="/review_reject")
+            else:
+                shown = client.predict(shown[2], f"rev{i % 3}", api_name="/review_accept")
+        before = snapshot(ReasoningStore(workspace / "reasonings.sqlite", journal=None))
+        assert sum(1 for state in before.values() if state[3] != "pending") == 20
+        app.stop()  # SIGTERM, as a Space stops: the last changes are pushed on the way out
+        assert ("dataset", "tester/review-log") in hub.repos
+
+        shutil.rmtree(workspace)  # the container's disk is gone
+        app = SpaceProcess({**env, "GRADIO_SERVER_PORT": str(port)}, port)
+        after = snapshot(ReasoningStore(workspace / "reasonings.sqlite", journal=None))
+        assert after == before  # statuses, edits, history and reviewer names
+
+        client = app.client()
+        client.predict(*FILTERS, api_name="/review_queue")
+        client.predict("A late decision.", "rev9", api_name="/review_accept")  # made after the last sync
+        app.stop(signal.SIGKILL)
+        shutil.rmtree(workspace)
+        app = SpaceProcess({**env, "GRADIO_SERVER_PORT": str(port)}, port)
+        output = app.stop()
+        assert snapshot(ReasoningStore(workspace / "reasonings.sqlite", journal=None)) == before  # only the unsynced one is lost
+        assert "restored into this store" in output and "killed are not in the log" in output
