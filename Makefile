@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The stamp names the requirements' hash, so editing requirements.txt reinstalls and nothing else does.
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt Makefile | sha1sum | cut -c1-12)
 
-.PHONY: setup app test lint browser llamacpp clean
+.PHONY: setup app test lint browser llamacpp demo-assets clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,10 @@ browser:
 
 app: setup
 	$(PY) app.py
+
+# The demo the app opens on an empty workspace (assets/demo): Stage 2, Q->A and Q->RA on 800 rows, ~20 min on 2 cores.
+demo-assets: setup
+	$(PY) -m training.demo --out assets/demo
 
 lint: setup
 	$(PY) -m ruff check .
