@@ -59,11 +59,18 @@ def test_visitors_predictions_are_rate_limited():
     limiter.check("5.6.7.8")
 
 
-def test_every_handler_of_the_app_is_classified(shared_data):
+def test_every_handler_of_the_app_is_classified_on_a_space_too(shared_data, monkeypatch):
     from reasonapp.ui.access import action_of
     from reasonapp.ui.app import build_app
 
+    space_env = {"SYSTEM": "spaces", "SPACE_ID": "team/reasonapp", "OAUTH_CLIENT_ID": "client-id", "OAUTH_CLIENT_SECRET": OAUTH_SECRET,
+                 "OPENID_PROVIDER_URL": "http://127.0.0.1:9", "OAUTH_SCOPES": "openid profile write-repos"}
+    for name, value in space_env.items():
+        monkeypatch.setenv(name, value)  # the sign-in button brings handlers of its own
+        if name.startswith(("OAUTH", "OPENID")):  # gradio.oauth read these when it was imported
+            monkeypatch.setattr(f"gradio.oauth.{name}", value)
     app = build_app()
+    assert any(getattr(block_fn.fn, "__qualname__", "").startswith("LoginButton") for block_fn in app.fns.values())
     unclassified = [block_fn.name for block_fn in app.fns.values() if block_fn.fn is not None and action_of(block_fn.fn) is None]
     assert unclassified == []
 
@@ -195,3 +202,23 @@ def test_an_admin_exports_and_pushes_with_their_own_token_into_a_new_repo_only(s
     assert ("dataset", "tester/reasonings") in space["hub"].repos
     again = alice.predict(export_dir, "tester/reasonings", False, False, api_name="/train_push")
     assert again.startswith("Not pushed") and "already exists" in again
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_browser_header_names_the_signed_in_reviewer_and_no_name_field_is_offered(space):
+    from tests.ui_helpers import browser_page, screenshot
+
+    with browser_page() as page:
+        page.goto(space["url"], wait_until="load")
+        page.wait_for_selector("#app-identity :text('Not signed in')")
+        page.context.add_cookies([{"name": "session", "value": session_cookie("bob", "oauth-token-of-bob").split("=", 1)[1], "url": space["url"]}])
+        page.goto(space["url"], wait_until="load")
+        page.wait_for_selector("#app-identity :text('Signed in as bob')")
+        assert "(reviewer: review)" in page.inner_text("#app-identity")
+        page.wait_for_timeout(2000)  # every load event has answered: none of them was refused
+        assert "not open to callers" not in page.inner_text("body")
+        page.get_by_role("tab", name="Review").click()
+        page.wait_for_selector("#review-accept")
+        assert page.locator("#review-reviewer").count() == 0 or not page.locator("#review-reviewer").is_visible()
+        screenshot(page, "space-signed-in-reviewer.png")

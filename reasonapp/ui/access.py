@@ -54,6 +54,7 @@ HANDLER_ACTIONS = {
     "who_is_here": "read",
     "refresh_on_change.<locals>.tick": "read",  # run lists that keep themselves current
     "Examples.create.<locals>.load_example": "read",
+    "LoginButton._check_login_status": "read",  # the sign-in button's own check (on a Space)
 }
 # Lambdas only show or hide parts of the page (a confirmation box, a refresh): reads, named by where they are built.
 READ_ONLY_LAMBDAS = ("build_train_tab.<locals>.<lambda>", "build_review_tab.<locals>.<lambda>", "build_compare_tab.<locals>.<lambda>")
@@ -133,7 +134,8 @@ def restrict(fn: Callable, action: str | None, policy: Policy, limiter: RateLimi
         request, args = (args[at], args[:at] + args[at + 1 :]) if args else (None, args)
         caller = caller_from_request(request)
         if action is None:
-            raise gr.Error("This action is not open to callers of the app's API.", print_exception=False)
+            name = getattr(inspect.unwrap(fn), "__qualname__", "?")
+            raise gr.Error(f"This action ({name}) is not open to callers of the app's API.", print_exception=False)
         try:
             role = policy.check(caller, action)
             if action == "predict" and role != ADMIN and not policy.open:
