@@ -5,8 +5,6 @@ import base64
 import hashlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 from reasonapp.access import ADMIN, REVIEWER, VISITOR, AccessDenied, Caller, Policy, RateLimiter, clean_name
 from reasonapp.store import ReasoningStore
 from tests.hub_standin import HubStandIn
+from tests.ui_helpers import free_port, start_app_process
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
@@ -90,12 +89,6 @@ def session_cookie(username: str, token: str, orgs=()) -> str:
     return "session=" + itsdangerous.TimestampSigner(secret).sign(data).decode()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def space(tmp_path_factory, shared_data):
     """The app served in its own process with a Space's environment, a review store, and a Hub stand-in."""
@@ -106,7 +99,7 @@ def space(tmp_path_factory, shared_data):
     store.add_examples("dair-ai/emotion", "train", [(i, f"i feel so happy today {i}", "joy") for i in range(6)], LABELS)
     store.write_generated(((i, f"Feeling happy today {i} shows joy.") for i in store.ids_needing_reasoning("dair-ai/emotion", "train")), {"rgen_run": "r"})
     store.close()
-    port = _free_port()
+    port = free_port()
     with HubStandIn(FAKE_TOKEN) as hub:  # it accepts the admin's OAuth token only: the server's HF_TOKEN would get 401
         env = {
             **os.environ, "SYSTEM": "spaces", "SPACE_ID": "team/reasonapp", "OAUTH_CLIENT_ID": "client-id", "OAUTH_CLIENT_SECRET": OAUTH_SECRET,
@@ -117,19 +110,8 @@ def space(tmp_path_factory, shared_data):
             "HF_HOME": str(root / "hf-home"), "GRADIO_SERVER_PORT": str(port),
         }
         code = "from reasonapp.ui.app import build_app, launch_settings; build_app().queue().launch(server_name='127.0.0.1', **launch_settings())"
-        process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = start_app_process([sys.executable, "-c", code], env, port)
         try:
-            deadline = time.time() + 180
-            while time.time() < deadline:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if process.poll() is not None:
-                        pytest.fail(f"the app did not start with SPACE_ID set:\n{process.stdout.read()}")
-                    time.sleep(1)
-            else:
-                pytest.fail("the app did not start within 180 s")
             yield {"url": f"http://127.0.0.1:{port}/", "store": root / "store.sqlite", "hub": hub, "workspace": root / "workspace"}
         finally:
             process.terminate()

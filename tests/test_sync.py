@@ -3,10 +3,7 @@
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ import pytest
 from reasonapp.journal import DecisionLog, read_events, replay
 from reasonapp.store import ReasoningStore
 from tests.hub_standin import HubStandIn
+from tests.ui_helpers import free_port, start_app_process
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
@@ -74,27 +72,10 @@ def test_an_event_line_cut_by_a_kill_is_skipped(tmp_path):
 # -- the app, stopped and started again on an empty disk, as a Space restarts -------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class SpaceProcess:
     def __init__(self, env: dict, port: int):
         self.port = port
-        code = "from reasonapp.ui.app import main; main()"
-        self.process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                if self.process.poll() is not None:
-                    pytest.fail(f"the app did not start:\n{self.process.stdout.read()}")
-                time.sleep(1)
-        pytest.fail("the app did not start within 180 s")
+        self.process = start_app_process([sys.executable, "-c", "from reasonapp.ui.app import main; main()"], env, port)
 
     def client(self):
         from gradio_client import Client
@@ -120,7 +101,7 @@ def test_twenty_decisions_come_back_after_the_workspace_is_deleted_and_a_kill_lo
         env.pop("REASONAPP_STORE", None)
         filled_store(workspace / "reasonings.sqlite", DecisionLog(workspace / "decisions")).close()  # Stage 2 ran here, logged
 
-        port = _free_port()
+        port = free_port()
         app = SpaceProcess({**env, "GRADIO_SERVER_PORT": str(port)}, port)
         client = app.client()
         shown = client.predict(*FILTERS, api_name="/review_queue")

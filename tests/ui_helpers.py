@@ -54,3 +54,32 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_app_process(command: list[str], env: dict, port: int, timeout_s: float = 180):
+    """The app served by a process of its own (as `make app` or a Space runs it); returns once the port answers."""
+    import socket
+    import subprocess
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"the app did not start:\n{process.stdout.read()}") from None
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"the app did not start within {timeout_s:.0f} s")
