@@ -203,6 +203,7 @@ def test_shipped_stage2_configs_read_as_augment_settings():
 
     import yaml
 
+    from reasonapp.prompts import STAGE2_PROMPTS
     from training.cli import SUBPARSERS, _yaml_defaults, build_parser
 
     build_parser()
@@ -211,7 +212,7 @@ def test_shipped_stage2_configs_read_as_augment_settings():
     for path in paths:
         values = _yaml_defaults(str(path), SUBPARSERS["augment"])
         TeacherConfig(**{name: values[name] for name in ("teacher_url", "teacher_model", "concurrency") if name in values})
-        assert yaml.safe_load(path.read_text())["prompt_variant"] in ("default", "cue", "cue-words", "cue-words-brief", "few-shot")
+        assert yaml.safe_load(path.read_text())["prompt_variant"] in STAGE2_PROMPTS
 
 
 # ---------------------------------------------------------------------------------------------
