@@ -4,7 +4,8 @@ A Space is public: every endpoint can be called without the page, and a sign-in 
 nobody. So each action the app offers is classified once (`ACTIONS`), and the UI checks the caller's
 role before running it. Roles come from two variables (or secrets) of the Space:
 
-    REASONAPP_ADMINS     train, generate, evaluate, export, push, stop, settings (and everything a reviewer may)
+    REASONAPP_ADMINS     train, generate, evaluate, export, push, stop, settings, resolve team-review disputes
+                         (and everything a reviewer may)
     REASONAPP_REVIEWERS  review decisions (accept, edit, reject, undo, bulk accept)
 
 each a comma-separated list of Hugging Face user names and `org:<name>` entries. Anyone else, signed in
@@ -110,6 +111,7 @@ ACTIONS = {
     "predict": VISITOR,  # Compare predictions (rate-limited for visitors)
     "review": REVIEWER,  # accept, edit, reject, skip, undo, regenerate a candidate, bulk accept
     "export": ADMIN,
+    "resolve": ADMIN,  # team review: see reviewers' disagreeing decisions side by side and finalise the row
     "train": ADMIN,  # start, resume, stop training
     "evaluate": ADMIN,
     "generate": ADMIN,  # Stage 2 jobs
@@ -119,6 +121,7 @@ ACTIONS = {
 ACTION_NAMES = {
     "review": "A review decision",
     "export": "Export",
+    "resolve": "Resolving a disagreement between reviewers",
     "train": "Training",
     "evaluate": "Evaluation",
     "generate": "Generating reasonings",

@@ -7,6 +7,12 @@ Each dataset keeps its own label set, so one store can hold several datasets wit
 Every change appends to `history` first, so no edit is ever lost; a save names the version it edited,
 and a save against a newer version is refused with the newer text (`ConflictError`), never applied.
 
+Team review (optional overlap, `min_reviews` > 1, in `meta`): a reviewer's accept, edit or reject is then their own
+decision on the row (table `reviews`, one per reviewer and row), and the row becomes final only when `min_reviews`
+decisions agree (`reasonapp.agreement`); when two disagree it is in dispute until an admin resolves it. Each such
+decision is a change like any other: it bumps the row's version, appends to `history` (with the row's decisions
+after it) and to the decision log, and undo and replay bring the decisions back with the row.
+
 Safety across threads and processes: one connection per store object, used under a lock (a Gradio app
 calls it from several worker threads, and SQLite transactions belong to the connection, not the thread);
 the file is only ever opened through SQLite (a plain `open()` + `close()` of the database file would drop
@@ -25,17 +31,19 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from reasonapp import settings
 from reasonapp.access import clean_name
+from reasonapp.agreement import DISPUTE, FINAL, Decision, outcome
 from reasonapp.errors import ReasonappError
 from reasonapp.journal import DecisionLog, process_log
 from reasonapp.quality import TEMPLATE_FLAG, TEMPLATE_MIN_ROWS, quality_flags, template_key
 
 SCHEMA_VERSION = 1
 MAX_REASONING_CHARS = 20_000
+MAX_MIN_REVIEWS = 10
 
 
 class StoreError(ReasonappError):
@@ -102,6 +110,8 @@ class RowFilter:
     flagged: bool | None = None
     generated_only: bool = True
     order: str = "id"  # "id" or "flags" (most flags first)
+    needs_review_by: str | None = None  # a reviewer's own queue: rows they have not decided that are neither final nor in dispute
+    disputed: bool | None = None  # True: rows whose reviewers disagree (waiting for an admin); False: all others
 
 
 _SCHEMA = """
@@ -135,9 +145,22 @@ CREATE TABLE IF NOT EXISTS history (
     generator TEXT,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reviews (
+    row_id INTEGER NOT NULL REFERENCES rows(id),
+    reviewer TEXT NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('accepted', 'edited', 'rejected')),
+    reasoning TEXT,
+    at REAL NOT NULL,
+    PRIMARY KEY (row_id, reviewer)
+);
 CREATE INDEX IF NOT EXISTS rows_status ON rows(status);
 CREATE INDEX IF NOT EXISTS history_row ON history(row_id, version);
 """
+# Decisions that agree have equal keys (reasonapp.agreement.agreement_key); a row whose decisions have two is in dispute.
+_DISPUTED = (
+    "(SELECT count(DISTINCT CASE v.decision WHEN 'edited' THEN 'edited:' || v.reasoning ELSE v.decision END) "
+    "FROM reviews v WHERE v.row_id = rows.id) > 1"
+)
 
 
 def _labels_key(dataset: str) -> str:
@@ -146,6 +169,23 @@ def _labels_key(dataset: str) -> str:
 
 def default_store_path() -> Path:
     return settings.workspace_dir() / "reasonings.sqlite"
+
+
+def parse_min_reviews(value) -> int:
+    """A `min_reviews` setting: a whole number from 1 (no overlap) to MAX_MIN_REVIEWS."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if not 1 <= number <= MAX_MIN_REVIEWS:
+        raise StoreError(f"min_reviews is a whole number from 1 (one decision finalises a row) to {MAX_MIN_REVIEWS}, not {value!r}")
+    return number
+
+
+def min_reviews_from_environment() -> int | None:
+    """REASONAPP_MIN_REVIEWS, the reviews a row needs (the app writes it into its store at start); None when unset."""
+    value = os.environ.get("REASONAPP_MIN_REVIEWS", "").strip()
+    return parse_min_reviews(value) if value else None
 
 
 class ReasoningStore:
@@ -207,12 +247,19 @@ class ReasoningStore:
             raise StoreError(
                 f"{self.path} was written by a newer reasonapp (store schema {found[0]}, this one reads {SCHEMA_VERSION}); upgrade reasonapp"
             )
+        if not self._history_has_reviews():  # stores from before team review: history gains the row's decisions
+            with self._transaction():
+                if not self._history_has_reviews():  # another process may have added it meanwhile
+                    self._db.execute("ALTER TABLE history ADD COLUMN reviews TEXT")
         legacy = self._db.execute("SELECT value FROM meta WHERE key = 'label_names'").fetchone()
         if legacy is not None:  # one label list for the whole store (before datasets kept their own): give it to each dataset
             with self._transaction():
                 for (dataset,) in self._db.execute("SELECT DISTINCT dataset FROM rows").fetchall():
                     self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (_labels_key(dataset), legacy[0]))
                 self._db.execute("DELETE FROM meta WHERE key = 'label_names'")
+
+    def _history_has_reviews(self) -> bool:
+        return any(column[1] == "reviews" for column in self._db.execute("PRAGMA table_info(history)"))
 
     def _file_identity(self) -> tuple[int, int] | None:
         try:
@@ -289,6 +336,52 @@ class ReasoningStore:
     def history(self, row_id: int) -> list[dict]:
         return [dict(r) for r in self._query("SELECT * FROM history WHERE row_id = ? ORDER BY id", (row_id,))]
 
+    # -- team review -----------------------------------------------------------------------
+    def min_reviews(self) -> int:
+        """Reviews a row needs before it is final (1: no overlap, one decision finalises it, the default)."""
+        found = self._query("SELECT value FROM meta WHERE key = 'min_reviews'")
+        return int(found[0][0]) if found else 1
+
+    def set_min_reviews(self, min_reviews: int) -> int:
+        """Set the overlap; rows whose decisions now suffice and agree become final. Returns how many did.
+
+        Final rows stay final when it is raised; a row in dispute stays in dispute when it is lowered.
+        """
+        min_reviews = parse_min_reviews(min_reviews)
+        finalised = 0
+        with self._transaction():
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('min_reviews', ?)", (str(min_reviews),))
+            waiting = self._db.execute(
+                "SELECT DISTINCT r.id FROM rows r JOIN reviews v ON v.row_id = r.id WHERE r.status = 'pending' ORDER BY r.id"
+            ).fetchall()
+            for (row_id,) in waiting:
+                decisions = self.decisions(row_id)
+                state = outcome(decisions, min_reviews)
+                if state.state == FINAL:
+                    row = self.get(row_id)
+                    last = max(decisions, key=lambda d: d.at)
+                    self._apply(row, *self._agreed(row, state.agreed), last.reviewer, "agree")
+                    finalised += 1
+        return finalised
+
+    def decisions(self, row_id: int) -> list[Decision]:
+        """Each reviewer's decision on a row (team review), oldest first."""
+        records = self._query("SELECT reviewer, decision, reasoning, at FROM reviews WHERE row_id = ? ORDER BY at, reviewer", (row_id,))
+        return [Decision(**dict(r)) for r in records]
+
+    def team_decisions(self, dataset: str | None = None) -> dict[int, list[Decision]]:
+        """Every row with reviewers' decisions (of one dataset, or of all): row id -> its decisions, oldest first."""
+        where, params = ("WHERE r.dataset = ?", (dataset,)) if dataset else ("", ())
+        found: dict[int, list[Decision]] = {}
+        for record in self._query(
+            f"SELECT v.row_id, v.reviewer, v.decision, v.reasoning, v.at FROM reviews v JOIN rows r ON r.id = v.row_id {where} "
+            "ORDER BY v.row_id, v.at, v.reviewer",
+            params,
+        ):
+            values = dict(record)
+            found.setdefault(values.pop("row_id"), []).append(Decision(**values))
+        return found
+
     def query_ids(self, row_filter: RowFilter | None = None, limit: int | None = None) -> list[int]:
         row_filter = row_filter or RowFilter()
         clauses, params = [], []
@@ -314,6 +407,11 @@ class ReasoningStore:
             params.append(row_filter.max_length)
         if row_filter.flagged is not None:
             clauses.append("flag_count > 0" if row_filter.flagged else "flag_count = 0")
+        if row_filter.needs_review_by is not None:
+            clauses.append(f"status = 'pending' AND NOT {_DISPUTED} AND NOT EXISTS (SELECT 1 FROM reviews v WHERE v.row_id = rows.id AND v.reviewer = ?)")
+            params.append(clean_name(row_filter.needs_review_by, "anonymous"))
+        if row_filter.disputed is not None:
+            clauses.append(f"status = 'pending' AND {_DISPUTED}" if row_filter.disputed else f"NOT (status = 'pending' AND {_DISPUTED})")
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "flag_count DESC, id" if row_filter.order == "flags" else "id"
         sql = f"SELECT id FROM rows {where} ORDER BY {order}" + (f" LIMIT {int(limit)}" if limit else "")
@@ -330,12 +428,19 @@ class ReasoningStore:
             by_label.setdefault(label, {s.value: 0 for s in Status})[status] = count
         waiting = self._query(f"SELECT count(*) FROM rows WHERE reasoning IS NULL {where}", params)[0][0]
         flagged = self._query(f"SELECT count(*) FROM rows WHERE reasoning IS NOT NULL AND flag_count > 0 {where}", params)[0][0]
+        disputed, reviewed = self._query(
+            f"SELECT coalesce(sum({_DISPUTED}), 0), count(*) FROM rows WHERE status = 'pending' "
+            f"AND EXISTS (SELECT 1 FROM reviews v WHERE v.row_id = rows.id) {where}",
+            params,
+        )[0]
         return {
             "status": {s.value: by_status.get(s.value, 0) for s in Status},
             "label": by_label,
             "not_generated": waiting,
             "flagged": flagged,
             "total": sum(by_status.values()),
+            "in_dispute": disputed,  # team review: pending rows whose reviewers disagree
+            "awaiting_reviews": reviewed - disputed,  # pending rows with some decisions, too few yet
         }
 
     # -- writing: generation ---------------------------------------------------------------
@@ -381,7 +486,7 @@ class ReasoningStore:
         return [r[0] for r in rows if wanted is None or r[1] in wanted]
 
     def write_generated(self, results: Iterable[tuple[int, str]], generator: dict, overwrite_pending: bool = False) -> int:
-        """Store freshly generated reasonings. A reviewed row (accepted/edited/rejected) is never overwritten."""
+        """Store freshly generated reasonings. A reviewed row (accepted/edited/rejected, or with reviewers' decisions) is never overwritten."""
         now = time.time()
         written = 0
         generator_json = json.dumps(generator, sort_keys=True)
@@ -390,6 +495,8 @@ class ReasoningStore:
                 row = self.get(row_id)
                 if row.status != Status.PENDING.value or (row.reasoning is not None and not overwrite_pending):
                     continue
+                if self._db.execute("SELECT 1 FROM reviews WHERE row_id = ?", (row_id,)).fetchone():
+                    continue  # reviewers decided on this text: a new one would change what they agreed to
                 flags = quality_flags(reasoning, row.text, row.label, self.label_names(row.dataset))
                 version = row.version + 1
                 self._db.execute(
@@ -426,18 +533,103 @@ class ReasoningStore:
 
         `reasoning` given and different from the stored one makes it an edit (status `edited`). An accepted
         or edited reasoning is checked the same way however it got there (a single save or a bulk accept).
+
+        With team review on (`min_reviews` > 1) this is the reviewer's own decision (`_decide_as_reviewer`):
+        the row is final only once enough decisions agree.
         """
         status = Status(status).value
         reviewer = clean_name(reviewer, "anonymous")  # one printable line, bounded, whoever calls
-        with self._change(row_id, expected_version) as row:
+        with self._transaction():
+            min_reviews = self.min_reviews()
+            row = self.get(row_id)
+            if min_reviews > 1:
+                self._check_version_for_decision(row, expected_version, reviewer)
+            elif row.version != expected_version:
+                raise ConflictError(row)
             edited = reasoning is not None and reasoning != row.reasoning
             text = reasoning if edited else row.reasoning
             if edited and status == Status.ACCEPTED.value:
                 status = Status.EDITED.value
             if edited or status != Status.REJECTED.value:
                 self._validate_reasoning(text or "", status)
-            self._apply(row, text, status, reviewer, "edit" if edited else status)
+            if min_reviews > 1:
+                self._decide_as_reviewer(row, reviewer, status, text, edited, min_reviews)
+            else:
+                self._apply(row, text, status, reviewer, "edit" if edited else status)
         return self.get(row_id)
+
+    def _check_version_for_decision(self, row: StoredRow, expected_version: int, reviewer: str) -> None:
+        """The conflict rule of team review: a decision made on `expected_version` stands unless what the reviewer saw
+        changed since, i.e. unless a later change is anything but another reviewer's decision that left the row pending
+        (the text, the status or this reviewer's own decision changed: `ConflictError`, as for a single reviewer)."""
+        if row.version == expected_version:
+            return
+        later = self._db.execute(
+            "SELECT action, reviewer FROM history WHERE row_id = ? AND version > ? ORDER BY version", (row.id, expected_version)
+        ).fetchall()
+        if expected_version > row.version or not later or any(action != "review" or name == reviewer for action, name in later):
+            raise ConflictError(row)
+
+    def _decide_as_reviewer(self, row: StoredRow, reviewer: str, status: str, text: str | None, edited: bool, min_reviews: int) -> None:
+        """Record one reviewer's decision (replacing their earlier one); finalise the row when `min_reviews` agree."""
+        if status == Status.PENDING.value:
+            raise StoreError("a review decision is accepted, edited or rejected")
+        if row.status != Status.PENDING.value:
+            raise StoreError(
+                f"row {row.id} is final ({row.status}, last by {row.reviewer}); with {min_reviews} reviews a row, "
+                "only an admin changes it now (Resolve)"
+            )
+        decisions = {d.reviewer: d for d in self.decisions(row.id)}
+        if outcome(list(decisions.values()), min_reviews).state == DISPUTE and reviewer not in decisions:
+            raise StoreError(
+                f"row {row.id} is in dispute between {', '.join(sorted(decisions))}: it waits for an admin to resolve it, "
+                "and takes no more reviews"
+            )
+        if status == Status.EDITED.value and not edited:
+            status = Status.ACCEPTED.value  # the generated text kept as it is: an accept, whatever the button said
+        mine = Decision(reviewer, status, None if status == Status.REJECTED.value else text, time.time())
+        self._db.execute(
+            "INSERT OR REPLACE INTO reviews (row_id, reviewer, decision, reasoning, at) VALUES (?, ?, ?, ?, ?)",
+            (row.id, mine.reviewer, mine.decision, mine.reasoning, mine.at),
+        )
+        decisions[reviewer] = mine
+        state = outcome(sorted(decisions.values(), key=lambda d: d.at), min_reviews)
+        if state.state == FINAL:
+            self._apply(row, *self._agreed(row, state.agreed), reviewer, "agree")
+        else:
+            self._apply(row, row.reasoning, Status.PENDING.value, reviewer, "review")
+
+    def _agreed(self, row: StoredRow, agreed: Decision) -> tuple[str | None, str]:
+        """(reasoning, status) of a row whose reviewers agree on `agreed`."""
+        if agreed.decision == Status.REJECTED.value:
+            return row.reasoning, Status.REJECTED.value
+        return agreed.reasoning, agreed.decision
+
+    def resolve(self, row_id: int, expected_version: int, reviewer: str, status: str, reasoning: str | None = None) -> StoredRow:
+        """An admin's final word on a row (one in dispute, or any other): keep `reasoning` or reject the row.
+
+        The kept text is `accepted` when it is the generated reasoning, else `edited`; the change is recorded as
+        action `resolve` under the admin's name. The reviewers' own decisions stay as they were (they are the
+        agreement figures). Any change since `expected_version`, a new decision included, is a conflict.
+        """
+        status = Status(status).value
+        if status == Status.PENDING.value:
+            raise StoreError("a resolution keeps a reasoning (accepted or edited) or rejects the row")
+        reviewer = clean_name(reviewer, "anonymous")
+        with self._change(row_id, expected_version) as row:
+            if status == Status.REJECTED.value:
+                text = row.reasoning
+            else:
+                text = reasoning if reasoning is not None else row.reasoning
+                status = Status.ACCEPTED.value if text == self.generated_reasoning(row.id) else Status.EDITED.value
+                self._validate_reasoning(text or "", status)
+            self._apply(row, text, status, reviewer, "resolve")
+        return self.get(row_id)
+
+    def generated_reasoning(self, row_id: int) -> str | None:
+        """The reasoning as last generated for the row (before any reviewer changed it)."""
+        found = self._query("SELECT reasoning FROM history WHERE row_id = ? AND action = 'generate' ORDER BY version DESC LIMIT 1", (row_id,))
+        return found[0][0] if found else self.get(row_id).reasoning
 
     def undo(self, row_id: int, expected_version: int, reviewer: str) -> StoredRow:
         """Return a row to the state before its last change (itself recorded as a change: nothing is lost)."""
@@ -452,12 +644,26 @@ class ReasoningStore:
             if len(states) < 2:
                 raise StoreError("nothing to undo on this row")
             target = states[-2]
+            self._set_decisions(row_id, [Decision(**d) for d in json.loads(target.get("reviews") or "[]")])
             self._apply(row, target["reasoning"], target["status"], reviewer, "undo")
         return self.get(row_id)
 
+    def _set_decisions(self, row_id: int, decisions: Iterable[Decision]) -> None:
+        """Replace a row's reviewers' decisions (undo and replay bring back those of an earlier state)."""
+        self._db.execute("DELETE FROM reviews WHERE row_id = ?", (row_id,))
+        self._db.executemany(
+            "INSERT INTO reviews (row_id, reviewer, decision, reasoning, at) VALUES (?, ?, ?, ?, ?)",
+            [(row_id, d.reviewer, d.decision, d.reasoning, d.at) for d in decisions],
+        )
+
     def bulk_accept(self, row_filter: RowFilter, reviewer: str) -> BulkResult:
-        """Accept every pending row the filter shows whose reasoning passes the same checks as a single accept."""
+        """Accept every pending row the filter shows whose reasoning passes the same checks as a single accept.
+
+        With team review on, the reviewer's accept of each row in their own queue (rows they have not decided).
+        """
         result = BulkResult()
+        if self.min_reviews() > 1:
+            row_filter = replace(row_filter, needs_review_by=reviewer)
         for row_id in self.query_ids(row_filter):
             row = self.get(row_id)
             if row.status != Status.PENDING.value:
@@ -500,9 +706,11 @@ class ReasoningStore:
         self._log(row.id, version, action, reasoning, status, reviewer, None, now)
 
     def _log(self, row_id, version, action, reasoning, status, reviewer, generator, at) -> None:
+        """Append the change to `history` (with the row's reviewers' decisions after it) and to the decision log."""
+        decisions = [d.to_dict() for d in self.decisions(row_id)]
         self._db.execute(
-            "INSERT INTO history (row_id, version, action, reasoning, status, reviewer, generator, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (row_id, version, action, reasoning, status, reviewer, generator, at),
+            "INSERT INTO history (row_id, version, action, reasoning, status, reviewer, generator, at, reviews) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row_id, version, action, reasoning, status, reviewer, generator, at, json.dumps(decisions, sort_keys=True) if decisions else None),
         )
         if self._journal is not None:
             row = self.get(row_id)
@@ -510,13 +718,17 @@ class ReasoningStore:
                 {
                     "dataset": row.dataset, "split": row.split, "row_index": row.row_index, "text": row.text, "label": row.label,
                     "label_names": self.label_names(row.dataset), "version": version, "action": action, "reasoning": reasoning,
-                    "status": status, "reviewer": reviewer, "generator": generator, "at": at,
+                    "status": status, "reviewer": reviewer, "generator": generator, "at": at, "reviews": decisions,
                 }
             )
 
     # -- restoring from the decision log ---------------------------------------------------
     def restore_event(self, event: dict) -> int:
-        """Apply one logged change if this store does not have it yet (its row is older); 1 if applied, else 0."""
+        """Apply one logged change if this store does not have it yet (its row is older); 1 if applied, else 0.
+
+        An event's `reviews` (the row's reviewers' decisions after the change) replace the row's; an event logged
+        before team review has none and leaves them as they are.
+        """
         with self._transaction():
             found = self._db.execute(
                 "SELECT id, version FROM rows WHERE dataset = ? AND split = ? AND row_index = ?",
@@ -541,9 +753,12 @@ class ReasoningStore:
                 (event["reasoning"], event["status"], event["reviewer"], event["generator"], json.dumps(flags), len(flags),
                  event["version"], event["at"], row_id),
             )
+            if "reviews" in event:
+                self._set_decisions(row_id, [Decision(**d) for d in event["reviews"]])
             self._db.execute(
-                "INSERT INTO history (row_id, version, action, reasoning, status, reviewer, generator, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (row_id, event["version"], event["action"], event["reasoning"], event["status"], event["reviewer"], event["generator"], event["at"]),
+                "INSERT INTO history (row_id, version, action, reasoning, status, reviewer, generator, at, reviews) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (row_id, event["version"], event["action"], event["reasoning"], event["status"], event["reviewer"], event["generator"],
+                 event["at"], json.dumps(event["reviews"], sort_keys=True) if event.get("reviews") else None),
             )
         return 1
 

@@ -44,5 +44,6 @@ def test_public_api_is_exactly_the_endpoints_the_client_tests_cover(shared_data)
         "train_show_command", "train_start", "train_push", "train_monitor", "train_stop", "train_resume", "train_evaluate",
         "review_queue", "review_accept", "review_save", "review_reject", "review_skip", "review_undo", "review_regenerate",
         "review_bulk_accept", "review_export", "review_quality",
+        "review_agreement", "review_disputes", "review_resolve", "review_resolve_reject",  # team review
         "compare_predict", "compare_batch", "compare_disagreements", "compare_report",
     }

@@ -304,6 +304,8 @@ def export_store(
     the multitask format then learns every label and only the rationales that pass;
     `source_rows` keeps only those rows of the source split (one store serving several samples);
     `dataset` picks one dataset of a store that holds several (each keeps its own label set).
+    With team review on (the store's `min_reviews` > 1) only final rows are taken: rows in dispute or with too few
+    reviews are pending, and `include_pending` is refused.
 
     The target is checked first (`check_export_target`) and the export is written into a staging directory
     beside it that replaces it only when complete, so a failure leaves nothing half-written. Writes `train.jsonl` and `train.parquet` (what the qra task reads), a `datasets` directory under
@@ -322,6 +324,12 @@ def export_store(
     out = check_export_target(out_dir, overwrite)
     store = ReasoningStore(store_path)
     try:
+        min_reviews = store.min_reviews()
+        if min_reviews > 1 and include_pending:
+            raise RunDirError(
+                f"{store.path} needs {min_reviews} agreeing reviews a row (team review): an export takes final rows only; "
+                "leave out --include-pending (the Review tab's 'Include rows nobody reviewed yet')"
+            )
         dataset = _export_dataset(store, dataset)
         label_names = store.label_names(dataset)
         candidates = store.rows_for_export(include_pending, dataset)
@@ -336,6 +344,11 @@ def export_store(
     kept_ids = {id(row) for row in rows}
     if dropped == "blank":
         rows = candidates
+    if not rows and min_reviews > 1:
+        raise RunDirError(
+            f"nothing to export from {store.path}: no final accepted or edited rows ({counts['awaiting_reviews']} rows wait for "
+            f"more of the {min_reviews} reviews each needs, {counts['in_dispute']} are in dispute: an admin resolves them in the Review tab)"
+        )
     if not rows:
         raise RunDirError(
             f"nothing to export from {store.path}: no accepted or edited rows"
@@ -363,7 +376,10 @@ def export_store(
         "dropped_by_policy": len(nonblank) - len(kept_ids),
         "dropped_rows": dropped,
         "prompt_version": prompts.PROMPT_VERSION,
+        "min_reviews": min_reviews,  # team review: > 1 means only rows whose reviewers agreed (or an admin resolved)
     }
+    if min_reviews > 1:
+        provenance["not_final"] = {"in_dispute": counts["in_dispute"], "awaiting_reviews": counts["awaiting_reviews"]}
     reasonings = [r.reasoning if id(r) in kept_ids else "" for r in rows]
     provenance["quality"] = quality_summary(
         [{"text": r.text, "label": r.label, "reasoning": reasoning, "flags": r.flags} for r, reasoning in zip(rows, reasonings, strict=True)]

@@ -44,6 +44,12 @@ HANDLER_ACTIONS = {
     "ReviewHandlers.regenerate": "review",
     "ReviewHandlers.bulk_accept": "review",
     "ReviewHandlers.export": "export",
+    "ReviewHandlers.agreement": "read",  # team review: the team's figures, no one's single decisions
+    "ReviewHandlers.disputes": "resolve",  # the reviewers' decisions side by side: admins only
+    "ReviewHandlers.next_dispute": "resolve",
+    "ReviewHandlers.pick_version": "resolve",
+    "ReviewHandlers.resolve": "resolve",
+    "ReviewHandlers.resolve_reject": "resolve",
     # Compare tab
     "CompareHandlers.predict": "predict",
     "CompareHandlers.predict_file": "predict",
@@ -192,5 +198,5 @@ def who_is_here() -> str:
     role = policy.role(caller)
     if not caller.signed_in:
         return "Not signed in: you can read the queue, reports and predictions. Sign in with Hugging Face to review."
-    can = {"admin": "train, generate, evaluate, export, push and review", "reviewer": "review", "visitor": "read only"}[role]
+    can = {"admin": "train, generate, evaluate, export, push, review and resolve", "reviewer": "review", "visitor": "read only"}[role]
     return f"Signed in as **{caller.username}** ({role}: {can})."

@@ -4,6 +4,10 @@ Handlers are plain functions of (session state, inputs) over the store; each bro
 its own queue in `gr.State`. Texts and reasonings are shown in textboxes, so any HTML or script in
 them stays text. A save that conflicts with someone else's newer save shows their text instead of
 overwriting it; a refused edit keeps the reviewer's text in the box.
+
+With team review on (`min_reviews` > 1) the pending queue is the reviewer's own (rows they have not decided that
+are neither final nor in dispute), a decision is theirs until enough agree, the Resolve view shows an admin the
+rows in dispute with every reviewer's decision side by side, and the tab shows the team's agreement.
 """
 
 from __future__ import annotations
@@ -14,10 +18,19 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from reasonapp.access import MAX_NAME_CHARS, local_user
+from reasonapp.agreement import DISPUTE, agreement_line, agreement_summary, outcome
 from reasonapp.errors import ReasonappError
 from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES, quality_line, quality_summary
-from reasonapp.store import ConflictError, ReasoningStore, RowFilter, Status, StoredRow, StoreError
-from reasonapp.ui.access import reviewer_name
+from reasonapp.store import (
+    ConflictError,
+    ReasoningStore,
+    RowFilter,
+    Status,
+    StoredRow,
+    StoreError,
+    min_reviews_from_environment,
+)
+from reasonapp.ui.access import current_caller, current_policy, reviewer_name
 from reasonapp.ui.run_lists import POLL_SECONDS, refresh_rgen_runs, rgen_run_choices
 from training.augment import MAX_EXPORT_NAME
 
@@ -62,6 +75,14 @@ class ReviewSession:
         return self.queue[self.position] if 0 <= self.position < len(self.queue) else None
 
 
+@dataclass
+class ResolveSession(ReviewSession):
+    """One admin's list of rows in dispute and where they are in it (the Resolve view)."""
+
+
+VERSION_HEADERS = ["reviewer", "decision", "reasoning"]
+
+
 @functools.lru_cache(maxsize=1)
 def _rgen_model(run_dir: str):
     from training.augment import load_rgen
@@ -84,7 +105,10 @@ class ReviewHandlers:
         self._store: ReasoningStore | None = None
         self.open_error: str | None = None
         try:
+            min_reviews = min_reviews_from_environment()  # REASONAPP_MIN_REVIEWS: team review's overlap, kept in the store
             self._store = ReasoningStore(store_path)
+            if min_reviews is not None:
+                self._store.set_min_reviews(min_reviews)
         except StoreError as error:
             self.open_error = f"The review store cannot be used: {error}"
 
@@ -135,7 +159,11 @@ class ReviewHandlers:
         counts = self.store.counts(session.dataset)
         reviewed = counts["total"] - counts["status"]["pending"]
         position = f"row {session.position + 1} of {len(session.queue)} in this queue" if session.row_id else "queue is empty"
-        return f"{position} · reviewed {reviewed} of {counts['total']} · flagged {counts['flagged']} · not generated yet {counts['not_generated']}"
+        line = f"{position} · reviewed {reviewed} of {counts['total']} · flagged {counts['flagged']} · not generated yet {counts['not_generated']}"
+        min_reviews = self.store.min_reviews()
+        if min_reviews > 1:
+            line += f" · team review, {min_reviews} a row: {counts['awaiting_reviews']} need more reviews, {counts['in_dispute']} in dispute"
+        return line
 
     def view(self, session: ReviewSession, message: str = "", row: StoredRow | None = None):
         """(state, text, label, reasoning, flags, meta, progress, counts, message) for the current row."""
@@ -152,22 +180,32 @@ class ReviewHandlers:
             f"row {row.row_index} of {row.dataset}/{row.split} · generator: {generator.get('rgen_run', '–')} "
             f"(prompt v{generator.get('prompt_version', '?')})"
         )
+        min_reviews = self.store.min_reviews()
+        if min_reviews > 1 and row.status == Status.PENDING.value:
+            decisions = self.store.decisions(row.id)
+            disputed = " (in dispute: an admin resolves it)" if outcome(decisions, min_reviews).state == DISPUTE else ""
+            meta += f" · reviews {len(decisions)} of {min_reviews}{disputed}"
         flags = "; ".join(row.flags) if row.flags else "none"
         return session, row.text, row.label, row.reasoning or "", flags, meta, self.progress_line(session), self.counts_table(session.dataset), message
 
     # -- queue ---------------------------------------------------------------------------
-    def load_queue(self, status: str, label: str, search: str, min_length, max_length, flagged: str, order: str, dataset: str | None = None):
+    def load_queue(
+        self, status: str, label: str, search: str, min_length, max_length, flagged: str, order: str, dataset: str | None = None,
+        reviewer: str | None = None,
+    ):
+        """The rows the filters select; with team review on, "pending" is the reviewer's own queue."""
         if self._store is None:
             return ReviewSession(), "", "", "", "", "", "", [], self.open_error
-        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset)
+        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset, reviewer)
         session = ReviewSession(queue=self.store.query_ids(row_filter), dataset=row_filter.dataset)
         return self.view(session, f"{len(session.queue)} rows match")
 
-    @staticmethod
-    def _filter(status, label, search, min_length, max_length, flagged, order, dataset=None) -> RowFilter:
+    def _filter(self, status, label, search, min_length, max_length, flagged, order, dataset=None, reviewer=None) -> RowFilter:
+        mine = status == Status.PENDING.value and self.store.min_reviews() > 1  # team review: rows this reviewer has not decided
         return RowFilter(
             dataset=(dataset or "").strip() or None,
             status=None if status in (None, "all") else status,
+            needs_review_by=reviewer_name(reviewer) if mine else None,
             label=None if label in (None, "", "all") else label,
             search=(search or "").strip() or None,
             min_length=int(min_length) if min_length not in (None, "") and min_length > 0 else None,
@@ -195,11 +233,25 @@ class ReviewHandlers:
             state, *rest = self.view(session, f"Not saved: {error}")
             rest[2] = reasoning if reasoning is not None else rest[2]  # keep the reviewer's text in the box
             return (state, *rest)
-        message = f"Row {row.row_index}: {row.status}."
+        message = self._decision_message(row)
         if advance:
             session.position += 1
             return self.view(session, message)
         return self.view(session, message, row=row)
+
+    def _decision_message(self, row: StoredRow) -> str:
+        """What a decision did: the row's status, or with team review on, where the row stands now."""
+        min_reviews = self.store.min_reviews()
+        last = self.store.history(row.id)[-1]["action"]
+        if min_reviews <= 1 or last not in ("review", "agree"):
+            return f"Row {row.row_index}: {row.status}."
+        decisions = self.store.decisions(row.id)
+        if last == "agree":
+            return f"Row {row.row_index}: {row.status} ({len(decisions)} reviewers agree)."
+        mine = next((d.decision for d in decisions if d.reviewer == row.reviewer), row.status)
+        if outcome(decisions, min_reviews).state == DISPUTE:
+            return f"Row {row.row_index}: your decision ({mine}) is recorded; reviewers disagree, so the row waits for an admin (Resolve)."
+        return f"Row {row.row_index}: your decision ({mine}) is recorded ({len(decisions)} of {min_reviews} reviews)."
 
     def accept(self, session, reasoning: str, reviewer: str):
         return self._decide(session, reviewer, Status.ACCEPTED.value, reasoning)
@@ -222,6 +274,8 @@ class ReviewHandlers:
         if target is None:
             return self.view(session, "Nothing to undo.")
         try:
+            if self.store.history(target)[-1]["action"] == "resolve":  # an admin's resolution is undone by an admin only
+                current_policy().check(current_caller(), "resolve")
             row = self.store.undo(target, self.store.get(target).version, reviewer_name(reviewer))
         except ReasonappError as error:
             return self.view(session, str(error))
@@ -250,7 +304,7 @@ class ReviewHandlers:
         return (state, *rest)
 
     def bulk_accept(self, session, reviewer, status, label, search, min_length, max_length, flagged, order, dataset=None):
-        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset)
+        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset, reviewer)
         result = self.store.bulk_accept(row_filter, reviewer_name(reviewer))
         session = ReviewSession(queue=self.store.query_ids(row_filter), dataset=row_filter.dataset)
         message = f"Accepted {result.accepted} pending rows."
@@ -275,10 +329,85 @@ class ReviewHandlers:
         task = "multitask" if dropped == "blank" else "Q→RA"
         return f"Exported {provenance['rows']} rows ({provenance['exported_status']}{dropped_note}) to {out}; train {task} on it with --dataset {out}"
 
-    def bulk_preview(self, status, label, search, min_length, max_length, flagged, order, dataset=None):
-        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset)
+    def bulk_preview(self, status, label, search, min_length, max_length, flagged, order, dataset=None, reviewer=None):
+        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset, reviewer)
         pending = sum(1 for i in self.store.query_ids(row_filter) if self.store.get(i).status == Status.PENDING.value)
         return gr.update(visible=True), f"Accept all {pending} pending rows in this filter?"
+
+    # -- team review: agreement and the Resolve view ----------------------------------------
+    def agreement(self, dataset: str | None = None) -> str:
+        """The team's agreement and each reviewer's progress on the dataset (`reasonapp.agreement`)."""
+        if self._store is None:
+            return self.open_error
+        dataset = dataset or None
+        summary = agreement_summary(self.store.team_decisions(dataset))
+        return agreement_line(summary, self.store.min_reviews(), self.store.counts(dataset)["in_dispute"])
+
+    def disputes(self, dataset: str | None = None):
+        """The rows in dispute (of the chosen dataset), the first one shown."""
+        session = ResolveSession(queue=self.store.query_ids(RowFilter(dataset=dataset or None, disputed=True)), dataset=dataset or None)
+        return self.dispute_view(session)
+
+    def dispute_view(self, session: ResolveSession, message: str = ""):
+        """(state, text, gold label, versions side by side, version picker, final reasoning, message) for the current dispute."""
+        row = self.store.get(session.row_id) if session.row_id is not None else None
+        if row is None:
+            session.version = None
+            done = f"{len(session.queue)} rows were in dispute; none is left here." if session.queue else "No rows in dispute."
+            empty = {"headers": VERSION_HEADERS, "data": []}
+            return session, "", "", empty, gr.update(choices=[], value=None), "", " ".join(filter(None, [message, done]))
+        session.version = row.version
+        decisions = self.store.decisions(row.id)
+        versions = [["(generated)", "–", row.reasoning or ""]]
+        versions += [[d.reviewer, d.decision, d.reasoning if d.reasoning is not None else "(rejected: no version)"] for d in decisions]
+        kept = [d for d in decisions if d.reasoning is not None]
+        choices = ["(generated)", *(d.reviewer for d in kept)]
+        start = kept[0] if kept else None
+        where = f"Dispute {session.position + 1} of {len(session.queue)}, row {row.row_index} of {row.dataset}: "
+        where += ", ".join(f"{d.reviewer} {d.decision}" for d in decisions) + "."
+        return (
+            session, row.text, row.label, {"headers": VERSION_HEADERS, "data": versions},
+            gr.update(choices=choices, value=start.reviewer if start else "(generated)"),
+            start.reasoning if start else row.reasoning or "", " ".join(filter(None, [message, where])),
+        )
+
+    def pick_version(self, session: ResolveSession, choice: str | None) -> str:
+        """The chosen reviewer's version (or the generated one) in the box, to keep as it is or edit."""
+        if session.row_id is None:
+            return ""
+        if choice and choice != "(generated)":
+            for decision in self.store.decisions(session.row_id):
+                if decision.reviewer == choice and decision.reasoning is not None:
+                    return decision.reasoning
+        return self.store.generated_reasoning(session.row_id) or ""
+
+    def next_dispute(self, session: ResolveSession):
+        if session.queue:
+            session.position = min(session.position + 1, len(session.queue))
+        return self.dispute_view(session)
+
+    def _resolve(self, session: ResolveSession, reviewer: str, status: str, reasoning: str | None):
+        if session.row_id is None:
+            return self.dispute_view(session, "Nothing to resolve here.")
+        try:
+            row = self.store.resolve(session.row_id, session.version, reviewer_name(reviewer), status, reasoning)
+        except ConflictError as conflict:
+            gr.Warning(str(conflict))
+            return self.dispute_view(session, f"Not resolved: {conflict}")
+        except ReasonappError as error:
+            gr.Warning(str(error))
+            state, *rest = self.dispute_view(session, f"Not resolved: {error}")
+            rest[4] = reasoning if reasoning is not None else rest[4]  # keep the admin's text in the box
+            return (state, *rest)
+        session.position += 1
+        return self.dispute_view(session, f"Row {row.row_index}: {row.status}, resolved by {row.reviewer}.")
+
+    def resolve(self, session: ResolveSession, reasoning: str, reviewer: str):
+        """Finalise the row with the reasoning in the box: a reviewer's version, the generated one, or an admin's edit."""
+        return self._resolve(session, reviewer, Status.ACCEPTED.value, reasoning)
+
+    def resolve_reject(self, session: ResolveSession, reviewer: str):
+        return self._resolve(session, reviewer, Status.REJECTED.value, None)
 
 
 def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names: bool = False) -> None:
@@ -317,6 +446,25 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
             counts = gr.Dataframe(
                 headers=["label", *[s.value for s in Status], "total"], label="Counts", interactive=False, elem_id="review-counts"
             )
+            with gr.Accordion("Resolve: rows where reviewers disagree (admins)", open=False, elem_id="review-resolve"):
+                gr.Markdown(
+                    "With team review on (`REASONAPP_MIN_REVIEWS` > 1), a row whose reviewers disagree waits here. Pick a "
+                    "version to start from, edit it if needed, and keep it, or reject the row: that finalises it."
+                )
+                resolve_session = gr.State(ResolveSession())
+                show_disputes = gr.Button("Show rows in dispute", elem_id="resolve-load")
+                resolve_text = gr.Textbox(label="Text", interactive=False, lines=2, elem_id="resolve-text")
+                resolve_gold = gr.Textbox(label="Gold label", interactive=False, max_lines=1, elem_id="resolve-label")
+                versions = gr.Dataframe(
+                    headers=VERSION_HEADERS, label="Each reviewer's decision", interactive=False, wrap=True, elem_id="resolve-versions"
+                )
+                pick = gr.Radio([], label="Start from the version of", elem_id="resolve-pick")
+                final_reasoning = gr.Textbox(label="Final reasoning (editable)", lines=3, max_lines=12, elem_id="resolve-reasoning")
+                with gr.Row():
+                    keep = gr.Button("Keep this reasoning", variant="primary", elem_id="resolve-keep")
+                    reject_row = gr.Button("Reject the row", variant="stop", elem_id="resolve-reject")
+                    next_dispute = gr.Button("Next", elem_id="resolve-next")
+                resolve_message = gr.Textbox(label="Resolve", interactive=False, max_lines=3, elem_id="resolve-message")
         with gr.Column(scale=1):
             reviewer = gr.Textbox(
                 label="Reviewer name", value=local_user(), max_lines=1, max_length=MAX_NAME_CHARS, elem_id="review-reviewer",
@@ -338,6 +486,7 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
             gr.Timer(10).tick(handlers.sync_status, None, sync_line, api_visibility="private", show_progress="hidden")
             demo.load(handlers.sync_status, None, sync_line, api_visibility="private")
             quality = gr.Textbox(label="Reasoning quality (all but rejected rows; Apply filters refreshes it)", interactive=False, lines=3, elem_id="review-quality")
+            agreement = gr.Textbox(label="Team review: agreement and progress", interactive=False, lines=3, elem_id="review-agreement")
             with gr.Accordion("Export the augmented training set", open=False):
                 export_dir = gr.Textbox(
                     label="Export name", placeholder="reviewed", max_lines=1, max_length=MAX_EXPORT_NAME, elem_id="review-export-name",
@@ -357,10 +506,12 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
 
     filters = [status, label, search, min_length, max_length, flagged, order, dataset]
     outputs = [session, text, gold, reasoning, flags, meta, progress, counts, message]
-    apply.click(handlers.load_queue, filters, outputs, api_name="review_queue")
-    demo.load(handlers.load_queue, filters, outputs, api_visibility="private")
+    apply.click(handlers.load_queue, [*filters, reviewer], outputs, api_name="review_queue")
+    demo.load(handlers.load_queue, [*filters, reviewer], outputs, api_visibility="private")
     apply.click(handlers.quality_overview, dataset, quality, api_name="review_quality")  # on load and on each filter apply
     demo.load(handlers.quality_overview, dataset, quality, api_visibility="private")
+    apply.click(handlers.agreement, dataset, agreement, api_name="review_agreement")
+    demo.load(handlers.agreement, dataset, agreement, api_visibility="private")
     dataset.change(handlers.dataset_changed, dataset, label, api_visibility="private")
     accept.click(handlers.accept, [session, reasoning, reviewer], outputs, api_name="review_accept")
     save.click(handlers.save_edit, [session, reasoning, reviewer], outputs, api_name="review_save")
@@ -368,9 +519,16 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     skip.click(handlers.skip, [session], outputs, api_name="review_skip")
     undo.click(handlers.undo, [session, reasoning, reviewer], outputs, api_name="review_undo")
     regenerate.click(handlers.regenerate, [session, rgen_run], outputs, api_name="review_regenerate")
-    bulk.click(handlers.bulk_preview, filters, [confirm_box, confirm_text], api_visibility="private")
+    bulk.click(handlers.bulk_preview, [*filters, reviewer], [confirm_box, confirm_text], api_visibility="private")
     confirm.click(handlers.bulk_accept, [session, reviewer, *filters], outputs, api_name="review_bulk_accept").then(
         lambda: gr.update(visible=False), None, confirm_box, api_visibility="private"
     )
     cancel.click(lambda: gr.update(visible=False), None, confirm_box, api_visibility="private")
     export.click(handlers.export, [export_dir, include_pending, policy, dropped, dataset, overwrite], export_message, api_name="review_export")
+
+    resolve_outputs = [resolve_session, resolve_text, resolve_gold, versions, pick, final_reasoning, resolve_message]
+    show_disputes.click(handlers.disputes, dataset, resolve_outputs, api_name="review_disputes")
+    pick.input(handlers.pick_version, [resolve_session, pick], final_reasoning, api_visibility="private")
+    keep.click(handlers.resolve, [resolve_session, final_reasoning, reviewer], resolve_outputs, api_name="review_resolve")
+    reject_row.click(handlers.resolve_reject, [resolve_session, reviewer], resolve_outputs, api_name="review_resolve_reject")
+    next_dispute.click(handlers.next_dispute, resolve_session, resolve_outputs, api_visibility="private")
