@@ -135,7 +135,7 @@ def restrict(fn: Callable, action: str | None, policy: Policy, limiter: RateLimi
     """`fn` run only when the caller may perform `action`; the caller and policy are visible to it meanwhile."""
     position = 0
 
-    def admit(args: tuple) -> tuple[tuple, contextvars.Token, contextvars.Token]:
+    def admit(args: tuple) -> tuple[tuple, Caller]:
         at = min(position, len(args) - 1)  # Gradio inserts the request there, or appends it to fewer inputs
         request, args = (args[at], args[:at] + args[at + 1 :]) if args else (None, args)
         caller = caller_from_request(request)
@@ -148,30 +148,37 @@ def restrict(fn: Callable, action: str | None, policy: Policy, limiter: RateLimi
                 limiter.check(caller.username or _client_key(request))
         except AccessDenied as denied:
             raise gr.Error(str(denied), print_exception=False) from None
-        return args, _caller.set(caller), _policy.set(policy)
+        return args, caller
+
+    def act_for(caller: Caller) -> None:
+        # Each handler call (each step of a streaming one) runs in a context of its own that Gradio copies for its
+        # worker thread; setting the caller there at every entry means no call ever sees another's.
+        _caller.set(caller)
+        _policy.set(policy)
 
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def restricted_generator(*args):
-            args, caller_token, policy_token = admit(args)
-            try:
-                yield from fn(*args)
-            finally:
-                _caller.reset(caller_token)
-                _policy.reset(policy_token)
+            args, caller = admit(args)
+            act_for(caller)
+            steps = fn(*args)
+            while True:
+                act_for(caller)  # a streaming handler's steps may each run in another thread's context
+                try:
+                    value = next(steps)
+                except StopIteration:
+                    return
+                yield value
 
         wrapper = restricted_generator
     else:
 
         @functools.wraps(fn)
         def restricted(*args):
-            args, caller_token, policy_token = admit(args)
-            try:
-                return fn(*args)
-            finally:
-                _caller.reset(caller_token)
-                _policy.reset(policy_token)
+            args, caller = admit(args)
+            act_for(caller)
+            return fn(*args)
 
         wrapper = restricted
     position = _with_request_parameter(fn, wrapper)

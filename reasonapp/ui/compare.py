@@ -223,8 +223,10 @@ def comparison_report(directory: str | None) -> tuple[str, str | None]:
 
 def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None:
     with gr.Row():
-        qa_run = gr.Dropdown(finished_runs(SIDE_TASKS["qa"]), label="Q→A run (or Hub id)", allow_custom_value=True, elem_id="compare-qa-run")
-        qra_run = gr.Dropdown(finished_runs(SIDE_TASKS["qra"]), label="Q→RA run (or Hub id)", allow_custom_value=True, elem_id="compare-qra-run")
+        # the newest finished run of each side is picked, so a text can be classified at once (the demo runs on a new workspace)
+        qa_runs, qra_runs = finished_runs(SIDE_TASKS["qa"]), finished_runs(SIDE_TASKS["qra"])
+        qa_run = gr.Dropdown(qa_runs, value=qa_runs[0] if qa_runs else None, label="Q→A run (or Hub id)", allow_custom_value=True, elem_id="compare-qa-run")
+        qra_run = gr.Dropdown(qra_runs, value=qra_runs[0] if qra_runs else None, label="Q→RA run (or Hub id)", allow_custom_value=True, elem_id="compare-qra-run")
         refresh = gr.Button("Refresh lists", scale=0)
     with gr.Tab("One text"):
         text = gr.Textbox(label="Text", lines=3, elem_id="compare-text")
