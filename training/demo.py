@@ -85,16 +85,27 @@ def _keep_run(run: Path, target: Path, report: dict, side: str) -> None:
 
     target.mkdir(parents=True)
     for name in (rundir.CONFIG, rundir.STATUS, rundir.FINAL_METRICS):
-        status = rundir.read_json(run / name)
-        if name == rundir.STATUS:
-            status = {"state": status["state"], "step": status.get("step"), "total_steps": status.get("total_steps")}
-        rundir.write_json(target / name, status)
+        values = rundir.read_json(run / name)
+        if name == rundir.STATUS:  # no pid or host of the build machine
+            values = {"state": values["state"], "step": values.get("step"), "total_steps": values.get("total_steps")}
+        if name == rundir.CONFIG:
+            values = keep_config(values)
+        rundir.write_json(target / name, values)
     (target / rundir.ADAPTER).mkdir()
     shutil.copy(run / rundir.ADAPTER / "adapter_config.json", target / rundir.ADAPTER / "adapter_config.json")
     weights = load_file(str(run / rundir.ADAPTER / "adapter_model.safetensors"))
     save_file({k: v.to(torch.float16) for k, v in weights.items()}, str(target / rundir.ADAPTER / "adapter_model.safetensors"))
     systems = {k: v for k, v in report["systems"].items() if k == side or k.startswith(side + " ") or k.startswith(side + "_")}
     rundir.write_json(target / "eval-test" / "metrics.json", {"systems": systems, "rows": report.get("rows"), "verdict": report.get("verdict")})
+
+
+def keep_config(config: dict) -> dict:
+    """A run's config as shipped: Q->RA's training set was a scratch export, so it names what that export was made from."""
+    config = dict(config)
+    if config.get("task") != "qa":
+        config["source_dataset"] = DEMO_DATASET  # what the Train tab evaluates it on by default
+        config["dataset"] = f"{REASONINGS} (all {DEMO_DATASET} rows of it, exported unreviewed)"
+    return config
 
 
 def _keep_reasonings(store_path: Path, target: Path) -> None:
