@@ -145,12 +145,14 @@ def test_an_anonymous_caller_reads_but_every_write_is_refused(space):
     refused(lambda: anonymous.predict(None, api_name="/train_stop"), not_signed_in)
     refused(lambda: anonymous.predict(None, api_name="/train_resume"), not_signed_in)
     refused(lambda: anonymous.predict(None, 10, "", "test", api_name="/train_evaluate"), not_signed_in)
+    refused(lambda: anonymous.predict(None, None, "", "test", 10, api_name="/compare_evaluate"), not_signed_in)
     info = anonymous.view_api(return_format="dict", print_info=False)
     start_arguments = [p.get("parameter_default") for p in info["named_endpoints"]["/train_start"]["parameters"]]
     refused(lambda: anonymous.predict(*start_arguments, api_name="/train_start"), not_signed_in)
     store = ReasoningStore(space["store"])
     assert store.counts()["status"]["pending"] == 6 and not (space["workspace"] / "exports").exists()
     assert not list((space["workspace"] / "runs").glob("*")) if (space["workspace"] / "runs").exists() else True
+    assert not (space["workspace"] / "evaluations").exists()
     # predictions are open to visitors, rate-limited: the refusal here is the missing run, not the role
     refused(lambda: anonymous.predict("i am happy", None, None, api_name="/compare_predict"), "Pick a Q→A run")
     refused(lambda: anonymous.predict("i am happy", "someone/any-model", None, api_name="/compare_predict"), "not offered here")

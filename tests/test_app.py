@@ -46,4 +46,5 @@ def test_public_api_is_exactly_the_endpoints_the_client_tests_cover(shared_data)
         "review_bulk_accept", "review_export", "review_quality",
         "review_agreement", "review_disputes", "review_resolve", "review_resolve_reject",  # team review
         "compare_predict", "compare_batch", "compare_disagreements", "compare_report",
+        "compare_evaluate", "compare_evaluation",  # the paired evaluation of the chosen runs
     }

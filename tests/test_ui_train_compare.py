@@ -481,3 +481,69 @@ def test_concurrent_sessions_each_get_their_own_predictions(app_url, classifier_
     for (text_a, label_a, probs_a), (text_b, label_b, probs_b) in zip(concurrent, alone, strict=True):
         assert text_a == text_b and label_a == label_b
         assert max(abs(a - b) for a, b in zip(probs_a, probs_b, strict=True)) < 1e-5
+
+
+def test_compare_evaluates_both_chosen_runs_together_and_shows_the_paired_report(classifier_runs):
+    import os
+    import subprocess
+    import sys
+
+    from reasonapp.ui.compare import (
+        paired_evaluation_defaults,
+        paired_evaluation_view,
+        poll_paired_evaluation,
+        refresh_paired_evaluations,
+        start_paired_evaluation,
+    )
+    from training import launcher
+
+    qa, qra = classifier_runs
+    dataset = paired_evaluation_defaults(qa)  # the field, filled when the Q→A run is picked
+    assert dataset == launcher.default_evaluation_dataset(qa) == "dair-ai/emotion"
+
+    # refused before anything launches, with the Train tab's messages
+    _, message = start_paired_evaluation(qa, qra, dataset, "nope", 4)
+    assert message.startswith("Not evaluated: dair-ai/emotion has no split 'nope' (splits: [")
+    assert start_paired_evaluation(qa, qra, str(PROJECT_ROOT / "no-such-dataset"), "test", 4)[1].startswith("Not evaluated: ")
+    assert "the Q→A (--qa-run) side takes qa runs" in start_paired_evaluation(qra, qa, dataset, "test", 4)[1]
+    assert start_paired_evaluation(qa, None, dataset, "test", 4)[1] == "Not evaluated: pick a Q→A run and a Q→RA run above."
+    assert launcher.paired_evaluations() == [] and not launcher.evaluations_root().exists()
+    assert paired_evaluation_view(None)[0].startswith("No paired evaluation yet")
+
+    listing, message = start_paired_evaluation(qa, qra, "", "test", 4)  # an empty dataset field: the Q→A run's
+    out = launcher.evaluations_root() / "qa-tiny--qra-tiny-test"
+    assert message.startswith(f"Evaluating qa-tiny and qra-tiny on dair-ai/emotion / test (4 rows) into {out}")
+    assert listing["value"] == str(out) and listing["choices"] == [str(out)]
+
+    seen = None
+    for _ in range(600):  # the page's timer, until the evaluation process ends (bounded: at most ~10 minutes)
+        *view, seen = poll_paired_evaluation(str(out), seen)
+        if seen[1] in ("finished", "failed"):
+            break
+        time.sleep(1)
+    state, report, confusion, per_class = view
+    assert state == "qa-tiny--qra-tiny-test: finished", state
+    assert "Q→A (label scoring)" in report and "| Q→RA |" in report  # both systems
+    assert "| qa_scored vs qra |" in report and "McNemar" in report  # their paired test
+    assert "| TF-IDF + logistic regression |" in report
+    assert Path(confusion).name == "confusion.png" and Path(per_class).is_file()
+    assert not (Path(qa) / "eval-test").exists() and not (Path(qra) / "eval-test").exists()  # no run's own report was touched
+    assert poll_paired_evaluation(str(out), seen)[-1] == seen  # nothing changed: nothing is sent again
+
+    # a reloaded page finds it: the list's first tick selects the newest paired evaluation
+    reloaded, _ = refresh_paired_evaluations(None)
+    assert reloaded["value"] == str(out) and reloaded["choices"] == [str(out)]
+    assert launcher.paired_evaluation_dir(qa, qra, "test") == out.with_name(out.name + "-2")  # the next one gets a new folder
+
+    # a failed one shows the reason its log gives
+    failed = launcher.evaluations_root() / "qa-tiny--qra-tiny-validation"
+    failed.mkdir()
+    (failed / launcher.EVAL_LOG).write_text("loading\nerror: the qra run's labels ['a'] differ from x's ['b']\n")
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    rundir.write_json(failed / "process.json", {"pid": ended.pid, "command": ["evaluate"]})
+    assert paired_evaluation_view(str(failed))[0] == "qa-tiny--qra-tiny-validation: failed: error: the qra run's labels ['a'] differ from x's ['b']"
+    newest, _ = refresh_paired_evaluations(tuple(launcher.paired_evaluations()[1:]))
+    assert newest["value"] == str(failed)  # one that appears while the page is open is selected
+    rundir.write_json(failed / "process.json", {"pid": os.getpid(), "command": ["evaluate"]})  # alive: running
+    assert paired_evaluation_view(str(failed))[0].startswith("qa-tiny--qra-tiny-validation: running…")

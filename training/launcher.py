@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from training.sft import TrainConfig
 LAUNCH_CONFIG = "launch.yaml"
 TRAIN_LOG = "train.log"
 EVAL_LOG = "eval.log"
+EVALUATIONS = "evaluations"
 
 
 def train_command(config: TrainConfig) -> list[str]:
@@ -54,6 +56,7 @@ def check_one_job_at_a_time() -> None:
         return
     busy = [path.name for path in sorted(rundir.runs_root().glob("*")) if path.is_dir() and run_state(path)["state"] in ("starting", "running")]
     busy += [path.name for path in sorted(rundir.runs_root().glob("*")) if path.is_dir() and evaluation_state(path).get("state") == "running"]
+    busy += [Path(folder).name for folder in paired_evaluations() if evaluation_folder_state(folder)["state"] == "running"]
     if busy:
         raise RunDirError(f"{busy[0]} is running; on a Space one job runs at a time: wait for it or stop it first")
 
@@ -149,20 +152,53 @@ def start_evaluation(
     return output_dir
 
 
+def _launched_at(folder: Path) -> float | None:
+    """When an evaluation folder was last launched or reported (its process.json / report.md), None if neither is there."""
+    marks = [path.stat().st_mtime for path in (folder / "process.json", folder / "report.md") if path.is_file()]
+    return max(marks) if marks else None
+
+
 def evaluation_state(run_dir: str | Path) -> dict:
     """The run's latest evaluation (a `<run>/eval-<split>` folder): its folder, state, error and log tail.
 
     state is None (never evaluated), "running", "finished" (its report.md is newer than its launch) or
     "failed": the process the app launched ended without a report, and `error` says why (from eval.log).
     """
-    launches = []
-    for folder in Path(run_dir).glob("eval-*"):
-        marks = [path.stat().st_mtime for path in (folder / "process.json", folder / "report.md") if path.is_file()]
-        if marks:
-            launches.append((max(marks), str(folder)))
+    launches = [(mark, str(folder)) for folder in Path(run_dir).glob("eval-*") if (mark := _launched_at(folder)) is not None]
     if not launches:
         return {"dir": None, "state": None, "error": None, "log": ""}
-    folder = Path(max(launches)[1])
+    return evaluation_folder_state(max(launches)[1])
+
+
+def evaluations_root() -> Path:
+    """Where the app writes paired evaluations (a Q->A run and a Q->RA run together): <workspace>/evaluations."""
+    return settings.workspace_dir() / EVALUATIONS
+
+
+def paired_evaluation_dir(qa_run: str | Path, qra_run: str | Path, split: str) -> Path:
+    """A directory no evaluation holds yet: evaluations/<qa-name>--<qra-name>-<split>, numbered -2, -3... when taken.
+
+    Never a run's own `eval-<split>` folder (that one feeds the run's model card, and evaluate refuses it).
+    """
+    name = re.sub(r"[^\w.-]+", "_", f"{Path(qa_run).name}--{Path(qra_run).name}-{split}").strip("._") or "evaluation"
+    candidate, number = evaluations_root() / name, 2
+    while candidate.exists():
+        candidate, number = evaluations_root() / f"{name}-{number}", number + 1
+    return candidate
+
+
+def paired_evaluations() -> list[str]:
+    """The paired evaluations the app launched (or the CLI wrote there), newest launch first."""
+    root = evaluations_root()
+    folders = [(mark, str(folder)) for folder in root.iterdir() if folder.is_dir() and (mark := _launched_at(folder)) is not None] if root.is_dir() else []
+    return [folder for _, folder in sorted(folders, reverse=True)]
+
+
+def evaluation_folder_state(folder: str | Path) -> dict:
+    """One evaluation folder's state ("running", "finished", "failed"; None when nothing was launched there), error and log tail."""
+    folder = Path(folder)
+    if _launched_at(folder) is None:
+        return {"dir": str(folder), "state": None, "error": None, "log": ""}
     process_file, report = folder / "process.json", folder / "report.md"
     process = rundir.read_json(process_file, {})
     error = None

@@ -56,6 +56,11 @@ HANDLER_ACTIONS = {
     "refresh_compare_lists": "read",
     "comparison_report": "read",
     "disagreements": "read",
+    "start_paired_evaluation": "evaluate",
+    "paired_evaluation_view": "read",
+    "paired_evaluation_defaults": "read",
+    "poll_paired_evaluation": "read",
+    "refresh_paired_evaluations": "read",
     # the app and Gradio's own
     "who_is_here": "read",
     "refresh_on_change.<locals>.tick": "read",  # run lists that keep themselves current

@@ -9,6 +9,7 @@ queue lets these events run one at a time; every session still gets only its own
 
 from __future__ import annotations
 
+import html
 import json
 import tempfile
 import threading
@@ -23,6 +24,7 @@ from reasonapp.errors import ReasonappError
 from reasonapp.prompts import MAX_TEXT_CHARS
 from reasonapp.ui.access import current_caller, current_policy
 from reasonapp.ui.run_lists import POLL_SECONDS
+from training import launcher, rundir
 from training.comparison import report_dirs
 from training.evaluate import SIDE_TASKS, side_configs
 from training.rundir import finished_runs
@@ -221,6 +223,77 @@ def comparison_report(directory: str | None) -> tuple[str, str | None]:
     return text.replace("<", "&lt;"), str(plot) if plot else None
 
 
+# -- paired evaluation: the chosen Q→A and Q→RA runs evaluated together (`python -m training evaluate --qa-run --qra-run`)
+
+
+def paired_evaluation_defaults(qa_run: str | None) -> str:
+    """The evaluation dataset field for the Q→A run just picked: the dataset its training rows came from."""
+    if not qa_run or not (Path(qa_run) / rundir.CONFIG).is_file():
+        return ""
+    return launcher.default_evaluation_dataset(qa_run)
+
+
+def start_paired_evaluation(qa_run: str | None, qra_run: str | None, dataset: str | None, split: str | None, limit):
+    """(evaluation list, message): checks the runs and the data, then launches the evaluation of both into a new folder.
+
+    The folder is <workspace>/evaluations/<qa>--<qra>-<split> (numbered when taken); the dataset defaults to the Q→A run's.
+    """
+    if not qa_run or not qra_run:
+        return gr.update(), "Not evaluated: pick a Q→A run and a Q→RA run above."
+    try:
+        runs = {"qa": resolve_run(qa_run), "qra": resolve_run(qra_run)}
+        side_configs(runs)
+        for run in runs.values():
+            if (Path(run) / rundir.STATUS).is_file() and launcher.run_state(run)["state"] != "finished":
+                return gr.update(), f"Not evaluated: {Path(run).name} has not finished training."
+        dataset = (dataset or "").strip() or launcher.default_evaluation_dataset(runs["qa"])
+        split = (split or "").strip() or "test"
+        limit = int(limit) if limit not in (None, "") and int(limit) > 0 else None
+        out = launcher.paired_evaluation_dir(runs["qa"], runs["qra"], split)
+        launcher.start_evaluation(runs["qa"], runs["qra"], limit, out, dataset, split)
+    except ReasonappError as error:
+        return gr.update(), f"Not evaluated: {error}"
+    rows = f" ({limit} rows)" if limit else ""
+    message = f"Evaluating {Path(runs['qa']).name} and {Path(runs['qra']).name} on {dataset} / {split}{rows} into {out}; the report appears below when done."
+    return gr.update(choices=launcher.paired_evaluations(), value=str(out)), message
+
+
+def paired_evaluation_view(folder: str | None):
+    """(state line, report markdown, confusion matrices, per-class F1) of a paired evaluation; a failure's reason from its log."""
+    if not folder:
+        return "No paired evaluation yet: pick both runs and click Evaluate both.", "", None, None
+    evaluation = launcher.evaluation_folder_state(folder)
+    out, name = Path(folder), Path(folder).name
+    if evaluation["state"] == "finished":
+        plots = [str(out / plot) if (out / plot).is_file() else None for plot in ("confusion.png", "per_class_f1.png")]
+        # the report quotes dataset names and labels: markdown formats them, but HTML in them stays text
+        return f"{name}: finished", html.escape((out / "report.md").read_text(), quote=False), *plots
+    if evaluation["state"] == "running":
+        return f"{name}: running…\n{evaluation['log']}", "", None, None
+    if evaluation["state"] == "failed":
+        return f"{name}: failed: {evaluation['error']}", f"The whole log is in {out / launcher.EVAL_LOG}.", None, None
+    return f"{name}: no evaluation was launched there.", "", None, None
+
+
+def poll_paired_evaluation(folder: str | None, seen):
+    """Timer handler: the view and what it showed, sent again only when the folder, its state or its log changed."""
+    evaluation = launcher.evaluation_folder_state(folder) if folder else {}
+    current = (folder, evaluation.get("state"), evaluation.get("log"))
+    if current == seen:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen
+    return (*paired_evaluation_view(folder), current)
+
+
+def refresh_paired_evaluations(seen):
+    """Timer handler: the evaluation list when it changed, with the newest selected on a page's first tick or when a new one appears."""
+    current = tuple(launcher.paired_evaluations())
+    if current == seen:
+        return gr.skip(), seen
+    if seen is None or (current and current[0] not in seen):
+        return gr.update(choices=list(current), value=current[0] if current else None), current
+    return gr.update(choices=list(current)), current
+
+
 def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None:
     with gr.Row():
         # the newest finished run of each side is picked, so a text can be classified at once (the demo runs on a new workspace)
@@ -269,6 +342,32 @@ def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None
             show_report = gr.Button("Show report", scale=0)
         curve = gr.Image(shown_plot, label="Test accuracy against N", type="filepath", interactive=False, height=360)
         report_text = gr.Markdown(shown_text, elem_id="compare-report")
+    with gr.Tab("Paired evaluation"):
+        gr.Markdown(
+            "Evaluate the Q→A and Q→RA runs chosen above together on a dataset's split (`python -m training evaluate "
+            "--qa-run --qra-run`): accuracy, macro-F1, McNemar's test on their paired answers and the TF-IDF baseline. "
+            "It runs as its own process into `workspace/evaluations/`; the list keeps its evaluations, newest first."
+        )
+        with gr.Row():
+            pair_dataset = gr.Textbox(
+                paired_evaluation_defaults(qa_runs[0]) if qa_runs else "",
+                label="Evaluation dataset",
+                max_lines=1,
+                placeholder="empty: the one the Q→A run's rows came from",
+                scale=3,
+                elem_id="compare-eval-dataset",
+            )
+            pair_split = gr.Dropdown(["test", "validation", "train"], value="test", label="Split", allow_custom_value=True, scale=1, elem_id="compare-eval-split")
+            pair_limit = gr.Number(200, label="Eval rows (0 = all)", precision=0, minimum=0, scale=1, elem_id="compare-eval-limit")
+            pair_go = gr.Button("Evaluate both", variant="primary", scale=1, elem_id="compare-evaluate")
+        pair_message = gr.Textbox(label="Message", interactive=False, elem_id="compare-eval-message")
+        evaluations = launcher.paired_evaluations()
+        pair_dir = gr.Dropdown(evaluations, value=evaluations[0] if evaluations else None, label="Paired evaluation", allow_custom_value=True, elem_id="compare-eval-dir")
+        pair_state = gr.Textbox(label="State", interactive=False, lines=2, elem_id="compare-eval-state")
+        pair_report = gr.Markdown(elem_id="compare-eval-report")
+        with gr.Row():
+            pair_confusion = gr.Image(label="Confusion matrices", type="filepath", interactive=False)
+            pair_f1 = gr.Image(label="Per-class F1", type="filepath", interactive=False)
 
     # a run that finishes (or an evaluation, or a comparison) while the page is open joins its list by itself
     lists, seen = [qa_run, qra_run, eval_dir, report_dir], gr.State(None)
@@ -280,3 +379,11 @@ def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None
     text.submit(handlers.predict, [text, qa_run, qra_run], outputs, api_visibility="private", concurrency_limit=1)
     run_batch.click(handlers.predict_file, [upload, qa_run, qra_run], [batch_table, download, batch_note], api_name="compare_batch", concurrency_limit=1)
     show.click(disagreements, [eval_dir, gold], table, api_name="compare_disagreements")
+    pair_view = [pair_state, pair_report, pair_confusion, pair_f1]
+    pair_seen, pairs_seen = gr.State(None), gr.State(None)
+    qa_run.change(paired_evaluation_defaults, qa_run, pair_dataset, api_visibility="private")
+    pair_go.click(start_paired_evaluation, [qa_run, qra_run, pair_dataset, pair_split, pair_limit], [pair_dir, pair_message], api_name="compare_evaluate")
+    pair_dir.change(paired_evaluation_view, pair_dir, pair_view, api_name="compare_evaluation")
+    pair_timer = gr.Timer(POLL_SECONDS)
+    pair_timer.tick(refresh_paired_evaluations, pairs_seen, [pair_dir, pairs_seen], api_visibility="private", show_progress="hidden")
+    pair_timer.tick(poll_paired_evaluation, [pair_dir, pair_seen], [*pair_view, pair_seen], api_visibility="private", show_progress="hidden")
