@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from reasonapp import prompts
@@ -210,8 +210,12 @@ def augment_to_store(
     progress: ProgressCallback | None = None,
     prompt_variant: str = "default",
     candidates: int = 1,
+    planned: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Write a reasoning for every sampled row into the store, batch by batch.
+
+    `planned(rows, skipped)` is told, before any generation, how many rows the sample holds and how many of
+    them already had a reasoning (a resumed job's progress starts there).
 
     `rgen_run` is an R-Gen run directory, `base:<model>`, or a `TeacherConfig`: a model behind an
     OpenAI-compatible endpoint (`training.teacher`), asked row by row with requests in flight concurrently,
@@ -245,6 +249,8 @@ def augment_to_store(
     )
     todo = store.ids_needing_reasoning(source_dataset, split, rows["row_index"])
     skipped = len(rows) - len(todo)
+    if planned:
+        planned(len(rows), skipped)
     if not todo:
         return {"generated": 0, "skipped": skipped, "store": str(store.path)}
 

@@ -69,6 +69,7 @@ def _add_augment_arguments(parser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="the most tokens of one reasoning (an endpoint's max_tokens)")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--progress-file", help="keep rows done/total, rows/s and whether it finished in this JSON file (the app's Stage 2 jobs read it)")
     group = parser.add_argument_group("an endpoint as the teacher (any OpenAI-compatible Chat Completions server)")
     add_dataclass_arguments(group, TeacherConfig)
 
@@ -78,16 +79,27 @@ def augment_command(args) -> int:
     from reasonapp.errors import ConfigError
     from training.augment import augment_to_store
     from training.generation import Decoding, progress_bar
+    from training.launcher import Stage2Progress
     from training.teacher import TeacherConfig
 
     if bool(args.rgen_run) == bool(args.teacher_url):
         raise ConfigError("name the source of the reasonings: --rgen-run (a run directory or base:<model>) or --teacher-url, not both")
     source = config_from_args(args, TeacherConfig) if args.teacher_url else args.rgen_run
     decoding = Decoding(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature)
+    bar = progress_bar("Stage 2")
+    recorder = Stage2Progress(args.progress_file) if args.progress_file else None
+
+    def progress(done: int, total: int) -> None:
+        bar(done, total)
+        if recorder:
+            recorder.update(done)
+
     result = augment_to_store(
-        source, args.dataset, args.store, args.split, args.limit, args.seed, decoding, args.batch_size, progress_bar("Stage 2"),
-        prompt_variant=args.prompt_variant, candidates=args.candidates,
+        source, args.dataset, args.store, args.split, args.limit, args.seed, decoding, args.batch_size, progress,
+        prompt_variant=args.prompt_variant, candidates=args.candidates, planned=recorder.plan if recorder else None,
     )
+    if recorder:
+        recorder.finish(result.get("failed", 0))
     print(f"generated {result['generated']} reasonings, {result['skipped']} rows already had one; store: {result['store']}")
     if result.get("failed"):
         from collections import Counter

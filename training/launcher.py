@@ -13,8 +13,10 @@ import dataclasses
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -51,12 +53,13 @@ def show_command(config: TrainConfig) -> str:
 
 
 def check_one_job_at_a_time() -> None:
-    """On a Space (SPACE_ID set) one training or evaluation job runs at a time: a free CPU Space has 2 cores and 16 GB."""
+    """On a Space (SPACE_ID set) one training, evaluation or Stage 2 job runs at a time: a free CPU Space has 2 cores and 16 GB."""
     if not os.environ.get("SPACE_ID"):
         return
     busy = [path.name for path in sorted(rundir.runs_root().glob("*")) if path.is_dir() and run_state(path)["state"] in ("starting", "running")]
     busy += [path.name for path in sorted(rundir.runs_root().glob("*")) if path.is_dir() and evaluation_state(path).get("state") == "running"]
     busy += [Path(folder).name for folder in paired_evaluations() if evaluation_folder_state(folder)["state"] == "running"]
+    busy += [Path(folder).name for folder in stage2_jobs() if stage2_state(folder)["state"] == "running"]
     if busy:
         raise RunDirError(f"{busy[0]} is running; on a Space one job runs at a time: wait for it or stop it first")
 
@@ -298,3 +301,187 @@ def _last_error(log_path: Path) -> str | None:
         if line.startswith("error:") or "Error" in line.split(":")[0]:
             return line.strip()
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 2 as a job: `python -m training augment` into the app's store, in its own process
+
+JOBS = "jobs"
+STAGE2_LOG = "stage2.log"
+STAGE2_PROGRESS = "progress.json"
+STAGE2_STOPPED = "STOPPED"
+
+
+@dataclasses.dataclass
+class Stage2Settings:
+    """What a Stage 2 job runs: the R-Gen source (a finished rgen run or base:<model>), the rows, the decoding."""
+
+    source: str
+    dataset: str
+    store: str
+    split: str = "train"
+    limit: int = 0  # 0: every row of the split
+    prompt_variant: str = "default"
+    candidates: int = 1  # 1: greedy; K > 1: sample K a row and keep the one with the fewest quality flags
+    batch_size: int = 16
+    max_new_tokens: int = 64
+    seed: int = 0
+
+
+class Stage2Progress:
+    """The progress file a Stage 2 job writes (`augment --progress-file`): rows done of the sample, when, whether finished."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.record = {"total": None, "skipped": 0, "done": 0, "started_s": None, "updated_s": None, "finished": False}
+
+    def plan(self, rows: int, skipped: int) -> None:
+        now = time.time()
+        self.record.update(total=rows, skipped=skipped, done=skipped, started_s=now, updated_s=now)
+        rundir.write_json(self.path, self.record)
+
+    def update(self, done_this_run: int) -> None:
+        self.record.update(done=self.record["skipped"] + done_this_run, updated_s=time.time())
+        rundir.write_json(self.path, self.record)
+
+    def finish(self, failed: int = 0) -> None:
+        total = self.record["total"] or 0
+        self.record.update(done=total - failed, failed=failed, updated_s=time.time(), finished=True)
+        rundir.write_json(self.path, self.record)
+
+
+def jobs_root() -> Path:
+    """Where the app's Stage 2 jobs live: <workspace>/jobs/stage2-<time>."""
+    return settings.workspace_dir() / JOBS
+
+
+def stage2_command(job: Stage2Settings, job_dir: Path) -> list[str]:
+    command = [
+        sys.executable, "-m", "training", "augment", "--rgen-run", job.source, "--prompt-variant", job.prompt_variant,
+        "--dataset", job.dataset, "--split", job.split, "--store", job.store, "--batch-size", str(job.batch_size),
+        "--candidates", str(job.candidates), "--max-new-tokens", str(job.max_new_tokens), "--seed", str(job.seed),
+        "--progress-file", str(job_dir / STAGE2_PROGRESS),
+    ]
+    return command + (["--limit", str(job.limit)] if job.limit else [])
+
+
+def check_stage2_settings(job: Stage2Settings) -> None:
+    """Refuse, before anything launches, a source that is not an R-Gen, an unknown prompt or split, or bad sizes."""
+    from reasonapp.prompts import STAGE2_PROMPTS
+    from training.augment import BASE_PREFIX, rgen_config
+
+    if not (job.source or "").strip():
+        raise RunDirError("choose the R-Gen source: a finished rgen run, or base:<model>")
+    if job.source.startswith(BASE_PREFIX) and not job.source[len(BASE_PREFIX) :].strip():
+        raise RunDirError("base:<model> needs a model name or path after 'base:'")
+    rgen_config(job.source)
+    if job.prompt_variant not in STAGE2_PROMPTS:
+        raise DataError(f"unknown Stage 2 prompt {job.prompt_variant!r}; choose one of {sorted(STAGE2_PROMPTS)}")
+    if job.limit < 0 or job.candidates < 1 or job.batch_size < 1 or job.max_new_tokens < 1:
+        raise DataError("rows must be 0 (all) or more; candidates, batch size and max new tokens at least 1")
+    loaded = data.load_classification_dataset(job.dataset)
+    if job.split not in loaded.splits:
+        raise DataError(f"{job.dataset} has no split {job.split!r} (splits: {list(loaded.splits)})")
+
+
+def start_stage2(job: Stage2Settings) -> Path:
+    """Check the settings, then launch the job into a new <workspace>/jobs/stage2-<time>; returns that directory at once."""
+    check_one_job_at_a_time()
+    check_stage2_settings(job)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    job_dir, number = jobs_root() / f"stage2-{stamp}", 2
+    jobs_root().mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            job_dir.mkdir()
+            break
+        except FileExistsError:
+            job_dir, number = jobs_root() / f"stage2-{stamp}-{number}", number + 1
+    (job_dir / LAUNCH_CONFIG).write_text(yaml.safe_dump(dataclasses.asdict(job), sort_keys=False))
+    _spawn(stage2_command(job, job_dir), job_dir / STAGE2_LOG, job_dir)
+    return job_dir
+
+
+def stage2_settings(job_dir: str | Path) -> Stage2Settings:
+    launched = launch_settings(job_dir)
+    if not launched:
+        raise RunDirError(f"{job_dir} is not a Stage 2 job (no {LAUNCH_CONFIG})")
+    return Stage2Settings(**launched)
+
+
+def stop_stage2(job_dir: str | Path) -> Path:
+    """End a running job (SIGTERM to its process group); the rows it wrote stay in the store, and Resume does the rest."""
+    job_dir = Path(job_dir)
+    state = stage2_state(job_dir)["state"]
+    if state != "running":
+        raise RunDirError(f"{job_dir.name} is {state}, not running: there is nothing to stop.")
+    (job_dir / STAGE2_STOPPED).write_text("")
+    pid = rundir.read_json(job_dir / "process.json", {}).get("pid")
+    try:
+        os.killpg(pid, signal.SIGTERM)  # started in a session of its own: its group is its pid
+    except ProcessLookupError:
+        pass
+    return job_dir
+
+
+def resume_stage2(job_dir: str | Path) -> Path:
+    """Run a stopped or failed job again with the same settings: rows that have a reasoning are skipped."""
+    check_one_job_at_a_time()
+    job_dir = Path(job_dir)
+    job = stage2_settings(job_dir)
+    state = stage2_state(job_dir)["state"]
+    if state in ("running", "finished"):
+        raise RunDirError(f"{job_dir.name} is {state}: there is nothing to resume.")
+    check_stage2_settings(job)
+    (job_dir / STAGE2_STOPPED).unlink(missing_ok=True)
+    (job_dir / STAGE2_PROGRESS).unlink(missing_ok=True)
+    _spawn(stage2_command(job, job_dir), job_dir / STAGE2_LOG, job_dir)
+    return job_dir
+
+
+def stage2_jobs() -> list[str]:
+    """The app's Stage 2 jobs, newest first."""
+    root = jobs_root()
+    folders = [folder for folder in root.glob("stage2-*") if (folder / LAUNCH_CONFIG).is_file()] if root.is_dir() else []
+    return [str(folder) for folder in sorted(folders, key=lambda f: (f / LAUNCH_CONFIG).stat().st_mtime, reverse=True)]
+
+
+def stage2_state(job_dir: str | Path) -> dict:
+    """A job's state ("running", "finished", "stopped", "failed"), rows done/total, rows/s, ETA, error and log tail."""
+    job_dir = Path(job_dir)
+    process = rundir.read_json(job_dir / "process.json", {})
+    progress = rundir.read_json(job_dir / STAGE2_PROGRESS, {}) or {}
+    error = None
+    if _alive(process.get("pid")):
+        state = "running"
+    elif progress.get("finished"):
+        state = "finished"
+    elif (job_dir / STAGE2_STOPPED).is_file():
+        state = "stopped"
+    else:
+        state = "failed"
+        error = _last_error(job_dir / STAGE2_LOG) or f"the job ended before it finished (see {job_dir / STAGE2_LOG})"
+    done, total = progress.get("done", 0), progress.get("total")
+    rate = eta = None
+    elapsed = (progress.get("updated_s") or 0) - (progress.get("started_s") or 0)
+    if elapsed > 0 and done > progress.get("skipped", 0):
+        rate = (done - progress.get("skipped", 0)) / elapsed
+        eta = (total - done) / rate if state == "running" and total else None
+    return {"dir": str(job_dir), "state": state, "done": done, "total": total, "rows_per_s": rate, "eta_s": eta, "error": error,
+            "log": log_tail(job_dir / STAGE2_LOG, 5)}
+
+
+def stage2_line(state: dict) -> str:
+    """One line for the page: state, rows done/total, rows/s, ETA."""
+    if state["total"] is None:
+        rows = "loading the R-Gen and the rows" if state["state"] == "running" else "no rows done"
+    else:
+        rows = f"{state['done']}/{state['total']} rows"
+    parts = [f"{Path(state['dir']).name}: {state['state']}", rows]
+    if state["rows_per_s"]:
+        parts.append(f"{state['rows_per_s']:.2f} rows/s")
+    if state["eta_s"] is not None:
+        parts.append(f"ETA {state['eta_s']:.0f} s")
+    if state["error"]:
+        parts.append(state["error"])
+    return " · ".join(parts)

@@ -1,0 +1,98 @@
+"""Stage 2 as a job: the Review tab's "Generate reasonings" panel launches `python -m training augment` in its own process
+(training.launcher.start_stage2), polls its progress file, stops and resumes it; rows land in the app's store as written."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from reasonapp.errors import ReasonappError
+from reasonapp.store import ReasoningStore
+from training import launcher
+
+LABELS = ["billing", "bug", "praise"]
+
+
+@pytest.fixture
+def tickets(tmp_path):
+    folder = tmp_path / "tickets"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(
+        "".join(json.dumps({"text": f"ticket {i} about my bill", "label": LABELS[i % 3]}) + "\n" for i in range(12))
+    )
+    return str(folder)
+
+
+def settings_for(tiny_model_dir, tickets, store, **changes):
+    values = {"source": f"base:{tiny_model_dir}", "dataset": tickets, "store": str(store), "split": "train", "limit": 8,
+              "batch_size": 2, "max_new_tokens": 4}
+    return launcher.Stage2Settings(**{**values, **changes})
+
+
+def wait_until_ended(job_dir, polls=1200) -> dict:
+    for _ in range(polls):  # bounded: 10 minutes at most
+        state = launcher.stage2_state(job_dir)
+        if state["state"] != "running":
+            return state
+        time.sleep(0.5)
+    raise AssertionError(f"{job_dir} still running: {state}")
+
+
+def rows_of(store_path, dataset) -> list:
+    store = ReasoningStore(store_path)
+    try:
+        ids = store.query_ids()
+        return [store.get(i) for i in ids if store.get(i).dataset == dataset]
+    finally:
+        store.close()
+
+
+def test_a_job_runs_to_the_end_and_its_rows_are_in_the_store(tiny_model_dir, tickets, tmp_path):
+    store = tmp_path / "store.sqlite"
+    job_dir = launcher.start_stage2(settings_for(tiny_model_dir, tickets, store))
+    assert job_dir.parent == launcher.jobs_root() and job_dir.name.startswith("stage2-")
+    assert launcher.stage2_jobs() == [str(job_dir)]
+    state = wait_until_ended(job_dir)
+    assert state["state"] == "finished", state
+    assert (state["done"], state["total"]) == (8, 8)
+    assert "finished · 8/8 rows" in launcher.stage2_line(state)
+    rows = rows_of(store, tickets)
+    assert len(rows) == 8 and all(row.reasoning is not None and row.split == "train" for row in rows)
+    assert all(row.generator["rgen_run"] == f"base:{tiny_model_dir}" for row in rows)
+    with pytest.raises(ReasonappError, match="nothing to resume"):
+        launcher.resume_stage2(job_dir)
+
+
+def test_stop_keeps_the_rows_written_and_resume_finishes_the_rest_without_duplicates(tiny_model_dir, tickets, tmp_path):
+    store = tmp_path / "store.sqlite"
+    job_dir = launcher.start_stage2(settings_for(tiny_model_dir, tickets, store, batch_size=1))
+    launcher.stop_stage2(job_dir)  # while it loads (or has written some rows): the rows written so far stay
+    state = wait_until_ended(job_dir)
+    assert state["state"] == "stopped", state
+    written = {row.row_index: row.reasoning for row in rows_of(store, tickets) if row.reasoning is not None}
+    assert len(written) < 8
+    with pytest.raises(ReasonappError, match="not running"):
+        launcher.stop_stage2(job_dir)
+    launcher.resume_stage2(job_dir)
+    state = wait_until_ended(job_dir)
+    assert state["state"] == "finished" and (state["done"], state["total"]) == (8, 8), state
+    rows = rows_of(store, tickets)
+    assert len(rows) == 8 and len({row.row_index for row in rows}) == 8 and all(row.reasoning for row in rows)
+    assert all(row.reasoning == written[row.row_index] for row in rows if row.row_index in written)  # kept, not redone
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        ({"split": "validation"}, "no split 'validation'"),
+        ({"source": "runs/no-such-rgen"}, "not a run directory"),
+        ({"source": ""}, "choose the R-Gen source"),
+        ({"prompt_variant": "shout"}, "unknown Stage 2 prompt"),
+        ({"candidates": 0}, "at least 1"),
+    ],
+)
+def test_a_bad_setting_is_refused_before_anything_launches(tiny_model_dir, tickets, tmp_path, changes, said):
+    with pytest.raises(ReasonappError, match=said):
+        launcher.start_stage2(settings_for(tiny_model_dir, tickets, tmp_path / "store.sqlite", **changes))
+    assert launcher.stage2_jobs() == [] and not Path(tmp_path / "store.sqlite").exists()
