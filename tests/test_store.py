@@ -530,3 +530,12 @@ def test_the_export_command_refuses_a_taken_directory_in_one_line(reviewed, tmp_
     assert capsys.readouterr().err.startswith("error: ") and (tmp_path / "data" / "train.jsonl").read_text() == "{}\n"
     assert main(["export", "--store", str(reviewed.path), "--out", str(tmp_path / "new")]) == 0
     assert main(["export", "--store", str(reviewed.path), "--out", str(tmp_path / "new"), "--overwrite"]) == 0
+
+
+def test_export_without_a_store_says_so_and_creates_none(tmp_path):
+    from reasonapp.store import default_store_path
+    from training.augment import export_store
+
+    with pytest.raises(RunDirError, match="no review store at .*run `augment` first"):
+        export_store(None, tmp_path / "out")
+    assert not default_store_path().exists() and not (tmp_path / "out").exists()

@@ -328,6 +328,10 @@ def export_store(
         raise RunDirError(f"dropped rows are {' or '.join(DROPPED_ROWS)}, not {dropped!r}")
     keep = EXPORT_POLICIES[policy]
     out = check_export_target(out_dir, overwrite)
+    from reasonapp.store import default_store_path
+
+    if not Path(store_path or default_store_path()).is_file():  # opening it would create an empty store
+        raise RunDirError(f"no review store at {store_path or default_store_path()}: run `augment` first, or name one with --store")
     store = ReasoningStore(store_path)
     try:
         min_reviews = store.min_reviews()
