@@ -45,6 +45,7 @@ def test_public_api_is_exactly_the_endpoints_the_client_tests_cover(shared_data)
         "review_queue", "review_accept", "review_save", "review_reject", "review_skip", "review_undo", "review_regenerate",
         "review_bulk_accept", "review_export", "review_quality",
         "review_agreement", "review_disputes", "review_resolve", "review_resolve_reject",  # team review
+        "review_stage2_start", "review_stage2_stop", "review_stage2_resume", "review_stage2_state",  # Stage 2 as a job
         "compare_predict", "compare_batch", "compare_disagreements", "compare_report",
         "compare_evaluate", "compare_evaluation",  # the paired evaluation of the chosen runs
     }

@@ -96,3 +96,32 @@ def test_a_bad_setting_is_refused_before_anything_launches(tiny_model_dir, ticke
     with pytest.raises(ReasonappError, match=said):
         launcher.start_stage2(settings_for(tiny_model_dir, tickets, tmp_path / "store.sqlite", **changes))
     assert launcher.stage2_jobs() == [] and not Path(tmp_path / "store.sqlite").exists()
+
+
+def test_the_review_tab_panel_starts_polls_and_reattaches_and_the_queue_shows_the_rows(tiny_model_dir, tickets, tmp_path):
+    from reasonapp.ui.review import ReviewHandlers
+
+    store = tmp_path / "store.sqlite"
+    handlers = ReviewHandlers(str(store), LABELS, "support tickets", dataset=tickets)
+    refused = handlers.stage2_start(f"base:{tiny_model_dir}", "default", "", "validation", 8, "greedy", 4, 2)
+    assert "Not started" in refused[1] and "no split 'validation'" in refused[1] and launcher.stage2_jobs() == []
+    assert "Not started" in handlers.stage2_start("runs/missing", "default", "", "train", 8, "greedy", 4, 2)[1]
+
+    job_update, line = handlers.stage2_start(f"base:{tiny_model_dir}", "cue", "", "train", 8, "best-of-K sampling", 2, 2)
+    job = job_update["value"]
+    assert job_update["choices"] == [job] and job.startswith(str(launcher.jobs_root())) and "stage2-" in line
+    settings = launcher.stage2_settings(job)
+    assert (settings.dataset, settings.store, settings.candidates, settings.prompt_variant) == (tickets, str(store), 2, "cue")
+
+    reloaded = ReviewHandlers(str(store), LABELS, "support tickets", dataset=tickets)  # a page reload finds the job again
+    assert reloaded.stage2_reattach()[0]["value"] == job
+    for _ in range(1200):  # bounded: what the page's timer does
+        line = reloaded.stage2_state(job)
+        if ": running" not in line:
+            break
+        time.sleep(0.5)
+    assert "finished · 8/8 rows" in line, line
+    assert "nothing to resume" in reloaded.stage2_resume(job) and "not running" in reloaded.stage2_stop(job)
+    assert "Not a Stage 2 job" in reloaded.stage2_state(str(tmp_path))
+    queue = reloaded.load_queue("pending", "all", "", 0, 0, "any", "in order", tickets)
+    assert queue[-1] == "8 rows match" and queue[1].startswith("ticket ")

@@ -50,6 +50,11 @@ HANDLER_ACTIONS = {
     "ReviewHandlers.pick_version": "resolve",
     "ReviewHandlers.resolve": "resolve",
     "ReviewHandlers.resolve_reject": "resolve",
+    "ReviewHandlers.stage2_start": "generate",  # Stage 2 as a job: admins
+    "ReviewHandlers.stage2_stop": "generate",
+    "ReviewHandlers.stage2_resume": "generate",
+    "ReviewHandlers.stage2_state": "read",
+    "ReviewHandlers.stage2_reattach": "read",
     # Compare tab
     "CompareHandlers.predict": "predict",
     "CompareHandlers.predict_file": "predict",

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 
 from reasonapp.access import MAX_NAME_CHARS, local_user
 from reasonapp.agreement import DISPUTE, agreement_line, agreement_summary, outcome
 from reasonapp.errors import ReasonappError
+from reasonapp.models import DEFAULT_BASE_MODEL
+from reasonapp.prompts import STAGE2_PROMPTS
 from reasonapp.quality import DROPPED_ROWS, EXPORT_POLICIES, quality_line, quality_summary
 from reasonapp.store import (
     ConflictError,
@@ -32,7 +35,8 @@ from reasonapp.store import (
 )
 from reasonapp.ui.access import current_caller, current_policy, reviewer_name
 from reasonapp.ui.run_lists import POLL_SECONDS, refresh_rgen_runs, rgen_run_choices
-from training.augment import MAX_EXPORT_NAME
+from training import launcher
+from training.augment import BASE_PREFIX, MAX_EXPORT_NAME
 
 STATUS_CHOICES = ["pending", "accepted", "edited", "rejected", "all"]
 SHORTCUTS = {"accept": "Alt+A", "reject": "Alt+R", "save": "Alt+S", "skip": "Alt+N", "undo": "Alt+Z", "regenerate": "Alt+G"}
@@ -81,6 +85,12 @@ class ResolveSession(ReviewSession):
 
 
 VERSION_HEADERS = ["reviewer", "decision", "reasoning"]
+DECODINGS = ["greedy", "best-of-K sampling"]
+
+
+def stage2_source_choices() -> list[str]:
+    """The R-Gen sources Stage 2 can use: finished rgen runs, newest first, then the base instruct model (no Stage 1)."""
+    return [*rgen_run_choices(), f"{BASE_PREFIX}{DEFAULT_BASE_MODEL}"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -334,6 +344,55 @@ class ReviewHandlers:
         pending = sum(1 for i in self.store.query_ids(row_filter) if self.store.get(i).status == Status.PENDING.value)
         return gr.update(visible=True), f"Accept all {pending} pending rows in this filter?"
 
+    # -- Stage 2 as a job: "Generate reasonings" -----------------------------------------------
+    def stage2_start(self, source, prompt_variant, dataset, split, rows, decoding, candidates, batch_size):
+        """Launch `python -m training augment` into this store as its own process (training.launcher.start_stage2)."""
+        if self._store is None:
+            return gr.skip(), self.open_error
+        try:
+            k = int(candidates or 1) if decoding == DECODINGS[1] else 1
+            job = launcher.Stage2Settings(
+                source=(source or "").strip(), dataset=(dataset or "").strip() or self.app_dataset or "", store=str(self.store.path),
+                split=(split or "").strip(), limit=int(rows or 0), prompt_variant=prompt_variant or "default", candidates=k,
+                batch_size=int(batch_size or 1),
+            )
+            job_dir = launcher.start_stage2(job)
+        except (ReasonappError, ValueError) as error:
+            return gr.skip(), f"Not started: {error}"
+        return gr.update(choices=launcher.stage2_jobs(), value=str(job_dir)), self.stage2_state(str(job_dir))
+
+    def stage2_state(self, job: str | None) -> str:
+        """The job's line: state, rows done/total, rows/s, ETA (or why it failed)."""
+        if not job:
+            return "No Stage 2 job yet: choose the source and rows, then Start."
+        if not Path(job).resolve().is_relative_to(launcher.jobs_root().resolve()) or not (Path(job) / launcher.LAUNCH_CONFIG).is_file():
+            return "Not a Stage 2 job of this workspace: pick one from the list."
+        return launcher.stage2_line(launcher.stage2_state(job))
+
+    def stage2_stop(self, job: str | None) -> str:
+        """SIGTERM to the job's processes: the rows it wrote stay in the store; Resume does the rest."""
+        return self._stage2_act(launcher.stop_stage2, job, "Stopped: the rows written so far stay; Resume does the rest.")
+
+    def stage2_resume(self, job: str | None) -> str:
+        """The same settings again: rows that already have a reasoning are skipped."""
+        return self._stage2_act(launcher.resume_stage2, job, "Resumed.")
+
+    def _stage2_act(self, action, job: str | None, done: str) -> str:
+        checked = self.stage2_state(job)
+        if not job or checked.startswith(("No Stage 2", "Not a Stage 2")):
+            return checked
+        try:
+            action(job)
+        except ReasonappError as error:
+            return f"{checked} · {error}"
+        return f"{done} {self.stage2_state(job)}"
+
+    def stage2_reattach(self):
+        """After a page load: the list of jobs with the newest selected, and its line."""
+        jobs = launcher.stage2_jobs()
+        newest = jobs[0] if jobs else None
+        return gr.update(choices=jobs, value=newest), self.stage2_state(newest)
+
     # -- team review: agreement and the Resolve view ----------------------------------------
     def agreement(self, dataset: str | None = None) -> str:
         """The team's agreement and each reviewer's progress on the dataset (`reasonapp.agreement`)."""
@@ -487,6 +546,32 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
             demo.load(handlers.sync_status, None, sync_line, api_visibility="private")
             quality = gr.Textbox(label="Reasoning quality (all but rejected rows; Apply filters refreshes it)", interactive=False, lines=3, elem_id="review-quality")
             agreement = gr.Textbox(label="Team review: agreement and progress", interactive=False, lines=3, elem_id="review-agreement")
+            with gr.Accordion("Generate reasonings (Stage 2, admins)", open=False, elem_id="review-stage2"):
+                gr.Markdown(
+                    "Runs `python -m training augment` into this store as its own process: rows appear in the queue as they are "
+                    "written (Apply filters). Stop keeps the rows written; Resume runs the same settings and skips them."
+                )
+                stage2_source = gr.Dropdown(
+                    stage2_source_choices(), value=stage2_source_choices()[0], label="R-Gen source", allow_custom_value=True,
+                    elem_id="stage2-source", info="a finished rgen run, or base:<model> (an instruct model without Stage 1)",
+                )
+                stage2_prompt = gr.Dropdown(list(STAGE2_PROMPTS), value="default", label="Prompt variant", elem_id="stage2-prompt")
+                with gr.Row():
+                    stage2_dataset = gr.Textbox(value=handlers.app_dataset or "", label="Dataset", max_lines=1, elem_id="stage2-dataset")
+                    stage2_split = gr.Textbox(value="train", label="Split", max_lines=1, elem_id="stage2-split")
+                with gr.Row():
+                    stage2_rows = gr.Number(value=0, precision=0, minimum=0, label="Rows", info="0 = all", elem_id="stage2-rows")
+                    stage2_batch = gr.Number(value=16, precision=0, minimum=1, label="Batch size", elem_id="stage2-batch")
+                with gr.Row():
+                    stage2_decoding = gr.Radio(DECODINGS, value="greedy", label="Decoding", elem_id="stage2-decoding")
+                    stage2_k = gr.Number(value=4, precision=0, minimum=2, label="K (best-of-K)", elem_id="stage2-k",
+                                         info="keeps the candidate with the fewest quality flags")
+                stage2_job = gr.Dropdown(launcher.stage2_jobs(), label="Job", allow_custom_value=True, elem_id="stage2-job")
+                with gr.Row():
+                    stage2_start = gr.Button("Start", variant="primary", elem_id="stage2-start")
+                    stage2_stop = gr.Button("Stop", variant="stop", elem_id="stage2-stop")
+                    stage2_resume = gr.Button("Resume", elem_id="stage2-resume")
+                stage2_line = gr.Textbox(label="Stage 2 job", interactive=False, max_lines=3, elem_id="stage2-state")
             with gr.Accordion("Export the augmented training set", open=False):
                 export_dir = gr.Textbox(
                     label="Export name", placeholder="reviewed", max_lines=1, max_length=MAX_EXPORT_NAME, elem_id="review-export-name",
@@ -532,3 +617,11 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     keep.click(handlers.resolve, [resolve_session, final_reasoning, reviewer], resolve_outputs, api_name="review_resolve")
     reject_row.click(handlers.resolve_reject, [resolve_session, reviewer], resolve_outputs, api_name="review_resolve_reject")
     next_dispute.click(handlers.next_dispute, resolve_session, resolve_outputs, api_visibility="private")
+
+    stage2_form = [stage2_source, stage2_prompt, stage2_dataset, stage2_split, stage2_rows, stage2_decoding, stage2_k, stage2_batch]
+    stage2_start.click(handlers.stage2_start, stage2_form, [stage2_job, stage2_line], api_name="review_stage2_start")
+    stage2_stop.click(handlers.stage2_stop, stage2_job, stage2_line, api_name="review_stage2_stop")
+    stage2_resume.click(handlers.stage2_resume, stage2_job, stage2_line, api_name="review_stage2_resume")
+    stage2_job.change(handlers.stage2_state, stage2_job, stage2_line, api_name="review_stage2_state")
+    gr.Timer(POLL_SECONDS).tick(handlers.stage2_state, stage2_job, stage2_line, api_visibility="private", show_progress="hidden")
+    demo.load(handlers.stage2_reattach, None, [stage2_job, stage2_line], api_visibility="private")
