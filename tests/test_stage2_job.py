@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from reasonapp.errors import ReasonappError
+from reasonapp.errors import ConfigError, ReasonappError
 from reasonapp.store import ReasoningStore
 from training import launcher
 
@@ -125,3 +125,22 @@ def test_the_review_tab_panel_starts_polls_and_reattaches_and_the_queue_shows_th
     assert "Not a Stage 2 job" in reloaded.stage2_state(str(tmp_path))
     queue = reloaded.load_queue("pending", "all", "", 0, 0, "any", "in order", tickets)
     assert queue[-1] == "8 rows match" and queue[1].startswith("ticket ")
+
+
+def test_an_endpoint_teacher_is_a_stage2_job_source_and_its_key_stays_a_variable_name(tickets, tmp_path, monkeypatch):
+    from tests.endpoint_standin import EndpointStandIn
+
+    monkeypatch.setenv("TEACHER_KEY", "sk-never-in-any-file-0123456789")
+    store = tmp_path / "store.sqlite"
+    with EndpointStandIn() as endpoint:
+        source = f"endpoint:{endpoint.base_url}#served-teacher"
+        job = launcher.Stage2Settings(source=source, dataset=tickets, store=str(store), limit=6, api_key_env="TEACHER_KEY", concurrency=2)
+        job_dir = launcher.start_stage2(job)
+        state = wait_until_ended(job_dir)
+    assert state["state"] == "finished", state
+    rows = rows_of(store, tickets)
+    assert len(rows) == 6 and all(r.reasoning and r.generator["rgen_run"] == source for r in rows)
+    assert all(request["authorization"] == "Bearer sk-never-in-any-file-0123456789" for request in endpoint.requests)
+    assert not any("sk-never" in path.read_text(errors="ignore") for path in Path(job_dir).iterdir() if path.is_file())
+    with pytest.raises(ConfigError, match="teacher-url must be an http"):
+        launcher.start_stage2(launcher.Stage2Settings(source="endpoint:ftp://x#m", dataset=tickets, store=str(store)))

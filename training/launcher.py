@@ -314,7 +314,8 @@ STAGE2_STOPPED = "STOPPED"
 
 @dataclasses.dataclass
 class Stage2Settings:
-    """What a Stage 2 job runs: the R-Gen source (a finished rgen run or base:<model>), the rows, the decoding."""
+    """What a Stage 2 job runs: the source (a finished rgen run, base:<model>, or endpoint:<url>#<model> for an
+    OpenAI-compatible teacher), the rows, the decoding."""
 
     source: str
     dataset: str
@@ -326,6 +327,8 @@ class Stage2Settings:
     batch_size: int = 16
     max_new_tokens: int = 64
     seed: int = 0
+    api_key_env: str = ""  # an endpoint teacher's key: the NAME of the environment variable holding it, never the key
+    concurrency: int = 8  # an endpoint teacher's requests in flight
 
 
 class Stage2Progress:
@@ -355,9 +358,24 @@ def jobs_root() -> Path:
     return settings.workspace_dir() / JOBS
 
 
+def stage2_teacher(job: Stage2Settings):
+    """The endpoint teacher an `endpoint:<url>#<model>` source names (checked as `augment --teacher-url` checks it), else None."""
+    from training.teacher import ENDPOINT_PREFIX, TeacherConfig
+
+    if not job.source.startswith(ENDPOINT_PREFIX):
+        return None
+    url, _, model = job.source[len(ENDPOINT_PREFIX) :].partition("#")
+    return TeacherConfig(teacher_url=url, teacher_model=model, api_key_env=job.api_key_env.strip(), concurrency=job.concurrency)
+
+
 def stage2_command(job: Stage2Settings, job_dir: Path) -> list[str]:
+    teacher = stage2_teacher(job)
+    source = ["--rgen-run", job.source]
+    if teacher is not None:
+        source = ["--teacher-url", teacher.endpoint, "--teacher-model", teacher.teacher_model, "--concurrency", str(teacher.concurrency)]
+        source += ["--api-key-env", teacher.api_key_env] if teacher.api_key_env else []
     command = [
-        sys.executable, "-m", "training", "augment", "--rgen-run", job.source, "--prompt-variant", job.prompt_variant,
+        sys.executable, "-m", "training", "augment", *source, "--prompt-variant", job.prompt_variant,
         "--dataset", job.dataset, "--split", job.split, "--store", job.store, "--batch-size", str(job.batch_size),
         "--candidates", str(job.candidates), "--max-new-tokens", str(job.max_new_tokens), "--seed", str(job.seed),
         "--progress-file", str(job_dir / STAGE2_PROGRESS),
@@ -371,10 +389,11 @@ def check_stage2_settings(job: Stage2Settings) -> None:
     from training.augment import BASE_PREFIX, rgen_config
 
     if not (job.source or "").strip():
-        raise RunDirError("choose the R-Gen source: a finished rgen run, or base:<model>")
+        raise RunDirError("choose the R-Gen source: a finished rgen run, base:<model>, or endpoint:<url>#<model>")
     if job.source.startswith(BASE_PREFIX) and not job.source[len(BASE_PREFIX) :].strip():
         raise RunDirError("base:<model> needs a model name or path after 'base:'")
-    rgen_config(job.source)
+    if stage2_teacher(job) is None:  # an endpoint teacher is checked by building its config
+        rgen_config(job.source)
     if job.prompt_variant not in STAGE2_PROMPTS:
         raise DataError(f"unknown Stage 2 prompt {job.prompt_variant!r}; choose one of {sorted(STAGE2_PROMPTS)}")
     if job.limit < 0 or job.candidates < 1 or job.batch_size < 1 or job.max_new_tokens < 1:

@@ -345,7 +345,7 @@ class ReviewHandlers:
         return gr.update(visible=True), f"Accept all {pending} pending rows in this filter?"
 
     # -- Stage 2 as a job: "Generate reasonings" -----------------------------------------------
-    def stage2_start(self, source, prompt_variant, dataset, split, rows, decoding, candidates, batch_size):
+    def stage2_start(self, source, prompt_variant, dataset, split, rows, decoding, candidates, batch_size, api_key_env=""):
         """Launch `python -m training augment` into this store as its own process (training.launcher.start_stage2)."""
         if self._store is None:
             return gr.skip(), self.open_error
@@ -354,7 +354,7 @@ class ReviewHandlers:
             job = launcher.Stage2Settings(
                 source=(source or "").strip(), dataset=(dataset or "").strip() or self.app_dataset or "", store=str(self.store.path),
                 split=(split or "").strip(), limit=int(rows or 0), prompt_variant=prompt_variant or "default", candidates=k,
-                batch_size=int(batch_size or 1),
+                batch_size=int(batch_size or 1), api_key_env=(api_key_env or "").strip(),
             )
             job_dir = launcher.start_stage2(job)
         except (ReasonappError, ValueError) as error:
@@ -553,7 +553,13 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
                 )
                 stage2_source = gr.Dropdown(
                     stage2_source_choices(), value=stage2_source_choices()[0], label="R-Gen source", allow_custom_value=True,
-                    elem_id="stage2-source", info="a finished rgen run, or base:<model> (an instruct model without Stage 1)",
+                    elem_id="stage2-source",
+                    info="a finished rgen run, base:<model> (an instruct model without Stage 1), or endpoint:<url>#<model> "
+                    "(an OpenAI-compatible teacher: vLLM, SGLang, llama.cpp, Ollama, a hosted API)",
+                )
+                stage2_key_env = gr.Textbox(
+                    "", label="API key variable (endpoint teacher)", max_lines=1, elem_id="stage2-key-env",
+                    info="the NAME of the server's environment variable holding the key; the key itself never enters the page",
                 )
                 stage2_prompt = gr.Dropdown(list(STAGE2_PROMPTS), value="default", label="Prompt variant", elem_id="stage2-prompt")
                 with gr.Row():
@@ -618,7 +624,7 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     reject_row.click(handlers.resolve_reject, [resolve_session, reviewer], resolve_outputs, api_name="review_resolve_reject")
     next_dispute.click(handlers.next_dispute, resolve_session, resolve_outputs, api_visibility="private")
 
-    stage2_form = [stage2_source, stage2_prompt, stage2_dataset, stage2_split, stage2_rows, stage2_decoding, stage2_k, stage2_batch]
+    stage2_form = [stage2_source, stage2_prompt, stage2_dataset, stage2_split, stage2_rows, stage2_decoding, stage2_k, stage2_batch, stage2_key_env]
     stage2_start.click(handlers.stage2_start, stage2_form, [stage2_job, stage2_line], api_name="review_stage2_start")
     stage2_stop.click(handlers.stage2_stop, stage2_job, stage2_line, api_name="review_stage2_stop")
     stage2_resume.click(handlers.stage2_resume, stage2_job, stage2_line, api_name="review_stage2_resume")
