@@ -147,6 +147,9 @@ def test_an_anonymous_caller_reads_but_every_write_is_refused(space):
     refused(lambda: anonymous.predict(None, 10, "", "test", api_name="/train_evaluate"), not_signed_in)
     refused(lambda: anonymous.predict(None, None, "", "test", 10, api_name="/compare_evaluate"), not_signed_in)
     refused(lambda: anonymous.predict("base:x", "default", "", "train", 8, "greedy", 2, 2, api_name="/review_stage2_start"), not_signed_in)
+    refused(lambda: anonymous.predict(None, api_name="/review_stage2_stop"), not_signed_in)
+    refused(lambda: anonymous.predict(None, api_name="/review_stage2_resume"), not_signed_in)
+    assert "No Stage 2 job yet" in anonymous.predict(None, api_name="/review_stage2_state")  # reading is open
     info = anonymous.view_api(return_format="dict", print_info=False)
     start_arguments = [p.get("parameter_default") for p in info["named_endpoints"]["/train_start"]["parameters"]]
     refused(lambda: anonymous.predict(*start_arguments, api_name="/train_start"), not_signed_in)
