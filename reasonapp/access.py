@@ -164,6 +164,8 @@ class RateLimiter:
     def check(self, key: str) -> None:
         now = time.monotonic()
         with self._lock:
+            for other in [k for k, c in self._calls.items() if not c or now - c[-1] > self.window_s]:
+                del self._calls[other]  # callers quiet for a window: nothing to remember
             calls = self._calls.setdefault(key, deque())
             while calls and now - calls[0] > self.window_s:
                 calls.popleft()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -40,6 +41,8 @@ from reasonapp.agreement import DISPUTE, FINAL, Decision, outcome
 from reasonapp.errors import ReasonappError
 from reasonapp.journal import DecisionLog, process_log
 from reasonapp.quality import TEMPLATE_FLAG, TEMPLATE_MIN_ROWS, quality_flags, template_key
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MAX_REASONING_CHARS = 20_000
@@ -191,13 +194,16 @@ def min_reviews_from_environment() -> int | None:
 class ReasoningStore:
     """Open (or create) a store file; safe to use from several threads and processes at once."""
 
-    def __init__(self, path: str | Path | None = None, journal: DecisionLog | None = None):
-        """`journal`: where committed changes are also logged; by default this process's log when one is configured."""
+    def __init__(self, path: str | Path | None = None, journal: DecisionLog | bool | None = True):
+        """`journal`: where committed changes are also logged: True (default) this process's log when one is configured,
+        a DecisionLog, or None/False for none (a replay, the demo store)."""
         self.path = Path(path) if path else default_store_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db: sqlite3.Connection | None = None
-        self._journal = journal if journal is not None else process_log()
+        self._journal = process_log() if journal is True else (journal or None)
+        self.journal_error: str | None = None  # the last failure to log a committed change (kept and retried)
+        self._unlogged: list[dict] = []
         self._pending: list[dict] = []  # events of the open transaction, logged once it commits
         self._connect()
 
@@ -313,9 +319,15 @@ class ReasoningStore:
                 self._db.execute("ROLLBACK")
                 self._pending = []
                 raise
-            self._db.execute("COMMIT")  # a change is reported done only after this returns (and is logged)
-            if self._journal is not None and self._pending:
-                self._journal.append(self._pending)
+            self._db.execute("COMMIT")  # a change is reported done only after this returns
+            if self._journal is not None and (self._pending or self._unlogged):
+                events, self._pending = self._unlogged + self._pending, []
+                try:
+                    self._journal.append(events)
+                    self._unlogged, self.journal_error = [], None
+                except OSError as error:  # committed all the same: keep the events, retry at the next change
+                    self._unlogged, self.journal_error = events, f"{len(events)} changes not yet in the decision log ({error})"
+                    logger.error("decision log: %s", self.journal_error)
             self._pending = []
 
     # -- reading ---------------------------------------------------------------------------
@@ -631,8 +643,12 @@ class ReasoningStore:
         found = self._query("SELECT reasoning FROM history WHERE row_id = ? AND action = 'generate' ORDER BY version DESC LIMIT 1", (row_id,))
         return found[0][0] if found else self.get(row_id).reasoning
 
-    def undo(self, row_id: int, expected_version: int, reviewer: str) -> StoredRow:
-        """Return a row to the state before its last change (itself recorded as a change: nothing is lost)."""
+    def undo(self, row_id: int, expected_version: int, reviewer: str, others: bool = True) -> StoredRow:
+        """Return a row to the state before its last change (itself recorded as a change: nothing is lost).
+
+        `others=False` (a reviewer, not an admin): only the reviewer's own last change may be undone, checked
+        under the write lock, so nobody can take back a colleague's decision.
+        """
         reviewer = clean_name(reviewer, "anonymous")  # one printable line, bounded, whoever calls
         with self._change(row_id, expected_version) as row:
             states: list[dict] = []  # replay the history: each undo pops the change it undid
@@ -643,6 +659,8 @@ class ReasoningStore:
                     states.append(entry)
             if len(states) < 2:
                 raise StoreError("nothing to undo on this row")
+            if not others and states[-1]["reviewer"] != reviewer:
+                raise StoreError(f"the last change to this row is {states[-1]['reviewer'] or 'generation'}'s; you may undo only your own")
             target = states[-2]
             self._set_decisions(row_id, [Decision(**d) for d in json.loads(target.get("reviews") or "[]")])
             self._apply(row, target["reasoning"], target["status"], reviewer, "undo")

@@ -210,3 +210,16 @@ def test_browser_header_names_the_signed_in_reviewer_and_no_name_field_is_offere
         page.wait_for_selector("#review-accept")
         assert page.locator("#review-reviewer").count() == 0 or not page.locator("#review-reviewer").is_visible()
         screenshot(page, "space-signed-in-reviewer.png")
+
+
+def test_the_rate_limit_counts_the_connecting_host_not_a_header_the_client_writes():
+    from types import SimpleNamespace
+
+    from reasonapp.ui.access import _client_key
+
+    spoofing = SimpleNamespace(headers={"x-forwarded-for": "1.2.3.4"}, client=SimpleNamespace(host="10.0.0.7"))
+    assert _client_key(spoofing) == "10.0.0.7"
+    limiter = RateLimiter(limit=1, window_s=0.0)
+    limiter.check("a")
+    limiter.check("b")
+    assert set(limiter._calls) == {"b"}  # a caller quiet for a window is forgotten: the table does not grow

@@ -46,8 +46,10 @@ def test_the_app_opens_the_shipped_demo_only_on_a_workspace_without_its_own_work
 
     if not demo.demo_available():
         pytest.fail("assets/demo is missing: `make demo-assets` builds it")
+    monkeypatch.setenv("REASONAPP_JOURNAL", "1")  # decisions are logged here: the demo's rows must not be
     store, notice = open_demo_if_empty()
     assert store == str(demo.demo_store_path()) and "Demo open" in notice
+    assert not any(path.read_text() for path in (demo.demo_store_path().parents[1] / "decisions").glob("*.jsonl"))
     assert ReasoningStore(store).counts()["total"] > 0
     ReasoningStore(default_store_path()).close()  # the user's own store now exists
     assert open_demo_if_empty() == (None, None)

@@ -144,3 +144,11 @@ def test_an_endpoint_teacher_is_a_stage2_job_source_and_its_key_stays_a_variable
     assert not any("sk-never" in path.read_text(errors="ignore") for path in Path(job_dir).iterdir() if path.is_file())
     with pytest.raises(ConfigError, match="teacher-url must be an http"):
         launcher.start_stage2(launcher.Stage2Settings(source="endpoint:ftp://x#m", dataset=tickets, store=str(store)))
+
+
+@pytest.mark.parametrize("variable", ["HF_TOKEN", "OAUTH_CLIENT_SECRET", "REASONAPP_SYNC_TOKEN"])
+def test_the_app_sends_a_teacher_only_keys_meant_for_teachers(tickets, tmp_path, variable):
+    job = launcher.Stage2Settings(source="endpoint:https://teacher.example/v1#m", dataset=tickets, store=str(tmp_path / "s.sqlite"), api_key_env=variable)
+    with pytest.raises(ConfigError, match="may not be sent to a teacher"):
+        launcher.start_stage2(job)
+    assert not launcher.jobs_root().exists() or not list(launcher.jobs_root().iterdir())

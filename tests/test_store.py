@@ -539,3 +539,31 @@ def test_export_without_a_store_says_so_and_creates_none(tmp_path):
     with pytest.raises(RunDirError, match="no review store at .*run `augment` first"):
         export_store(None, tmp_path / "out")
     assert not default_store_path().exists() and not (tmp_path / "out").exists()
+
+
+def test_a_reviewer_may_undo_only_their_own_last_change(store):
+    row_id = store.query_ids()[0]
+    store.review(row_id, "accepted", store.get(row_id).version, "ann")
+    with pytest.raises(StoreError, match="ann's; you may undo only your own"):
+        store.undo(row_id, store.get(row_id).version, "bob", others=False)
+    assert store.get(row_id).status == "accepted"
+    assert store.undo(row_id, store.get(row_id).version, "ann", others=False).status == "pending"
+
+
+def test_a_failed_swap_puts_the_earlier_export_back(reviewed, tmp_path, monkeypatch):
+    from training.augment import export_store
+
+    out = tmp_path / "out"
+    export_store(reviewed.path, out)
+    before = (out / "train.jsonl").read_text()
+    real_rename = Path.rename
+
+    def rename(self, target):
+        if self.name.endswith(".partial"):
+            raise OSError(28, "No space left on device")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError):
+        export_store(reviewed.path, out, overwrite=True)
+    assert (out / "train.jsonl").read_text() == before and not list(tmp_path.glob(".out*"))

@@ -131,3 +131,22 @@ def test_twenty_decisions_come_back_after_the_workspace_is_deleted_and_a_kill_lo
         output = app.stop()
         assert snapshot(ReasoningStore(workspace / "reasonings.sqlite", journal=None)) == before  # only the unsynced one is lost
         assert "restored into this store" in output and "killed are not in the log" in output
+
+
+def test_a_change_committed_while_the_log_cannot_be_written_is_kept_and_logged_with_the_next(tmp_path):
+    log = DecisionLog(tmp_path / "decisions")
+    store = filled_store(tmp_path / "store.sqlite", log, rows=2)
+    real_append, failures = log.append, []
+
+    def full_disk(events):
+        failures.append(len(events))
+        raise OSError(28, "No space left on device")
+
+    log.append = full_disk
+    ids = store.query_ids()
+    row = store.review(ids[0], "accepted", store.get(ids[0]).version, "ann")  # committed: reported done, not an error
+    assert row.status == "accepted" and "1 changes not yet in the decision log" in store.journal_error
+    log.append = real_append
+    store.review(ids[1], "rejected", store.get(ids[1]).version, "ann")
+    assert store.journal_error is None and failures == [1]
+    assert [e["status"] for e in read_events(tmp_path / "decisions")][-2:] == ["accepted", "rejected"]

@@ -430,6 +430,11 @@ def _replace_directory(staging: Path, out: Path) -> None:
     if out.exists():
         previous = out.with_name(f".{out.name}.{os.getpid()}.replaced")
         out.rename(previous)
-    staging.rename(out)
+    try:
+        staging.rename(out)
+    except OSError:
+        if previous is not None:
+            previous.rename(out)  # the earlier export stays where it was
+        raise
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)

@@ -190,7 +190,7 @@ def install_demo(assets: Path = DEMO_ASSETS) -> Path:
             shutil.copytree(assets / "runs" / name, staging)
             staging.rename(target)
     store_path = demo_store_path()
-    store = ReasoningStore(store_path)
+    store = ReasoningStore(store_path, journal=False)  # demo rows are no review work: nothing for the decision log
     try:
         if not store.datasets():
             records = [json.loads(line) for line in (assets / REASONINGS).read_text(encoding="utf-8").splitlines() if line.strip()]

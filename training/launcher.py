@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from reasonapp import data, settings
-from reasonapp.errors import DataError, RunDirError
+from reasonapp.errors import ConfigError, DataError, RunDirError
 from training import rundir
 from training.augment import read_provenance
 from training.sft import TrainConfig
@@ -383,6 +383,12 @@ def stage2_command(job: Stage2Settings, job_dir: Path) -> list[str]:
     return command + (["--limit", str(job.limit)] if job.limit else [])
 
 
+def teacher_key_allowed(name: str) -> bool:
+    """Which environment variables a job launched from the app may send to an endpoint: TEACHER_* and REASONAPP_TEACHER_KEYS."""
+    listed = {entry.strip() for entry in os.environ.get("REASONAPP_TEACHER_KEYS", "").split(",") if entry.strip()}
+    return name in listed or name.startswith("TEACHER_")
+
+
 def check_stage2_settings(job: Stage2Settings) -> None:
     """Refuse, before anything launches, a source that is not an R-Gen, an unknown prompt or split, or bad sizes."""
     from reasonapp.prompts import STAGE2_PROMPTS
@@ -394,6 +400,11 @@ def check_stage2_settings(job: Stage2Settings) -> None:
         raise RunDirError("base:<model> needs a model name or path after 'base:'")
     if stage2_teacher(job) is None:  # an endpoint teacher is checked by building its config
         rgen_config(job.source)
+    elif job.api_key_env.strip() and not teacher_key_allowed(job.api_key_env.strip()):
+        raise ConfigError(
+            f"{job.api_key_env!r} may not be sent to a teacher from the app: name a variable starting with TEACHER_ "
+            "or listed in REASONAPP_TEACHER_KEYS (the Space's own tokens never leave it)"
+        )
     if job.prompt_variant not in STAGE2_PROMPTS:
         raise DataError(f"unknown Stage 2 prompt {job.prompt_variant!r}; choose one of {sorted(STAGE2_PROMPTS)}")
     if job.limit < 0 or job.candidates < 1 or job.batch_size < 1 or job.max_new_tokens < 1:

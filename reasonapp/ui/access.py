@@ -13,6 +13,7 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 
 import gradio as gr
 
@@ -95,6 +96,18 @@ def reviewer_name(typed: str | None) -> str:
     return caller.username if caller.signed_in else clean_name(typed)
 
 
+def readable(path: str | None) -> bool:
+    """Whether the caller may read files of this folder: an admin any, anyone else the workspace's only
+    (a free-text run or evaluation field must not show report.md or a log tail from elsewhere on the server)."""
+    if not path:
+        return False
+    from reasonapp import settings
+
+    if current_policy().role(current_caller()) == ADMIN:
+        return True
+    return Path(path).resolve().is_relative_to(settings.workspace_dir().resolve())
+
+
 def caller_from_request(request: gr.Request | None) -> Caller:
     """The signed-in Hugging Face user of this request's OAuth session (Gradio keeps it server-side), else anonymous."""
     underlying = getattr(request, "request", None) or request
@@ -110,10 +123,9 @@ def caller_from_request(request: gr.Request | None) -> Caller:
 
 
 def _client_key(request: gr.Request | None) -> str:
-    headers = getattr(request, "headers", None) or {}
-    forwarded = (headers.get("x-forwarded-for") or "").split(",")[0].strip()
+    """The connecting host (a client writes X-Forwarded-For itself, so it cannot name who is limited)."""
     client = getattr(request, "client", None)
-    return forwarded or getattr(client, "host", None) or "unknown"
+    return getattr(client, "host", None) or "unknown"
 
 
 def action_of(fn: Callable) -> str | None:

@@ -28,11 +28,14 @@ def build_app(
     demo: bool | None = None,
     notice: str | None = None,
     sync=None,
+    log_decisions: bool = True,
 ) -> gr.Blocks:
     """The app on `dataset`; `notice` is a line under the title (e.g. that the demo is open)."""
     data = load_classification_dataset(dataset)
     demo = demo_mode() if demo is None else demo
-    review = ReviewHandlers(store_path or os.environ.get("REASONAPP_STORE"), data.label_names, data.task_description, dataset, sync)
+    review = ReviewHandlers(
+        store_path or os.environ.get("REASONAPP_STORE"), data.label_names, data.task_description, dataset, sync, log_decisions=log_decisions
+    )
     on_space = bool(os.environ.get("SPACE_ID"))
     with gr.Blocks(title="reasonapp") as blocks:
         with gr.Row():
@@ -119,6 +122,7 @@ def main() -> None:
         store_path=store,
         notice="\n\n".join(line for line in (notice, restored) if line) or None,
         sync=sync,
+        log_decisions=store is None,  # the demo store's decisions are not synced into the user's own store
     )
     demo.queue(default_concurrency_limit=2).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

@@ -22,7 +22,7 @@ import pandas as pd
 from reasonapp.access import ADMIN, allowed_hub_runs
 from reasonapp.errors import ReasonappError
 from reasonapp.prompts import MAX_TEXT_CHARS
-from reasonapp.ui.access import current_caller, current_policy
+from reasonapp.ui.access import current_caller, current_policy, readable
 from reasonapp.ui.run_lists import POLL_SECONDS
 from training import launcher, rundir
 from training.comparison import report_dirs
@@ -262,6 +262,8 @@ def paired_evaluation_view(folder: str | None):
     """(state line, report markdown, confusion matrices, per-class F1) of a paired evaluation; a failure's reason from its log."""
     if not folder:
         return "No paired evaluation yet: pick both runs and click Evaluate both.", "", None, None
+    if not readable(folder):
+        return "Not an evaluation of this workspace: pick one from the list.", "", None, None
     evaluation = launcher.evaluation_folder_state(folder)
     out, name = Path(folder), Path(folder).name
     if evaluation["state"] == "finished":
@@ -277,7 +279,7 @@ def paired_evaluation_view(folder: str | None):
 
 def poll_paired_evaluation(folder: str | None, seen):
     """Timer handler: the view and what it showed, sent again only when the folder, its state or its log changed."""
-    evaluation = launcher.evaluation_folder_state(folder) if folder else {}
+    evaluation = launcher.evaluation_folder_state(folder) if readable(folder) else {}
     current = (folder, evaluation.get("state"), evaluation.get("log"))
     if current == seen:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), seen

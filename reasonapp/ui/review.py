@@ -18,7 +18,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from reasonapp.access import MAX_NAME_CHARS, local_user
+from reasonapp.access import ADMIN, MAX_NAME_CHARS, local_user
 from reasonapp.agreement import DISPUTE, agreement_line, agreement_summary, outcome
 from reasonapp.errors import ReasonappError
 from reasonapp.models import DEFAULT_BASE_MODEL
@@ -107,7 +107,7 @@ class ReviewHandlers:
     shows why, every decision is refused with that message, and the file is left untouched.
     """
 
-    def __init__(self, store_path: str | None, label_names: list[str], task_description: str, dataset: str | None = None, sync=None):
+    def __init__(self, store_path: str | None, label_names: list[str], task_description: str, dataset: str | None = None, sync=None, log_decisions: bool = True):
         self.label_names = label_names
         self.sync = sync  # training.hub.DecisionSync when REASONAPP_SYNC_REPO is set
         self.task_description = task_description
@@ -116,7 +116,7 @@ class ReviewHandlers:
         self.open_error: str | None = None
         try:
             min_reviews = min_reviews_from_environment()  # REASONAPP_MIN_REVIEWS: team review's overlap, kept in the store
-            self._store = ReasoningStore(store_path)
+            self._store = ReasoningStore(store_path, journal=log_decisions)
             if min_reviews is not None:
                 self._store.set_min_reviews(min_reviews)
         except StoreError as error:
@@ -286,7 +286,8 @@ class ReviewHandlers:
         try:
             if self.store.history(target)[-1]["action"] == "resolve":  # an admin's resolution is undone by an admin only
                 current_policy().check(current_caller(), "resolve")
-            row = self.store.undo(target, self.store.get(target).version, reviewer_name(reviewer))
+            others = current_policy().role(current_caller()) == ADMIN  # a reviewer takes back only their own decisions
+            row = self.store.undo(target, self.store.get(target).version, reviewer_name(reviewer), others=others)
         except ReasonappError as error:
             return self.view(session, str(error))
         return self.view(session, f"Undone: row {row.row_index} is {row.status} again.", row=row)
@@ -302,6 +303,8 @@ class ReviewHandlers:
         if not rgen_run:
             return self.view(session, "Pick an R-Gen run to regenerate with (train one with `--task rgen`).")
         row = self.store.get(session.row_id)
+        if rgen_run not in rgen_run_choices() and current_policy().role(current_caller()) != ADMIN:
+            return self.view(session, "Pick an R-Gen run from the list (other models are an admin's to load).", row=row)
         try:
             model, tokenizer, _ = _rgen_model(rgen_run)
         except ReasonappError as error:

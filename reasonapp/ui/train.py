@@ -14,7 +14,7 @@ import gradio as gr
 import pandas as pd
 
 from reasonapp.errors import ReasonappError
-from reasonapp.ui.access import current_policy
+from reasonapp.ui.access import current_policy, readable
 from reasonapp.ui.run_lists import refresh_on_change
 from training import launcher, rundir
 from training.sft import TASKS, TrainConfig
@@ -129,7 +129,7 @@ def loss_frame(points: list[tuple[int, float]]) -> pd.DataFrame:
 
 def monitor(run_dir: str | None):
     """(status line, loss plot data, log tail, error, Stop button) for the selected run; Stop is live only while it runs."""
-    if not run_dir:
+    if not run_dir or not readable(run_dir):
         return "Pick a run, or start one.", loss_frame([]), "", "", gr.update(interactive=False)
     state = launcher.run_state(run_dir)
     total = state["total_steps"]
@@ -171,7 +171,7 @@ def resume(run_dir: str | None) -> str:
 
 def evaluation_defaults(run_dir: str | None) -> str:
     """The Evaluation dataset field for a run just picked: the dataset its training rows came from."""
-    if not run_dir or not (Path(run_dir) / rundir.CONFIG).is_file():
+    if not run_dir or not readable(run_dir) or not (Path(run_dir) / rundir.CONFIG).is_file():
         return ""
     return launcher.default_evaluation_dataset(run_dir)
 
@@ -197,7 +197,7 @@ def evaluate(run_dir: str | None, limit, dataset: str | None = "", split: str | 
 
 def evaluation_view(run_dir: str | None):
     """(report markdown, confusion plot path) of the run's latest evaluation, if any; a failure's reason is in the Error box."""
-    evaluation = launcher.evaluation_state(run_dir) if run_dir else {"state": None}
+    evaluation = launcher.evaluation_state(run_dir) if readable(run_dir) else {"state": None}
     if evaluation["state"] == "finished":
         out = Path(evaluation["dir"])
         confusion = out / "confusion.png"
