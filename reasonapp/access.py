@@ -4,7 +4,7 @@ A Space is public: every endpoint can be called without the page, and a sign-in 
 nobody. So each action the app offers is classified once (`ACTIONS`), and the UI checks the caller's
 role before running it. Roles come from two variables (or secrets) of the Space:
 
-    REASONAPP_ADMINS     train, generate, evaluate, export, push, stop, settings, resolve team-review disputes
+    REASONAPP_ADMINS     train, generate, evaluate, export, push, stop, settings, import datasets, resolve disputes
                          (and everything a reviewer may)
     REASONAPP_REVIEWERS  review decisions (accept, edit, reject, undo, bulk accept)
 
@@ -117,6 +117,7 @@ ACTIONS = {
     "generate": ADMIN,  # Stage 2 jobs
     "push": ADMIN,
     "settings": ADMIN,
+    "import": ADMIN,  # datasets: read a server directory or an upload, save a dataset into the workspace
 }
 ACTION_NAMES = {
     "review": "A review decision",
@@ -128,6 +129,7 @@ ACTION_NAMES = {
     "push": "Pushing to the Hub",
     "settings": "Changing settings",
     "predict": "Prediction",
+    "import": "Importing a dataset",
 }
 
 
