@@ -67,6 +67,12 @@ HANDLER_ACTIONS = {
     "paired_evaluation_defaults": "read",
     "poll_paired_evaluation": "read",
     "refresh_paired_evaluations": "read",
+    # Datasets tab and the app-wide dataset switch
+    "read_dataset": "import",  # reads an upload or a server directory: admins
+    "inspect_dataset": "import",
+    "save_dataset": "import",
+    "DatasetSwitch.switch": "read",  # a listed dataset for anyone; a typed Hub id or directory for admins only
+    "task_dataset": "read",  # the Train tab's Dataset field follows the task and the app's dataset
     # the app and Gradio's own
     "who_is_here": "read",
     "refresh_on_change.<locals>.tick": "read",  # run lists that keep themselves current
