@@ -253,3 +253,20 @@ def test_the_size_limit_is_checked_before_the_file_is_read(tmp_path, monkeypatch
     monkeypatch.setattr(dataset_import, "_read_frame", lambda path: pytest.fail("read a file over the limit"))
     with pytest.raises(ReasonappError, match="over the limit"):
         dataset_import.read_upload([upload])
+
+
+def test_the_cli_imports_the_same_way_and_refuses_a_bad_upload_with_exit_2(tmp_path, workspace, capsys):
+    from training.cli import main
+
+    upload = write_csv(tmp_path / "up" / "tickets.csv", ticket_rows(10))
+    assert main(["data-import", str(upload), "--name", "tickets", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "labels billing, bug, praise; rows train 24, validation 3, test 3" in out and "'seed': 3" in out
+    assert load_classification_dataset(str(workspace / "datasets" / "tickets")).label_names == ["billing", "bug", "praise"]
+
+    before = listing(workspace)
+    assert main(["data-import", str(upload), "--name", "tickets"]) == 2
+    assert "already in the workspace" in capsys.readouterr().err
+    assert main(["data-import", str(upload), "--name", "other", "--text-column", "body"]) == 2
+    assert "has no text column 'body'" in capsys.readouterr().err
+    assert listing(workspace) == before

@@ -1,6 +1,7 @@
 """`python -m training <command>`: the command line of reasonapp; the UI calls the same functions.
 
     python -m training data-info --dataset dair-ai/emotion
+    python -m training data-import tickets.csv --name tickets
     python -m training train --task qa --limit 2000 --output-dir workspace/runs/qa
     python -m training evaluate --qa-run workspace/runs/qa --qra-run workspace/runs/qra
     python -m training experiment --config configs/cpu-small.yaml
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -125,6 +127,42 @@ def data_info(args) -> int:
 
 
 command("data-info", "print the splits, sizes and label distribution of a dataset", _add_data_info_arguments)(data_info)
+
+
+def _add_data_import_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="*", help="one CSV/JSONL/parquet file (split by label), or one per split named train/validation/test")
+    parser.add_argument("--source", help="a Hub id or directory of split files instead of FILES")
+    parser.add_argument("--name", required=True, help="the dataset's name in <workspace>/datasets/ (a name in use is refused)")
+    parser.add_argument("--text-column", help="default: guessed (text, sentence, content, ...)")
+    parser.add_argument("--label-column", help="default: guessed (label, class, category, ...)")
+    parser.add_argument("--labels", help="comma-separated label names (in id order for integer labels)")
+    parser.add_argument("--validation-fraction", type=float, default=0.1, help="one file: share of each label for validation")
+    parser.add_argument("--test-fraction", type=float, default=0.1, help="one file: share of each label for test")
+    parser.add_argument("--seed", type=int, default=0, help="one file: the split's seed")
+
+
+def data_import(args) -> int:
+    """Save files or a source as a workspace dataset, as the app's Datasets tab does (reasonapp.dataset_import)."""
+    from reasonapp import dataset_import
+
+    if bool(args.files) == bool(args.source):
+        raise ConfigError("give FILES or --source (one of them)")
+    settings = {
+        "text_column": args.text_column, "label_column": args.label_column, "label_names": args.labels.split(",") if args.labels else None,
+        "validation_fraction": args.validation_fraction, "test_fraction": args.test_fraction, "seed": args.seed,
+    }
+    if args.source:
+        saved = dataset_import.import_source(args.source, args.name, **settings)
+    else:
+        saved = dataset_import.import_files(args.files, args.name, **settings)
+    provenance = json.loads((saved / dataset_import.PROVENANCE).read_text(encoding="utf-8"))
+    rows = ", ".join(f"{split} {count}" for split, count in provenance["rows"].items())
+    print(f"saved {saved}: labels {', '.join(provenance['label_names'])}; rows {rows}; split: {provenance['split']}")
+    print(f"use it with --dataset {saved}")
+    return 0
+
+
+command("data-import", "save files or a Hub id/directory as a workspace dataset (checked, split, with provenance)", _add_data_import_arguments)(data_import)
 
 
 # ---------------------------------------------------------------------------------------------
