@@ -1,5 +1,6 @@
 """The whole method from one config: every stage runs, and a second run reuses them all."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,34 @@ def test_every_shipped_config_reads_cleanly(path):
 
     loaded = load_comparison_config(path) if "compare" in Path(path).name else load_experiment_config(path)
     assert loaded["base_model"]
+
+
+def test_with_the_review_pause_qra_trains_on_the_reviewed_rows_and_a_changed_review_trains_it_again(tiny_model_dir, tmp_path, shared_data):
+    from reasonapp.store import ReasoningStore
+    from training.experiment import AwaitingReview
+
+    loaded = {**_tiny_experiment(tiny_model_dir, tmp_path), "review": True, "n_train": 8}
+    root = tmp_path / "exp"
+    with pytest.raises(AwaitingReview, match="review its reasonings in .*store.sqlite"):
+        run_experiment(loaded, root, tmp_path / "stages.json")
+    assert not any(p.name.startswith(("qa-", "qra-", "evaluate-")) for p in root.iterdir())  # nothing after Stage 2 yet
+    with pytest.raises(AwaitingReview, match="nothing is reviewed yet"):
+        run_experiment(loaded, root, proceed=True)
+
+    store_path = next(root.glob("store-*/store.sqlite"))
+    store = ReasoningStore(store_path)
+    rows = [store.get(row_id) for row_id in store.query_ids()]
+    for row in rows[:5]:
+        store.review(row.id, "accepted", row.version, "ana")
+    store.review(rows[5].id, "rejected", rows[5].version, "ana")
+    report = run_experiment(loaded, root, proceed=True)
+    exported = [json.loads(line) for line in (Path(report["stages"]["augment"]) / "train.jsonl").read_text().splitlines()]
+    assert sorted(row["source_row"] for row in exported) == sorted(row.row_index for row in rows[:5])
+
+    row = store.get(rows[0].id)
+    store.review(row.id, "rejected", row.version, "ana")  # the review changed: Q->RA and the evaluation run again, Q->A does not
+    store.close()
+    again = run_experiment(loaded, root, proceed=True)
+    assert again["stages"]["qra"] != report["stages"]["qra"] and again["stages"]["evaluate"] != report["stages"]["evaluate"]
+    assert again["stages"]["qa"] == report["stages"]["qa"]
+    assert len((Path(again["stages"]["augment"]) / "train.jsonl").read_text().splitlines()) == 4

@@ -141,13 +141,19 @@ def export_command(args) -> int:
 def _add_experiment_arguments(parser) -> None:
     parser.add_argument("--config", required=True, help="experiment YAML (see configs/)")
     parser.add_argument("--root", help="stage directory; default <workspace>/experiments/<name>")
+    parser.add_argument("--review", action="store_true", help="pause after Stage 2 until its store is reviewed (as `review: true` in the config)")
+    parser.add_argument("--continue", dest="proceed", action="store_true",
+                        help="after the review pause: export the accepted and edited rows and train Q->RA on them")
+    parser.add_argument("--state-file", help="keep each stage's state and times in this JSON file (what the app's Pipeline tab reads)")
 
 
 @command("experiment", "run the paper end to end (R-Gen, Stage 2, Q->A, Q->RA, evaluation), resumable", _add_experiment_arguments)
 def experiment_command(args) -> int:
     from training.experiment import load_experiment_config, run_experiment
 
-    report = run_experiment(load_experiment_config(args.config), args.root)
+    config = load_experiment_config(args.config)
+    config["review"] = config["review"] or args.review
+    report = run_experiment(config, args.root, args.state_file, proceed=args.proceed)
     _print_report(report, report["stages"]["evaluate"])
     print("stage wall times (s):", json.dumps(report["stage_wall_s"]))
     return 0

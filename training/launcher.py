@@ -53,13 +53,14 @@ def show_command(config: TrainConfig) -> str:
 
 
 def check_one_job_at_a_time() -> None:
-    """On a Space (SPACE_ID set) one training, evaluation or Stage 2 job runs at a time: a free CPU Space has 2 cores and 16 GB."""
+    """On a Space (SPACE_ID set) one training, evaluation, Stage 2 or pipeline job runs at a time: a free CPU Space has 2 cores and 16 GB."""
     if not os.environ.get("SPACE_ID"):
         return
     busy = [path.name for path in sorted(rundir.runs_root().glob("*")) if path.is_dir() and run_state(path)["state"] in ("starting", "running")]
     busy += [path.name for path in sorted(rundir.runs_root().glob("*")) if path.is_dir() and evaluation_state(path).get("state") == "running"]
     busy += [Path(folder).name for folder in paired_evaluations() if evaluation_folder_state(folder)["state"] == "running"]
     busy += [Path(folder).name for folder in stage2_jobs() if stage2_state(folder)["state"] == "running"]
+    busy += [Path(folder).name for folder in pipeline_jobs() if pipeline_state(folder)["state"] == "running"]
     if busy:
         raise RunDirError(f"{busy[0]} is running; on a Space one job runs at a time: wait for it or stop it first")
 
@@ -354,7 +355,7 @@ class Stage2Progress:
 
 
 def jobs_root() -> Path:
-    """Where the app's Stage 2 jobs live: <workspace>/jobs/stage2-<time>."""
+    """Where the app's jobs live: <workspace>/jobs/stage2-<time> (Stage 2), <workspace>/jobs/pipeline-<time> (the whole method)."""
     return settings.workspace_dir() / JOBS
 
 
@@ -418,15 +419,7 @@ def start_stage2(job: Stage2Settings) -> Path:
     """Check the settings, then launch the job into a new <workspace>/jobs/stage2-<time>; returns that directory at once."""
     check_one_job_at_a_time()
     check_stage2_settings(job)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    job_dir, number = jobs_root() / f"stage2-{stamp}", 2
-    jobs_root().mkdir(parents=True, exist_ok=True)
-    while True:
-        try:
-            job_dir.mkdir()
-            break
-        except FileExistsError:
-            job_dir, number = jobs_root() / f"stage2-{stamp}-{number}", number + 1
+    job_dir = _new_job_dir("stage2")
     (job_dir / LAUNCH_CONFIG).write_text(yaml.safe_dump(dataclasses.asdict(job), sort_keys=False))
     _spawn(stage2_command(job, job_dir), job_dir / STAGE2_LOG, job_dir)
     return job_dir
@@ -515,3 +508,180 @@ def stage2_line(state: dict) -> str:
     if state["error"]:
         parts.append(state["error"])
     return " · ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole method as a job: `python -m training experiment` from one YAML, in its own process
+
+PIPELINE_CONFIG = "experiment.yaml"
+PIPELINE_LOG = "pipeline.log"
+PIPELINE_STAGES = "stages.json"
+PIPELINE_STOP = "STOP"  # beside the state file: the experiment ends between Stage 2 batches or before its next stage
+PIPELINE_CONTINUED = "continued"  # Continue was clicked: a resumption goes on past the review pause too
+
+
+def pipeline_command(job_dir: Path) -> list[str]:
+    command = [sys.executable, "-m", "training", "experiment", "--config", str(job_dir / PIPELINE_CONFIG),
+               "--state-file", str(job_dir / PIPELINE_STAGES)]
+    return command + (["--continue"] if (job_dir / PIPELINE_CONTINUED).is_file() else [])
+
+
+def pipeline_jobs() -> list[str]:
+    """The app's pipeline jobs, newest first."""
+    root = jobs_root()
+    folders = [folder for folder in root.glob("pipeline-*") if (folder / PIPELINE_CONFIG).is_file()] if root.is_dir() else []
+    return [str(folder) for folder in sorted(folders, key=lambda f: (f / PIPELINE_CONFIG).stat().st_mtime, reverse=True)]
+
+
+def pipeline_settings(job_dir: str | Path) -> dict:
+    """The YAML a job runs, as a mapping (what the Pipeline tab puts back into its form)."""
+    try:
+        values = yaml.safe_load((Path(job_dir) / PIPELINE_CONFIG).read_text())
+    except (FileNotFoundError, NotADirectoryError):
+        raise RunDirError(f"{job_dir} is not a pipeline job (no {PIPELINE_CONFIG})") from None
+    return values if isinstance(values, dict) else {}
+
+
+def start_pipeline(config: dict) -> Path:
+    """Check the settings, then launch `experiment` on them into a new <workspace>/jobs/pipeline-<time>; returns it at once.
+
+    The job directory holds the exact YAML it runs (experiment.yaml), its log (pipeline.log) and the experiment's
+    per-stage state file (stages.json); the stages themselves live in <workspace>/experiments/<name>, cached by settings.
+    """
+    from training.experiment import experiment_config_from_mapping
+
+    check_one_job_at_a_time()
+    checked = experiment_config_from_mapping(config)
+    busy = [Path(job).name for job in pipeline_jobs() if pipeline_state(job)["state"] == "running" and pipeline_settings(job).get("name", "experiment") == checked["name"]]
+    if busy:
+        raise RunDirError(f"{busy[0]} is running the experiment {checked['name']!r}: stop it first, or give this one another name")
+    loaded = data.load_classification_dataset(checked["dataset"])  # a missing dataset is named before anything launches
+    if "train" not in loaded.splits:
+        raise DataError(f"{checked['dataset']} has no train split (splits: {list(loaded.splits)})")
+    job_dir = _new_job_dir("pipeline")
+    (job_dir / PIPELINE_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False))
+    _spawn(pipeline_command(job_dir), job_dir / PIPELINE_LOG, job_dir)
+    return job_dir
+
+
+def _new_job_dir(kind: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    job_dir, number = jobs_root() / f"{kind}-{stamp}", 2
+    jobs_root().mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            job_dir.mkdir()
+            return job_dir
+        except FileExistsError:
+            job_dir, number = jobs_root() / f"{kind}-{stamp}-{number}", number + 1
+
+
+def stop_pipeline(job_dir: str | Path) -> Path:
+    """End a running job: a training stage at its next step (a checkpoint), Stage 2 between batches, an evaluation at once.
+
+    Resume runs the experiment again: finished stages are skipped, the stopped one resumes (an evaluation starts over).
+    """
+    job_dir = Path(job_dir)
+    state = pipeline_state(job_dir)
+    if state["state"] != "running":
+        raise RunDirError(f"{job_dir.name} is {state['state']}, not running: there is nothing to stop.")
+    (job_dir / PIPELINE_STOP).write_text("")
+    running = next((stage for stage in state["stages"] if stage["state"] == "running"), None)
+    if running and running["stage"] in ("rgen", "qa", "qra") and running.get("dir"):
+        rundir.request_stop(Path(running["dir"]))
+    elif running and running["stage"] == "evaluate":  # evaluation has no checkpoints: it ends now and starts over on Resume
+        try:
+            os.killpg(rundir.read_json(job_dir / "process.json", {}).get("pid"), signal.SIGTERM)
+        except (ProcessLookupError, TypeError):
+            pass
+    return job_dir
+
+
+def resume_pipeline(job_dir: str | Path) -> Path:
+    """Run a stopped or failed job's experiment again: cached stages are skipped, the stopped one resumes."""
+    check_one_job_at_a_time()
+    job_dir = Path(job_dir)
+    pipeline_settings(job_dir)
+    state = pipeline_state(job_dir)["state"]
+    if state in ("running", "finished"):
+        raise RunDirError(f"{job_dir.name} is {state}: there is nothing to resume.")
+    if state == "awaiting-review":
+        raise RunDirError(f"{job_dir.name} waits for the review of its Stage 2 rows: review them, then Continue.")
+    return _relaunch(job_dir)
+
+
+def continue_pipeline(job_dir: str | Path) -> Path:
+    """After the review pause: export the accepted and edited rows and go on (Q->RA on them, then evaluation)."""
+    from training.experiment import reviewed_rows
+
+    check_one_job_at_a_time()
+    job_dir = Path(job_dir)
+    state = pipeline_state(job_dir)
+    if state["state"] != "awaiting-review":
+        raise RunDirError(f"{job_dir.name} is {state['state']}, not waiting for a review: there is nothing to continue.")
+    if not reviewed_rows(state["review_store"]):
+        raise RunDirError(f"nothing is reviewed yet in {state['review_store']}: accept or edit some rows there first")
+    (job_dir / PIPELINE_CONTINUED).write_text("")
+    return _relaunch(job_dir)
+
+
+def _relaunch(job_dir: Path) -> Path:
+    (job_dir / PIPELINE_STOP).unlink(missing_ok=True)
+    _spawn(pipeline_command(job_dir), job_dir / PIPELINE_LOG, job_dir)
+    return job_dir
+
+
+def _stage_progress(stage: dict) -> str:
+    """A running or stopped stage's progress: training step/total from its status, Stage 2 rows done/total from its progress file."""
+    if stage["stage"] in ("rgen", "qa", "qra") and stage.get("dir"):
+        status = rundir.read_json(Path(stage["dir"]) / rundir.STATUS, {}) or {}
+        if status.get("total_steps"):
+            return f"step {status.get('step', 0)}/{status['total_steps']}"
+        return "loading" if stage["state"] == "running" else ""
+    if stage["stage"] == "augment" and stage.get("progress_file"):
+        progress = rundir.read_json(Path(stage["progress_file"]), {}) or {}
+        if progress.get("total") is not None:
+            return f"{progress.get('done', 0)}/{progress['total']} rows"
+        return "loading" if stage["state"] == "running" else ""
+    return ""
+
+
+def pipeline_state(job_dir: str | Path) -> dict:
+    """A job's state (running, finished, stopped, failed, awaiting-review), each stage's state, progress and times, the log tail,
+    and where its report and review store are."""
+    job_dir = Path(job_dir)
+    record = rundir.read_json(job_dir / PIPELINE_STAGES, {}) or {}
+    process = rundir.read_json(job_dir / "process.json", {}) or {}
+    alive = _alive(process.get("pid"))
+    stopping = (job_dir / PIPELINE_STOP).is_file()
+    state, error = record.get("state") or "starting", record.get("error")
+    if alive:
+        state = "running"
+    elif state in ("starting", "running"):  # gone without saying how it ended: killed (a stop of an evaluation) or crashed
+        state = "stopped" if stopping else "failed"
+        error = None if stopping else (_last_error(job_dir / PIPELINE_LOG) or f"the job ended before it finished (see {job_dir / PIPELINE_LOG})")
+    stages = []
+    for name, entry in (record.get("stages") or {}).items():
+        stage = {"stage": name, **entry}
+        if stage["state"] == "running" and not alive:
+            stage["state"] = state if state in ("stopped", "failed") else "stopped"
+        stage["progress"] = _stage_progress(stage) if stage["state"] in ("running", "stopped") else ""
+        if stage["state"] == "running" and stage.get("started"):
+            stage["wall_s"] = round(time.time() - stage["started"], 1)
+        stages.append(stage)
+    if not stages:
+        from training.experiment import STAGE_LABELS
+
+        stages = [{"stage": name, "label": label, "state": "pending", "progress": ""} for name, label in STAGE_LABELS.items()]
+    return {
+        "dir": str(job_dir),
+        "state": state,
+        "stopping": alive and stopping,
+        "error": error if state in ("failed", "awaiting-review", "stopped") else None,
+        "stages": stages,
+        "report": record.get("report") if state == "finished" else None,
+        "review_store": record.get("review_store"),
+        "reviewed_rows": record.get("reviewed_rows"),
+        "root": record.get("root"),
+        "log": log_tail(job_dir / PIPELINE_LOG, 12),
+    }
