@@ -73,6 +73,17 @@ HANDLER_ACTIONS = {
     "save_dataset": "import",
     "DatasetSwitch.switch": "read",  # a listed dataset for anyone; a typed Hub id or directory for admins only
     "task_dataset": "read",  # the Train tab's Dataset field follows the task and the app's dataset
+    # Pipeline tab: the whole method as one job (starting, stopping, resuming or continuing it trains: admins)
+    "pipeline_form": "read",
+    "pipeline_yaml": "read",
+    "pipeline_view": "read",
+    "pipeline_poll": "read",
+    "pipeline_reattach": "read",
+    "refresh_pipeline_jobs": "read",
+    "pipeline_start": "train",
+    "pipeline_stop": "train",
+    "pipeline_resume": "train",
+    "pipeline_continue": "train",
     # the app and Gradio's own
     "who_is_here": "read",
     "refresh_on_change.<locals>.tick": "read",  # run lists that keep themselves current
