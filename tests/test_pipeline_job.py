@@ -128,3 +128,85 @@ def test_a_bad_config_is_refused_before_anything_launches(tiny_model_dir):
     with pytest.raises(ReasonappError, match="unknown keys"):
         launcher.start_pipeline({**tiny_config(tiny_model_dir), "n_rows": 3})
     assert launcher.pipeline_jobs() == []
+
+
+# -- the Pipeline tab
+
+
+def test_the_form_edits_only_the_sizes_it_shows_and_the_yaml_is_what_start_runs(tiny_model_dir):
+    from reasonapp.ui import pipeline
+
+    assert {"cpu-small", "tiny-smoke", "paper"} <= set(pipeline.config_choices()) and "compare-small" not in pipeline.config_choices()
+    shipped = yaml.safe_load(open("configs/cpu-small.yaml"))
+    assert pipeline.build_pipeline_config("cpu-small", *pipeline.form_values(shipped)) == shipped  # untouched: the file's meaning
+
+    form = list(pipeline.form_values(yaml.safe_load(open("configs/tiny-smoke.yaml"))))
+    assert form[1:] == [24, 24, 1, 1, 3, 16, False]
+    form[0:2], form[4:8] = [tiny_model_dir, 12], [2, 5, 8, True]
+    shown = yaml.safe_load(pipeline.pipeline_yaml("tiny-smoke", *form))
+    assert (shown["base_model"], shown["n_train"], shown["evaluate"]["limit"], shown["review"]) == (tiny_model_dir, 12, 8, True)
+    assert shown["qa"]["epochs"] == shown["qra"]["epochs"] == 2 and "epochs" not in shown["rgen"]
+    assert shown["rgen"]["max_steps"] == shown["qa"]["max_steps"] == shown["qra"]["max_steps"] == 5
+    assert pipeline.pipeline_yaml("tiny-smoke", tiny_model_dir, 0, *form[2:]).startswith("# n_train must be a whole number")
+    assert "Not started: n_train must be" in pipeline.pipeline_start("tiny-smoke", tiny_model_dir, 0, *form[2:])[1]
+    assert "no experiment config 'nope'" in pipeline.pipeline_start("nope", *form)[1] and launcher.pipeline_jobs() == []
+
+
+def test_starting_a_pipeline_is_refused_in_the_demo(tiny_model_dir, monkeypatch):
+    from reasonapp.ui import pipeline
+
+    monkeypatch.setenv("REASONAPP_DEMO", "1")
+    form = pipeline.form_values(tiny_config(tiny_model_dir))
+    assert "off in this demo" in pipeline.pipeline_start("tiny-smoke", *form)[1] and launcher.pipeline_jobs() == []
+
+
+@pytest.mark.browser
+def test_browser_starts_the_pipeline_finds_it_again_after_a_reload_and_shows_the_report(tiny_model_dir, shared_data):
+    import gradio as gr
+
+    from reasonapp.ui.access import action_of, enforce_access
+    from reasonapp.ui.errors import guard_handlers
+    from reasonapp.ui.pipeline import build_pipeline_tab
+    from tests.ui_helpers import browser_page, launched, screenshot
+
+    with gr.Blocks() as demo:
+        with gr.Tab("Pipeline"):
+            build_pipeline_tab(demo, "some/base-model")
+    assert all(action_of(fn.fn) for fn in demo.fns.values() if fn.fn is not None)  # every handler is classified
+    guard_handlers(demo)
+    enforce_access(demo)
+
+    def value(elem_id: str) -> str:
+        return page.locator(f"#{elem_id} input, #{elem_id} textarea").first.input_value()
+
+    with launched(demo) as url, browser_page() as page:
+        page.goto(url, wait_until="load")
+        field = page.locator("#pipeline-config input")
+        field.fill("tiny-smoke")
+        field.press("Enter")
+        page.wait_for_function("() => document.querySelector('#pipeline-yaml')?.innerText.includes('name: tiny-smoke')")
+        page.locator("#pipeline-base-model textarea, #pipeline-base-model input").first.fill(tiny_model_dir)
+        for elem_id, number in (("pipeline-n-train", "12"), ("pipeline-eval-rows", "8"), ("pipeline-max-steps", "40")):
+            page.locator(f"#{elem_id} input").fill(number)
+            page.locator(f"#{elem_id} input").press("Tab")
+        page.wait_for_function("() => document.querySelector('#pipeline-yaml')?.innerText.includes('max_steps: 40')")
+        assert "n_train: 12" in page.locator("#pipeline-yaml").inner_text()
+        page.locator("#pipeline-start").click()
+        page.wait_for_function("() => document.querySelector('#pipeline-message textarea')?.value.startsWith('Started pipeline-')")
+        page.wait_for_function("() => document.querySelector('#pipeline-stages')?.innerText.includes('running')", timeout=120_000)
+        screenshot(page, "pipeline-running.png")
+        job = launcher.pipeline_jobs()[0]
+
+        page.reload(wait_until="load")  # the job runs on; the page finds it again, with its settings in the form
+        page.wait_for_function(f"() => document.querySelector('#pipeline-job input')?.value === {job!r}")
+        page.wait_for_function("() => document.querySelector('#pipeline-stages')?.innerText.includes('running')")
+        assert launcher.pipeline_state(job)["state"] == "running"
+        page.wait_for_function(f"() => document.querySelector('#pipeline-base-model textarea, #pipeline-base-model input')?.value === {tiny_model_dir!r}")
+        assert (value("pipeline-config"), value("pipeline-n-train"), value("pipeline-eval-rows"), value("pipeline-max-steps")) == ("tiny-smoke", "12", "8", "40")
+        screenshot(page, "pipeline-reattached.png")
+
+        page.wait_for_function("() => document.querySelector('#pipeline-report')?.innerText.includes('McNemar')", timeout=300_000)
+        assert "finished" in page.locator("#pipeline-state textarea").input_value()
+        stages = page.locator("#pipeline-stages").inner_text()
+        assert stages.count("finished") == 5 and "running" not in stages
+        screenshot(page, "pipeline-report.png")
