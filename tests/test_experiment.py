@@ -118,3 +118,22 @@ def test_with_the_review_pause_qra_trains_on_the_reviewed_rows_and_a_changed_rev
     assert again["stages"]["qra"] != report["stages"]["qra"] and again["stages"]["evaluate"] != report["stages"]["evaluate"]
     assert again["stages"]["qa"] == report["stages"]["qa"]
     assert len((Path(again["stages"]["augment"]) / "train.jsonl").read_text().splitlines()) == 4
+
+
+def test_experiment_review_flag_pauses_after_stage2_and_says_how_to_go_on(tiny_model_dir, tmp_path, shared_data, capsys):
+    import yaml
+
+    from training import rundir
+    from training.cli import main
+
+    config = {**yaml.safe_load(open("configs/tiny-smoke.yaml")), "base_model": tiny_model_dir, "n_train": 6}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    command = ["experiment", "--config", str(tmp_path / "tiny.yaml"), "--root", str(tmp_path / "exp"), "--state-file", str(tmp_path / "stages.json")]
+    assert main([*command, "--review"]) == 3
+    said = capsys.readouterr().err
+    assert "review its reasonings in" in said and "experiment --continue" in said
+    states = rundir.read_json(tmp_path / "stages.json")
+    assert states["state"] == "awaiting-review" and states["review_store"].endswith("store.sqlite")
+    assert [states["stages"][stage]["state"] for stage in ("rgen", "augment", "qa", "qra", "evaluate")] == [
+        "finished", "awaiting-review", "pending", "pending", "pending"
+    ]
