@@ -20,7 +20,13 @@ def test_quick_bench_reports_every_workload_as_json(tiny_model_dir, tmp_path, sh
     }
     results = run_bench(runs["rgen"], runs["qa"], runs["qra"], augmented, quick=True)
     workloads = results["workloads"]
-    assert set(workloads) == {"stage2", "training", "predictions", "memory"}
+    assert set(workloads) == {"stage2", "training", "training_memory", "predictions", "memory"}
+    each_process = [workloads[name] for name in ("stage2", "training", "predictions", "memory")] + list(workloads["training_memory"].values())
+    assert all(workload["peak_rss_mb"] > 100 for workload in each_process)  # every workload in a process of its own
+    assert results["peak_rss_mb"] == max(results["peak_rss_mb"], *(workload["peak_rss_mb"] for workload in each_process))
+    for task in ("rgen", "qa", "qra"):  # the defaults of `train`: memory-lean
+        assert workloads["training_memory"][task]["gradient_checkpointing"] is True
+        assert workloads["training_memory"][task]["tokens_per_s"] > 0
     assert workloads["stage2"]["rows_per_s"] > 0 and workloads["stage2"]["plain"]["tokens_per_s"] > 0 and workloads["stage2"]["speedup"] > 0
     assert workloads["stage2"]["same_greedy_outputs_on_plain_rows"] == 1.0  # batching does not change greedy output
     assert workloads["training"]["tokens_per_s"] > 0 and workloads["training"]["plain"]["tokens_per_s"] > 0

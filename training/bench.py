@@ -21,10 +21,40 @@ from pathlib import Path
 from reasonapp import data, prompts
 from reasonapp.errors import ConfigError, ModelError
 
+RESULT_MARK = "reasonapp-bench-result: "
+
 
 def _peak_rss_mb() -> float:
     """Peak resident memory of this process (all workloads together)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def in_child(function: str, **arguments) -> dict:
+    """Run the workload `function` of this module in a fresh Python process; its figures with that process's peak RSS.
+
+    One process per workload, so that no workload's peak hides another's (and each starts from a clean heap).
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child would report its parent's peak.
+    The child's log goes to this process's stderr.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json,sys;from training import bench;"
+        "r=getattr(bench,sys.argv[1])(**json.loads(sys.argv[2]));"
+        "s=open('/proc/self/status').read();"
+        "r['peak_rss_mb']=round(int(s.split('VmHWM:')[1].split()[0])/1024,1);"
+        "print();print(bench.RESULT_MARK+json.dumps(r))"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", code, function, json.dumps(arguments)], stdout=subprocess.PIPE, text=True, env=env)
+    lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if result.returncode != 0 or not lines:
+        raise ConfigError(f"bench workload {function} failed (exit {result.returncode}); its log is above")
+    return json.loads(lines[-1][len(RESULT_MARK) :])
 
 
 def _new_tokens(tokenizer, texts: list[str]) -> int:
@@ -45,6 +75,7 @@ WORKLOAD_RUNS = {  # the runs each workload reads
     "stage2": ("--rgen-run",),
     "stage2_endpoint": ("--rgen-run",),
     "training": ("--qra-run", "--augmented"),
+    "training_memory": ("--qra-run", "--augmented"),
     "predictions": ("--qa-run", "--qra-run"),
     "memory": ("--qa-run", "--qra-run"),
 }
@@ -234,6 +265,34 @@ def bench_training(augmented: str, base_model: str, steps: int, batch_size: int,
     }
 
 
+def bench_training_memory(task: str, base_model: str, dataset: str | None, rows: int, steps: int, batch_size: int, max_length: int) -> dict:
+    """A training process of `task` at the given settings, as `train` runs it; run through `in_child` for its peak RSS.
+
+    `rows` are sampled and batched by length, so the first step takes the longest rows of the sample: the peak
+    of a longer run on the same data is close to this one.
+    """
+    import tempfile
+
+    from training.sft import TrainConfig, build_trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainConfig(task=task, base_model=base_model, dataset=dataset, limit=rows, max_steps=steps, batch_size=batch_size, max_length=max_length, logging_steps=1, save_steps=10_000, output_dir=tmp)
+        trainer = build_trainer(config, Path(tmp))
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+        real_tokens = int(max(entry.get("num_tokens", 0) for entry in trainer.state.log_history))
+    return {
+        "task": task,
+        "rows": rows,
+        "steps": steps,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "gradient_checkpointing": config.gradient_checkpointing,
+        "tokens_per_s": round(real_tokens / seconds, 1),
+    }
+
+
 def _qa_latencies(classifiers, texts: list[str]) -> tuple[list[float], list]:
     """Milliseconds per one-text Q->A prediction, and the label probabilities each gets."""
     for text in texts[:2]:  # warm-up, at the batch size measured
@@ -413,13 +472,14 @@ def bench_memory(qa_run: str, qra_run: str) -> dict:
 
 def run_bench(rgen_run: str, qa_run: str, qra_run: str, augmented: str, quick: bool = False, only: list[str] | None = None) -> dict:
     """The selected workloads (default: all but stage2_endpoint, which needs llama-cpp-python's server), each given
-    only the runs it uses; `rgen_run` may be `base:<model>` for the Stage 2 workloads (no Stage 1)."""
+    only the runs it uses and run in a process of its own (`in_child`: its peak RSS is its own); `rgen_run` may be
+    `base:<model>` for the Stage 2 workloads (no Stage 1)."""
     import torch
 
     from training import rundir
     from training.augment import BASE_PREFIX
 
-    selected = only or ["stage2", "training", "predictions", "memory"]
+    selected = only or ["stage2", "training", "training_memory", "predictions", "memory"]
     unknown = sorted(set(selected) - set(WORKLOAD_RUNS))
     if unknown:
         raise ConfigError(f"unknown bench workloads {unknown}; choose from {sorted(WORKLOAD_RUNS)}")
@@ -439,20 +499,31 @@ def run_bench(rgen_run: str, qa_run: str, qra_run: str, augmented: str, quick: b
         "model": base_model,
         "workloads": {},
     }
+    workloads = results["workloads"]  # each in a process of its own, with that process's peak RSS
     if "stage2" in selected:
-        results["workloads"]["stage2"] = bench_stage2(rgen_run, rows=48 if quick else 256, plain_rows=6 if quick else 24, batch_size=32)
+        workloads["stage2"] = in_child("bench_stage2", rgen_run=rgen_run, rows=48 if quick else 256, plain_rows=6 if quick else 24, batch_size=32)
     if "stage2_endpoint" in selected:
-        results["workloads"]["stage2_endpoint"] = bench_stage2_endpoint(
-            rgen_run, rows=16 if quick else 256, sequential_rows=4 if quick else 64, batch_size=32
+        workloads["stage2_endpoint"] = in_child(
+            "bench_stage2_endpoint", rgen_run=rgen_run, rows=16 if quick else 256, sequential_rows=4 if quick else 64, batch_size=32
         )
     if "training" in selected:
-        results["workloads"]["training"] = bench_training(augmented, base_model, steps=6 if quick else 200, batch_size=8, max_length=256)
+        workloads["training"] = in_child("bench_training", augmented=augmented, base_model=base_model, steps=6 if quick else 200, batch_size=8, max_length=256)
+    if "training_memory" in selected:  # the default settings of `train`, per task
+        datasets = {"rgen": None, "qa": None, "qra": augmented}
+        workloads["training_memory"] = {
+            task: in_child(
+                "bench_training_memory", task=task, base_model=base_model, dataset=dataset,
+                rows=16 if quick else 200, steps=2 if quick else 6, batch_size=8, max_length=256,
+            )
+            for task, dataset in datasets.items()
+        }
     if "predictions" in selected:
-        results["workloads"]["predictions"] = bench_predictions(
-            qa_run, qra_run, texts_count=20 if quick else 100, stream_count=3 if quick else 10, compiled=not quick
+        workloads["predictions"] = in_child(
+            "bench_predictions", qa_run=qa_run, qra_run=qra_run, texts_count=20 if quick else 100, stream_count=3 if quick else 10, compiled=not quick
         )
     if "memory" in selected:
-        results["workloads"]["memory"] = bench_memory(qa_run, qra_run)
-    results["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+        workloads["memory"] = bench_memory(qa_run, qra_run)
+    children = [w.get("peak_rss_mb", 0) for w in workloads.values()] + [w.get("peak_rss_mb", 0) for w in workloads.get("training_memory", {}).values()]
+    results["peak_rss_mb"] = round(max([_peak_rss_mb(), *children]), 1)
     results["wall_s"] = round(time.time() - started, 1)
     return results
