@@ -191,6 +191,8 @@ def state_line(state: dict) -> str:
         line += f". Stage 2 is done: its reasonings are in {state['review_store']}. " + REVIEW_HOW.format(store=state["review_store"])
     elif state["error"]:
         line += f": {state['error']}"
+    elif state["state"] == "finished":
+        line += f" · the stages took {sum(stage.get('wall_s') or 0 for stage in state['stages']):.0f} s"
     return line
 
 
@@ -277,7 +279,7 @@ def build_pipeline_tab(blocks: gr.Blocks, default_base_model: str | None = None,
             job = gr.Dropdown(jobs, value=jobs[0] if jobs else None, label="Pipeline job", allow_custom_value=True, elem_id="pipeline-job")
             state = gr.Textbox(label="State", interactive=False, lines=2, elem_id="pipeline-state")
             stages = gr.Dataframe(pd.DataFrame(columns=STAGE_COLUMNS), interactive=False, elem_id="pipeline-stages")
-            log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, interactive=False, elem_id="pipeline-log")
+            log = gr.Textbox(label="Log (last lines)", lines=12, max_lines=12, interactive=False, elem_id="pipeline-log")
             report = gr.Markdown(elem_id="pipeline-report")
             confusion = gr.Image(label="Confusion matrices", type="filepath", interactive=False)
 
