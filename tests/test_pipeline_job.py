@@ -99,6 +99,12 @@ def test_the_review_pause_waits_and_continue_trains_qra_on_the_reviewed_rows_onl
     assert state["review_store"] and "REASONAPP_STORE=" in state["error"]
     with pytest.raises(ReasonappError, match="nothing is reviewed yet"):
         launcher.continue_pipeline(job_dir)
+    from reasonapp.ui.pipeline import pipeline_continue, pipeline_view
+
+    line, table, *_ = pipeline_view(str(job_dir))  # the page names the store, how to review it, and Continue
+    assert f"REASONAPP_STORE={state['review_store']}" in line and "click Continue" in line
+    assert table["state"].tolist() == ["finished", "awaiting-review", "pending", "pending", "pending"]
+    assert "nothing is reviewed yet" in pipeline_continue(str(job_dir))
     with pytest.raises(ReasonappError, match="waits for the review"):
         launcher.resume_pipeline(job_dir)
 
