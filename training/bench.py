@@ -265,7 +265,7 @@ def bench_training(augmented: str, base_model: str, steps: int, batch_size: int,
     }
 
 
-def bench_training_memory(task: str, base_model: str, dataset: str | None, rows: int, steps: int, batch_size: int, max_length: int) -> dict:
+def bench_training_memory(task: str, base_model: str, dataset: str | None, rows: int, steps: int, batch_size: int, max_length: int, gradient_checkpointing: bool = True) -> dict:
     """A training process of `task` at the given settings, as `train` runs it; run through `in_child` for its peak RSS.
 
     `rows` are sampled and batched by length, so the first step takes the longest rows of the sample: the peak
@@ -276,7 +276,7 @@ def bench_training_memory(task: str, base_model: str, dataset: str | None, rows:
     from training.sft import TrainConfig, build_trainer
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = TrainConfig(task=task, base_model=base_model, dataset=dataset, limit=rows, max_steps=steps, batch_size=batch_size, max_length=max_length, logging_steps=1, save_steps=10_000, output_dir=tmp)
+        config = TrainConfig(task=task, base_model=base_model, dataset=dataset, limit=rows, max_steps=steps, batch_size=batch_size, max_length=max_length, logging_steps=1, save_steps=10_000, output_dir=tmp, gradient_checkpointing=gradient_checkpointing)
         trainer = build_trainer(config, Path(tmp))
         started = time.perf_counter()
         trainer.train()
@@ -508,15 +508,16 @@ def run_bench(rgen_run: str, qa_run: str, qra_run: str, augmented: str, quick: b
         )
     if "training" in selected:
         workloads["training"] = in_child("bench_training", augmented=augmented, base_model=base_model, steps=6 if quick else 200, batch_size=8, max_length=256)
-    if "training_memory" in selected:  # the default settings of `train`, per task
+    if "training_memory" in selected:  # the default settings of `train`, per task; Q->RA again without checkpointing
+        sizes = {"rows": 16 if quick else 200, "steps": 2 if quick else 6, "batch_size": 8, "max_length": 256}
         datasets = {"rgen": None, "qa": None, "qra": augmented}
         workloads["training_memory"] = {
-            task: in_child(
-                "bench_training_memory", task=task, base_model=base_model, dataset=dataset,
-                rows=16 if quick else 200, steps=2 if quick else 6, batch_size=8, max_length=256,
-            )
-            for task, dataset in datasets.items()
+            task: in_child("bench_training_memory", task=task, base_model=base_model, dataset=dataset, **sizes) for task, dataset in datasets.items()
         }
+        if not quick:
+            workloads["training_memory"]["qra_without_checkpointing"] = in_child(
+                "bench_training_memory", task="qra", base_model=base_model, dataset=augmented, gradient_checkpointing=False, **sizes
+            )
     if "predictions" in selected:
         workloads["predictions"] = in_child(
             "bench_predictions", qa_run=qa_run, qra_run=qra_run, texts_count=20 if quick else 100, stream_count=3 if quick else 10, compiled=not quick
