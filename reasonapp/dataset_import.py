@@ -203,7 +203,10 @@ def read_upload(paths: list[str | os.PathLike]) -> RawData:
         for path in files:
             split = _split_of(path)
             if split is None:
-                raise DataError(f"{path.name}: with several files, name each by its split (train, validation, test), e.g. train.csv")
+                raise DataError(
+                    f"{path.name}: with several files, name each by its split (train, validation, test), e.g. train.csv; "
+                    "to read another single file instead, clear the upload first"
+                )
             if split in named:
                 raise DataError(f"two files for the {split} split: {named[split].name} and {path.name}")
             named[split] = path

@@ -9,7 +9,8 @@ import gradio as gr
 from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET, load_classification_dataset
 from reasonapp.models import DEFAULT_BASE_MODEL
 from reasonapp.ui.access import enforce_access, who_is_here
-from reasonapp.ui.compare import CompareHandlers, build_compare_tab
+from reasonapp.ui.compare import CompareHandlers, build_compare_tab, example_texts
+from reasonapp.ui.datasets import DatasetSwitch, build_datasets_tab, dataset_choices, wire_dataset_switch
 from reasonapp.ui.errors import guard_handlers
 from reasonapp.ui.overview import build_overview_tab
 from reasonapp.ui.review import SHORTCUT_SCRIPT, ReviewHandlers, build_review_tab
@@ -30,7 +31,8 @@ def build_app(
     sync=None,
     log_decisions: bool = True,
 ) -> gr.Blocks:
-    """The app on `dataset`; `notice` is a line under the title (e.g. that the demo is open)."""
+    """The app, opening on `dataset` (each page may switch to another); `notice` is a line under the title (e.g. that
+    the demo is open)."""
     data = load_classification_dataset(dataset)
     demo = demo_mode() if demo is None else demo
     review = ReviewHandlers(
@@ -46,15 +48,26 @@ def build_app(
         blocks.load(who_is_here, None, identity, api_visibility="private")
         if notice:
             gr.Markdown(notice, elem_id="app-notice")
+        app_dataset = gr.State(dataset)  # this page's dataset: a switch here does not switch anyone else's page
+        with gr.Row():
+            chosen = gr.Dropdown(
+                dataset_choices(dataset), value=dataset, label="Dataset", allow_custom_value=True, scale=2, elem_id="app-dataset",
+                info="the whole app works on it: Overview, Train's default, the review queue, Compare's labels",
+            )
+            switch_message = gr.Markdown(elem_id="app-dataset-message")
         with gr.Tabs():
             with gr.Tab("Overview", id="overview"):
-                build_overview_tab(data, base_model)
+                overview = build_overview_tab(data, base_model)
+            with gr.Tab("Datasets", id="datasets"):
+                build_datasets_tab(chosen, dataset)
             with gr.Tab("Train", id="train"):
-                build_train_tab(base_model, demo_mode=demo)
+                task, train_dataset = build_train_tab(base_model, demo_mode=demo, app_dataset=dataset, app_dataset_state=app_dataset)
             with gr.Tab("Review", id="review"):
-                build_review_tab(review, blocks, signed_in_names=on_space)
+                review_dataset, stage2_dataset = build_review_tab(review, blocks, signed_in_names=on_space)
             with gr.Tab("Compare", id="compare"):
-                build_compare_tab(CompareHandlers(), data.label_names)
+                compare = build_compare_tab(CompareHandlers(), data.label_names, example_texts(data))
+        switch = DatasetSwitch(review)
+        wire_dataset_switch(switch, chosen, app_dataset, switch_message, task, train_dataset, [*overview, train_dataset, review_dataset, stage2_dataset, *compare])
     guard_handlers(blocks)  # after every tab: no handler shows a bare "Error"
     enforce_access(blocks)  # and none runs for a caller whose role does not allow it (REASONAPP_ADMINS / _REVIEWERS)
     return blocks

@@ -38,6 +38,38 @@ EXAMPLES = [
 ]
 
 
+def gold_choices(label_names: list[str]) -> list[str]:
+    """The Disagreements tab's gold-label filter: all rows, or one label of the app's dataset."""
+    return ["all", *label_names]
+
+
+def example_texts(data, count: int = 4) -> list[str]:
+    """Texts to try: the hand-picked ones for the default dataset, else the first test text of each label."""
+    from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET
+
+    if data.source == DEFAULT_CLASSIFICATION_DATASET:
+        return list(EXAMPLES)
+    split = data.splits["test"] if "test" in data.splits else data.splits[next(iter(data.splits))]
+    texts: dict[int, str] = {}
+    for text, label in zip(split["text"], split["label"], strict=True):
+        texts.setdefault(label, text[:MAX_TEXT_CHARS])
+        if len(texts) == count:
+            break
+    return list(texts.values())
+
+
+def check_same_labels(runs: dict[str, str]) -> None:
+    """Refuse to compare a Q→A and a Q→RA run trained on different label sets (each run's config.json names them)."""
+    if len(runs) < 2:
+        return
+    labels = {side: rundir.read_json(Path(path) / rundir.CONFIG, {}).get("label_names") for side, path in runs.items()}
+    if labels["qa"] and labels["qra"] and set(labels["qa"]) != set(labels["qra"]):
+        raise ReasonappError(
+            f"These runs were trained on different label sets: the Q→A run {Path(runs['qa']).name} on {labels['qa']}, "
+            f"the Q→RA run {Path(runs['qra']).name} on {labels['qra']}; compare runs trained on the same dataset's labels"
+        )
+
+
 def resolve_run(value: str | None) -> str | None:
     """A run of the workspace as is; a Hub id downloaded (pushed runs keep the run layout).
 
@@ -80,6 +112,7 @@ class CompareHandlers:
         key = tuple(sorted(runs.items()))
         self.loaded_in_s = None
         if key != self._key:
+            check_same_labels(runs)
             if "qa" in runs:  # only a qa run can be scored there: a clear error before any model loads
                 side_configs({"qa": runs["qa"]})
             self._classifiers, self._key = None, None  # free the old model before loading the next
@@ -243,6 +276,7 @@ def start_paired_evaluation(qa_run: str | None, qra_run: str | None, dataset: st
     try:
         runs = {"qa": resolve_run(qa_run), "qra": resolve_run(qra_run)}
         side_configs(runs)
+        check_same_labels(runs)
         for run in runs.values():
             if (Path(run) / rundir.STATUS).is_file() and launcher.run_state(run)["state"] != "finished":
                 return gr.update(), f"Not evaluated: {Path(run).name} has not finished training."
@@ -296,7 +330,8 @@ def refresh_paired_evaluations(seen):
     return gr.update(choices=list(current)), current
 
 
-def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None:
+def build_compare_tab(handlers: CompareHandlers, label_names: list[str], examples: list[str] | None = None) -> tuple[gr.Dropdown, gr.Dataset]:
+    """The tab; returns (gold-label filter, examples) for the app-wide dataset switch."""
     with gr.Row():
         # the newest finished run of each side is picked, so a text can be classified at once (the demo runs on a new workspace)
         qa_runs, qra_runs = finished_runs(SIDE_TASKS["qa"]), finished_runs(SIDE_TASKS["qra"])
@@ -305,7 +340,7 @@ def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None
         refresh = gr.Button("Refresh lists", scale=0)
     with gr.Tab("One text"):
         text = gr.Textbox(label="Text", lines=3, elem_id="compare-text")
-        gr.Examples(EXAMPLES, text)
+        tries = gr.Examples(examples or EXAMPLES, text, elem_id="compare-examples")
         go = gr.Button("Classify", variant="primary", elem_id="compare-go")
         note = gr.Textbox(label="Note", interactive=False, max_lines=2)
         with gr.Row():
@@ -329,7 +364,7 @@ def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None
     with gr.Tab("Disagreements"):
         with gr.Row():
             eval_dir = gr.Dropdown(evaluation_choices(), label="Evaluated split", allow_custom_value=True)
-            gold = gr.Dropdown(["all", *label_names], value="all", label="Gold label")
+            gold = gr.Dropdown(gold_choices(label_names), value="all", label="Gold label", elem_id="compare-gold")
         show = gr.Button("Show rows where Q→A and Q→RA differ")
         table = gr.Dataframe(interactive=False, wrap=True)
     with gr.Tab("Comparison reports"):
@@ -389,3 +424,4 @@ def build_compare_tab(handlers: CompareHandlers, label_names: list[str]) -> None
     pair_timer = gr.Timer(POLL_SECONDS)
     pair_timer.tick(refresh_paired_evaluations, pairs_seen, [pair_dir, pairs_seen], api_visibility="private", show_progress="hidden")
     pair_timer.tick(poll_paired_evaluation, [pair_dir, pair_seen], [*pair_view, pair_seen], api_visibility="private", show_progress="hidden")
+    return gold, tries.dataset

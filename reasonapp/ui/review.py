@@ -472,8 +472,11 @@ class ReviewHandlers:
         return self._resolve(session, reviewer, Status.REJECTED.value, None)
 
 
-def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names: bool = False) -> None:
-    """The tab; with `signed_in_names` (a Space) decisions carry the signed-in user's name and no name field shows."""
+def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names: bool = False) -> tuple[gr.Dropdown, gr.Textbox]:
+    """The tab; with `signed_in_names` (a Space) decisions carry the signed-in user's name and no name field shows.
+
+    Returns (dataset filter, Stage 2 dataset) for the app-wide dataset switch; a new dataset filter reloads the queue.
+    """
     session = gr.State(ReviewSession())
     with gr.Row():
         with gr.Column(scale=3):
@@ -606,7 +609,9 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     demo.load(handlers.quality_overview, dataset, quality, api_visibility="private")
     apply.click(handlers.agreement, dataset, agreement, api_name="review_agreement")
     demo.load(handlers.agreement, dataset, agreement, api_visibility="private")
-    dataset.change(handlers.dataset_changed, dataset, label, api_visibility="private")
+    dataset.change(handlers.dataset_changed, dataset, label, api_visibility="private").then(
+        handlers.load_queue, [*filters, reviewer], outputs, api_visibility="private"
+    )
     accept.click(handlers.accept, [session, reasoning, reviewer], outputs, api_name="review_accept")
     save.click(handlers.save_edit, [session, reasoning, reviewer], outputs, api_name="review_save")
     reject.click(handlers.reject, [session, reasoning, reviewer], outputs, api_name="review_reject")
@@ -634,3 +639,4 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     stage2_job.change(handlers.stage2_state, stage2_job, stage2_line, api_name="review_stage2_state")
     gr.Timer(POLL_SECONDS).tick(handlers.stage2_state, stage2_job, stage2_line, api_visibility="private", show_progress="hidden")
     demo.load(handlers.stage2_reattach, None, [stage2_job, stage2_line], api_visibility="private")
+    return dataset, stage2_dataset

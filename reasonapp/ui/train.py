@@ -100,6 +100,21 @@ def runs_table() -> pd.DataFrame:
 refresh_run_lists = refresh_on_change(rundir.runs_signature, lambda: gr.update(choices=run_choices()), runs_table)
 
 
+def dataset_after_switch(task: str | None, app_dataset: str, typed: str | None) -> str:
+    """The Dataset field when the page switches dataset: a qa run trains on the app's dataset; rgen, qra and qar
+    read other data (a reasoning set, an export), so what is typed there stays."""
+    return app_dataset if task == "qa" else (typed or "")
+
+
+def task_dataset(task: str | None, app_dataset: str, typed: str | None) -> str:
+    """The Dataset field when the task changes: the app's dataset for qa, empty (the task's default) for the others;
+    a value the user typed (neither empty nor the app's dataset) stays."""
+    typed = (typed or "").strip()
+    if typed and typed != app_dataset:
+        return typed
+    return app_dataset if task == "qa" else ""
+
+
 def show_command(*form):
     """(the command, the Run directory field): an empty field gets the directory named in the command, which Start then uses."""
     try:
@@ -226,12 +241,18 @@ def push_run(run_dir: str | None, repo_id: str, private: bool, merged: bool, oau
     return f"Pushed {len(result['files'])} files: {result['commit_url']}"
 
 
-def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
+def build_train_tab(
+    default_base_model: str, demo_mode: bool = False, app_dataset: str = "", app_dataset_state: gr.State | None = None
+) -> tuple[gr.Radio, gr.Textbox]:
+    """The tab; returns (task, dataset field) for the app-wide dataset switch, which fills the field for qa."""
     with gr.Row():
         with gr.Column(scale=1):
             task = gr.Radio(list(TASKS), value="qa", label="Task", info="rgen: Stage 1 · qa: Q→A · qra: Q→RA · qar: Q→AR")
             base_model = gr.Textbox(default_base_model, label="Base model", max_lines=1, elem_id="train-base-model")
-            dataset = gr.Textbox("", label="Dataset", max_lines=1, placeholder="empty: the task's default; qra/qar: an exported augmented dataset", elem_id="train-dataset")
+            dataset = gr.Textbox(
+                app_dataset, label="Dataset", max_lines=1, elem_id="train-dataset",
+                placeholder="empty: the task's default; qa: the app's dataset; qra/qar: an exported augmented dataset",
+            )
             with gr.Row():
                 limit = gr.Number(2000, label="Sample limit (0 = all)", precision=0, minimum=0, elem_id="train-limit")
                 epochs = gr.Number(1, label="Epochs", minimum=0.01)
@@ -293,6 +314,8 @@ def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
     with gr.Accordion("Past runs", open=False):
         table = gr.Dataframe(runs_table(), interactive=False)
 
+    if app_dataset_state is not None:
+        task.input(task_dataset, [task, app_dataset_state, dataset], dataset, api_visibility="private")
     form = [task, base_model, dataset, limit, epochs, max_steps, learning_rate, batch_size, lora_r, seed, output_dir]
     show.click(show_command, form, [command, output_dir], api_name="train_show_command")
     if not demo_mode:
@@ -312,3 +335,4 @@ def build_train_tab(default_base_model: str, demo_mode: bool = False) -> None:
     if not demo_mode:
         again.click(resume, run, message, api_name="train_resume")
     evaluate_button.click(evaluate, [run, eval_limit, eval_dataset, eval_split], message, api_name="train_evaluate")
+    return task, dataset

@@ -1,0 +1,212 @@
+"""Datasets tab and the app-wide dataset switch.
+
+The tab reads an upload (one file, or one per split) or a Hub id / directory, shows a preview, the label counts per
+split and how a single file is split, and saves it into the workspace (`reasonapp.dataset_import`); nothing is
+written until Save, and a refused save writes nothing. The switch is the "Dataset" dropdown at the top of the page:
+each page keeps its own choice (`gr.State`), and a change reaches the Overview, the Train tab's dataset field, the
+Review tab's dataset filter and Stage 2 field, and the Compare tab's gold labels and examples.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from reasonapp import dataset_import
+from reasonapp.access import ADMIN
+from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET, ClassificationData, load_classification_dataset
+from reasonapp.errors import ReasonappError
+from reasonapp.ui.access import current_caller, current_policy
+from reasonapp.ui.compare import example_texts, gold_choices
+from reasonapp.ui.overview import dataset_line, dataset_table
+from reasonapp.ui.train import dataset_after_switch
+
+UPLOAD_TYPES = list(dataset_import.UPLOAD_FORMATS)
+
+
+def dataset_choices(app_dataset: str) -> list[tuple[str, str]]:
+    """The switch's choices: the app's dataset, the default, then the workspace's imported datasets (by directory)."""
+    choices = [(app_dataset, app_dataset)]
+    if app_dataset != DEFAULT_CLASSIFICATION_DATASET:
+        choices.append((DEFAULT_CLASSIFICATION_DATASET, DEFAULT_CLASSIFICATION_DATASET))
+    choices += [(f"{path.name} (workspace)", str(path)) for path in dataset_import.workspace_datasets() if str(path) != app_dataset]
+    return choices
+
+
+def _listed(choice: str, app_dataset: str) -> bool:
+    return choice in {value for _, value in dataset_choices(app_dataset)}
+
+
+# -- the Datasets tab ---------------------------------------------------------------------------------
+
+
+def _number(value, default: float) -> float:
+    return default if value in (None, "") else float(value)
+
+
+def _label_names(text: str | None) -> list[str] | None:
+    names = [name.strip() for name in (text or "").split(",") if name.strip()]
+    return names or None
+
+
+def _raw(files, source):
+    """The upload if there is one, else the Hub id or directory typed in."""
+    paths = [getattr(f, "name", f) for f in files or []]
+    if paths:
+        return dataset_import.read_upload(paths)
+    if (source or "").strip():
+        return dataset_import.read_source(source)
+    raise ReasonappError("Upload a file (CSV, JSONL, parquet), one per split, or type a Hub id or directory above.")
+
+
+def counts_frame(plan: dataset_import.ImportPlan) -> pd.DataFrame:
+    """Rows per label (one row each) and split (one column each), with a total row."""
+    counts = plan.label_counts()
+    rows = [[name, *(counts[split][name] for split in counts)] for name in plan.label_names]
+    rows.append(["all labels", *(sum(counts[split].values()) for split in counts)])
+    return pd.DataFrame(rows, columns=["label", *counts])
+
+
+def inspect_dataset(files, source, text_column, label_column, label_names, validation_fraction, test_fraction, seed):
+    """(text column, label column, preview, label counts, message): what Save would write, nothing written."""
+    columns, preview = (gr.update(), gr.update()), pd.DataFrame()
+    try:
+        raw = _raw(files, source)
+        columns = (
+            gr.update(choices=raw.columns, value=text_column if text_column in raw.columns else raw.text_column),
+            gr.update(choices=raw.columns, value=label_column if label_column in raw.columns else raw.label_column),
+        )
+        preview = raw.preview()
+        plan = dataset_import.plan_import(
+            raw,
+            text_column if text_column in raw.columns else None,
+            label_column if label_column in raw.columns else None,
+            _label_names(label_names),
+            _number(validation_fraction, dataset_import.DEFAULT_VALIDATION_FRACTION),
+            _number(test_fraction, dataset_import.DEFAULT_TEST_FRACTION),
+            int(_number(seed, 0)),
+        )
+    except ReasonappError as error:
+        return *columns, preview, pd.DataFrame(), f"Not ready to save: {error}"
+    kind = "integer ids" if plan.label_kind == "integer" else "names"
+    message = f"{len(plan.label_names)} labels ({kind}): {', '.join(plan.label_names)}. {plan.split_note()} Name it and Save."
+    return *columns, preview, counts_frame(plan), message
+
+
+def read_dataset(files, source, label_names, validation_fraction, test_fraction, seed):
+    """A new upload or source: its columns with the text and label columns guessed."""
+    return inspect_dataset(files, source, None, None, label_names, validation_fraction, test_fraction, seed)
+
+
+def save_dataset(files, source, text_column, label_column, label_names, validation_fraction, test_fraction, seed, name, home_dataset):
+    """(message, the app's Dataset dropdown): saved under <workspace>/datasets/<name> and selected, or refused, writing nothing.
+
+    `home_dataset` is the one the app opened on (first in the dropdown's choices)."""
+    try:
+        dataset_import.check_name(name)
+        raw = _raw(files, source)
+        plan = dataset_import.plan_import(
+            raw, text_column or None, label_column or None, _label_names(label_names),
+            _number(validation_fraction, dataset_import.DEFAULT_VALIDATION_FRACTION),
+            _number(test_fraction, dataset_import.DEFAULT_TEST_FRACTION), int(_number(seed, 0)),
+        )
+        saved = dataset_import.save_import(plan, name)
+    except ReasonappError as error:
+        return f"Not saved: {error}", gr.skip()
+    message = f"Saved {saved.name} to {saved}. {plan.split_note()} It is now the app's dataset."
+    return message, gr.update(choices=dataset_choices(home_dataset), value=str(saved))
+
+
+def build_datasets_tab(app_dataset_dropdown: gr.Dropdown, home_dataset: str) -> None:
+    """The tab; a saved dataset is added to `app_dataset_dropdown` and selected there (which switches the page)."""
+    gr.Markdown(
+        "Bring your own classification data: **upload** one file (CSV, JSONL or parquet; it is split into train, validation "
+        "and test by label with a seed) or one file per split named `train`, `validation`, `test`; or type a **Hub id** or a "
+        "**directory** of split files. Check the preview and the label counts, choose the text and label columns, name it, "
+        f"Save: it goes to `workspace/datasets/<name>` and becomes the app's dataset. Files over "
+        f"{dataset_import.max_file_bytes() / 1e6:g} MB are refused (REASONAPP_MAX_UPLOAD_MB)."
+    )
+    with gr.Row():
+        files = gr.File(label="Upload", file_count="multiple", file_types=UPLOAD_TYPES, elem_id="dataset-files", scale=2)
+        with gr.Column(scale=2):
+            source = gr.Textbox(label="…or a Hub id or directory", max_lines=1, placeholder="dair-ai/emotion or /path/to/dir", elem_id="dataset-source")
+            read = gr.Button("Read", elem_id="dataset-read")
+    with gr.Row():
+        text_column = gr.Dropdown([], label="Text column", elem_id="dataset-text-column")
+        label_column = gr.Dropdown([], label="Label column", elem_id="dataset-label-column")
+        label_names = gr.Textbox(
+            label="Label names (optional)", max_lines=1, elem_id="dataset-label-names",
+            info="comma-separated, in id order for integer labels (0, 1, …); empty: the labels name themselves",
+        )
+    with gr.Row():
+        validation_fraction = gr.Number(dataset_import.DEFAULT_VALIDATION_FRACTION, label="Validation share (one file)", minimum=0, maximum=0.89, elem_id="dataset-validation-fraction")
+        test_fraction = gr.Number(dataset_import.DEFAULT_TEST_FRACTION, label="Test share (one file)", minimum=0, maximum=0.89, elem_id="dataset-test-fraction")
+        seed = gr.Number(0, label="Split seed", precision=0, elem_id="dataset-seed")
+    with gr.Row():
+        name = gr.Textbox(label="Name", max_lines=1, max_length=dataset_import.MAX_NAME_CHARS, elem_id="dataset-name",
+                          info="letters, digits, '.', '_' and '-'; a name in use is refused")
+        save = gr.Button("Save", variant="primary", elem_id="dataset-save")
+    message = gr.Textbox(label="Message", interactive=False, lines=2, elem_id="dataset-message")
+    preview = gr.Dataframe(label="Preview (first rows)", interactive=False, wrap=True, elem_id="dataset-preview")
+    counts = gr.Dataframe(label="Label counts per split (as it would be saved)", interactive=False, elem_id="dataset-label-counts")
+
+    settings = [label_names, validation_fraction, test_fraction, seed]
+    shown = [text_column, label_column, preview, counts, message]
+    files.change(read_dataset, [files, source, *settings], shown, api_visibility="private")
+    read.click(read_dataset, [files, source, *settings], shown, api_visibility="private")
+    source.submit(read_dataset, [files, source, *settings], shown, api_visibility="private")
+    chosen = [files, source, text_column, label_column, *settings]
+    for component in (text_column, label_column):
+        component.input(inspect_dataset, chosen, shown, api_visibility="private")
+    for component in settings:  # typed values: read when the field is left or Enter pressed
+        component.submit(inspect_dataset, chosen, shown, api_visibility="private")
+        component.blur(inspect_dataset, chosen, shown, api_visibility="private")
+    save.click(save_dataset, [*chosen, name, gr.State(home_dataset)], [message, app_dataset_dropdown], api_visibility="private")
+
+
+# -- the app-wide switch ------------------------------------------------------------------------------
+
+
+class DatasetSwitch:
+    """Switches one page to another dataset: loads it, then updates every tab that shows or defaults to it."""
+
+    def __init__(self, review_handlers):
+        self.review = review_handlers  # the Review tab's: the store's datasets, the dataset the app opened on
+
+    def load(self, choice: str) -> ClassificationData:
+        """The dataset `choice` names; anyone may pick a listed one, an admin also any Hub id or directory."""
+        if not _listed(choice, self.review.app_dataset) and current_policy().role(current_caller()) != ADMIN:
+            raise ReasonappError(f"{choice[:200]!r} is not offered here: pick a dataset from the list (others are an admin's to open)")
+        return load_classification_dataset(choice)
+
+    def switch(self, choice: str | None, current: str, task: str | None, train_dataset: str | None):
+        """(this page's dataset, dropdown, message, overview line, overview table, Train dataset, Review dataset filter,
+        Stage 2 dataset, Compare gold labels, Compare examples); a bad choice keeps the current dataset."""
+        choice = (choice or "").strip()
+        unchanged = (gr.skip(),) * 7
+        if not choice or choice == current:
+            return current, gr.skip(), gr.skip(), *unchanged
+        try:
+            data = self.load(choice)
+        except ReasonappError as error:
+            return current, gr.update(value=current), f"Kept {current}: {error}", *unchanged
+        held = self.review.dataset_choices()
+        message = f"Dataset: {choice} ({len(data.label_names)} labels: {', '.join(data.label_names)})."
+        table = pd.DataFrame(dataset_table(data), columns=["split", "rows", *data.label_names])  # the columns are the new labels
+        return (
+            choice,
+            gr.skip(),
+            message,
+            dataset_line(data),
+            table,
+            dataset_after_switch(task, choice, train_dataset),
+            gr.update(choices=[choice, *(d for d in held if d != choice)], value=choice),
+            choice,
+            gr.update(choices=gold_choices(data.label_names), value="all"),
+            gr.update(samples=[[text] for text in example_texts(data)]),
+        )
+
+
+def wire_dataset_switch(switch: DatasetSwitch, dropdown: gr.Dropdown, state: gr.State, message, task, train_dataset, outputs: list) -> None:
+    """`outputs`: overview line, overview table, Train dataset, Review dataset, Stage 2 dataset, Compare gold, Compare examples."""
+    dropdown.change(switch.switch, [dropdown, state, task, train_dataset], [state, dropdown, message, *outputs], api_visibility="private")

@@ -1,0 +1,222 @@
+"""The Datasets tab and the app-wide dataset switch: upload, preview, save through the tab's handlers; the switch
+reaching Overview, Train, Review and Compare; Compare refusing runs of different label sets; and the same in a browser."""
+
+import contextvars
+import json
+import re
+
+import gradio as gr
+import pytest
+
+from reasonapp import dataset_import
+from reasonapp.access import Policy
+from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET
+from tests.test_dataset_import import listing, ticket_rows, write_csv, write_jsonl
+from tests.ui_helpers import browser_page, launched, screenshot
+
+SETTINGS = ["", 0.1, 0.1, 0]  # label names, validation share, test share, seed
+
+
+@pytest.fixture
+def workspace():
+    from reasonapp import settings
+
+    return settings.workspace_dir()
+
+
+@pytest.fixture
+def tickets_csv(tmp_path):
+    return write_csv(tmp_path / "upload" / "tickets.csv", ticket_rows(20))
+
+
+def test_upload_preview_then_save_selects_it(tickets_csv, workspace):
+    from reasonapp.ui.datasets import read_dataset, save_dataset
+
+    text_column, label_column, preview, counts, message = read_dataset([str(tickets_csv)], "", *SETTINGS)
+    assert (text_column["value"], label_column["value"]) == ("message", "category")
+    assert text_column["choices"] == ["message", "category"] and len(preview) == dataset_import.PREVIEW_ROWS
+    assert counts.to_dict("records") == [
+        {"label": "billing", "train": 16, "validation": 2, "test": 2},
+        {"label": "bug", "train": 16, "validation": 2, "test": 2},
+        {"label": "praise", "train": 16, "validation": 2, "test": 2},
+        {"label": "all labels", "train": 48, "validation": 6, "test": 6},
+    ]
+    assert "3 labels (names): billing, bug, praise" in message
+    assert "split by label (stratified), seed 0: validation 10%, test 10%" in message
+    assert not (workspace / "datasets").exists()  # reading writes nothing
+
+    message, dropdown = save_dataset([str(tickets_csv)], "", "message", "category", *SETTINGS, "tickets", DEFAULT_CLASSIFICATION_DATASET)
+    saved = workspace / "datasets" / "tickets"
+    assert message.startswith(f"Saved tickets to {saved}. One file split by label (stratified), seed 0") and (saved / "provenance.json").is_file()
+    assert "Rows: train 48, validation 6, test 6." in message
+    assert dropdown["value"] == str(saved) and ("tickets (workspace)", str(saved)) in dropdown["choices"]
+
+
+def test_a_bad_upload_shows_why_in_the_message_and_save_writes_nothing(tmp_path, workspace):
+    from reasonapp.ui.datasets import read_dataset, save_dataset
+
+    mixed = write_jsonl(tmp_path / "up" / "mixed.jsonl", [{"text": t, "label": 2 if i % 3 == 0 else label} for i, (t, label) in enumerate(ticket_rows(5))])
+    *_, counts, message = read_dataset([str(mixed)], "", *SETTINGS)
+    assert message.startswith("Not ready to save: the label column 'label' mixes integer ids") and counts.empty
+    before = listing(workspace)
+    message, dropdown = save_dataset([str(mixed)], "", "text", "label", *SETTINGS, "mixed", DEFAULT_CLASSIFICATION_DATASET)
+    assert message.startswith("Not saved: the label column 'label' mixes integer ids")
+    assert listing(workspace) == before
+
+    text_only = write_csv(tmp_path / "up2" / "notes.csv", [(t,) for t, _ in ticket_rows(3)], header=("note",))
+    *_, message = read_dataset([str(text_only)], "", *SETTINGS)
+    assert message.startswith("Not ready to save: choose the text column and the label column")
+
+
+def review_handlers(store_path=None):
+    from reasonapp.data import load_classification_dataset
+    from reasonapp.ui.review import ReviewHandlers
+
+    data = load_classification_dataset(DEFAULT_CLASSIFICATION_DATASET)
+    return ReviewHandlers(store_path, data.label_names, data.task_description, DEFAULT_CLASSIFICATION_DATASET)
+
+
+def test_the_switch_reaches_every_tab_and_a_bad_choice_keeps_the_dataset(tickets_csv, shared_data, tmp_path):
+    from reasonapp.ui.datasets import DatasetSwitch
+
+    saved = str(dataset_import.import_files([tickets_csv], "tickets"))
+    switch = DatasetSwitch(review_handlers(str(tmp_path / "store.sqlite")))
+    state, dropdown, message, overview, table, train, review, stage2, gold, examples = switch.switch(saved, DEFAULT_CLASSIFICATION_DATASET, "qa", "")
+    assert state == saved and message.startswith(f"Dataset: {saved} (3 labels: billing, bug, praise)")
+    assert f"`{saved}`" in overview and list(table.columns) == ["split", "rows", "billing", "bug", "praise"]
+    assert table.values.tolist() == [["train", 48, 16, 16, 16], ["validation", 6, 2, 2, 2], ["test", 6, 2, 2, 2]]
+    assert train == saved  # a qa run trains on it
+    assert review["value"] == saved and review["choices"][0] == saved and stage2 == saved
+    assert gold["choices"] == ["all", "billing", "bug", "praise"]
+    test_texts = set(json.loads(line)["text"] for line in (tmp_path / "workspace" / "datasets" / "tickets" / "test.jsonl").read_text().splitlines())
+    assert len(examples["samples"]) == 3 and {sample[0] for sample in examples["samples"]} <= test_texts  # one per label, from its test split
+
+    # other tasks keep what is typed in the Train tab's dataset field
+    assert switch.switch(saved, DEFAULT_CLASSIFICATION_DATASET, "qra", "workspace/exports/reviewed")[5] == "workspace/exports/reviewed"
+
+    state, dropdown, message, *rest = switch.switch(str(tmp_path / "nowhere"), saved, "qa", saved)
+    assert state == saved and dropdown["value"] == saved  # the dropdown goes back to the page's dataset
+    assert message.startswith(f"Kept {saved}: ") and "is not a local directory" in message
+    assert rest == [gr.skip()] * 7  # nothing else changes
+
+
+def test_a_visitor_picks_listed_datasets_only(tickets_csv, shared_data, tmp_path):
+    from reasonapp.ui import access
+    from reasonapp.ui.datasets import DatasetSwitch
+
+    saved = str(dataset_import.import_files([tickets_csv], "tickets"))
+    other = tmp_path / "elsewhere"
+    write_jsonl(other / "train.jsonl", [{"text": t, "label": label} for t, label in ticket_rows(3)])
+    switch = DatasetSwitch(review_handlers())
+
+    def as_visitor(choice):
+        def call():
+            access._policy.set(Policy(on_space=True))  # on a Space, anonymous: a visitor
+            return switch.switch(choice, DEFAULT_CLASSIFICATION_DATASET, "qa", "")
+
+        return contextvars.copy_context().run(call)
+
+    assert as_visitor(saved)[0] == saved
+    state, _, message, *_ = as_visitor(str(other))
+    assert state == DEFAULT_CLASSIFICATION_DATASET and "is not offered here: pick a dataset from the list" in message
+
+
+def test_the_train_tabs_dataset_field_follows_the_task():
+    from reasonapp.ui.train import task_dataset
+
+    assert task_dataset("rgen", "/ws/datasets/tickets", "/ws/datasets/tickets") == ""  # Stage 1 reads a reasoning set
+    assert task_dataset("qa", "/ws/datasets/tickets", "") == "/ws/datasets/tickets"
+    assert task_dataset("qra", "/ws/datasets/tickets", "/ws/exports/reviewed") == "/ws/exports/reviewed"  # typed: kept
+
+
+def test_compare_refuses_a_qa_and_a_qra_run_of_different_label_sets(workspace):
+    from reasonapp.errors import ReasonappError
+    from reasonapp.ui.compare import CompareHandlers, check_same_labels, start_paired_evaluation
+    from training import rundir
+
+    runs = {}
+    for name, task, labels in (("qa-emotion", "qa", ["sadness", "joy"]), ("qra-tickets", "qra", ["billing", "bug"]), ("qra-emotion", "qra", ["joy", "sadness"])):
+        runs[name] = workspace / "runs" / name
+        rundir.write_config(runs[name], {"task": task, "label_names": labels, "base_model": "base"})
+        rundir.write_json(runs[name] / rundir.STATUS, {"state": "finished"})
+    said = "These runs were trained on different label sets: the Q→A run qa-emotion on ['sadness', 'joy'], the Q→RA run qra-tickets on ['billing', 'bug']"
+    _, message = start_paired_evaluation(str(runs["qa-emotion"]), str(runs["qra-tickets"]), "", "test", 10)
+    assert message.startswith(f"Not evaluated: {said}")
+    with pytest.raises(ReasonappError, match=re.escape(said)):
+        CompareHandlers().classifiers(str(runs["qa-emotion"]), str(runs["qra-tickets"]))
+    check_same_labels({"qa": str(runs["qa-emotion"]), "qra": str(runs["qra-emotion"])})  # same set, other order: fine
+
+
+# -- in a browser ------------------------------------------------------------------------------------
+
+
+def options_of(page, elem_id: str) -> list[str]:
+    """A Gradio dropdown's choices, as its list shows them when opened."""
+    page.locator(f"#{elem_id} input").click()
+    options = page.locator("ul[role='listbox'] li")
+    options.first.wait_for()
+    texts = [text.replace("✓", "").strip() for text in options.all_inner_texts()]  # ✓ marks the selected one
+    page.keyboard.press("Escape")
+    return texts
+
+
+@pytest.mark.browser
+def test_browser_upload_save_and_switch_reaches_review_and_compare(tickets_csv, tmp_path, shared_data, workspace):
+    from reasonapp.ui.app import build_app
+
+    mixed = write_jsonl(tmp_path / "bad" / "mixed.jsonl", [{"text": t, "label": 1 if i % 2 else label} for i, (t, label) in enumerate(ticket_rows(4))])
+    with launched(build_app(store_path=str(tmp_path / "store.sqlite"))) as url, browser_page() as page:
+        page.goto(url, wait_until="load")
+        page.get_by_role("tab", name="Datasets").click()
+
+        # a bad upload: the message says why, and nothing reaches the workspace
+        before = listing(workspace)
+        page.locator("#dataset-files input[type='file']").set_input_files(str(mixed))
+        page.wait_for_function("() => document.querySelector('#dataset-message textarea')?.value.includes('mixes integer ids')")
+        page.locator("#dataset-name textarea, #dataset-name input").first.fill("mixed")
+        page.locator("#dataset-save").click()
+        page.wait_for_function("() => document.querySelector('#dataset-message textarea')?.value.startsWith('Not saved:')")
+        screenshot(page, "datasets-bad-upload.png")
+        assert listing(workspace) == before
+
+        page.locator("#dataset-files input[type='file']").set_input_files(str(tickets_csv))  # added beside the first file
+        page.wait_for_function("() => document.querySelector('#dataset-message textarea')?.value.includes('name each by its split')")
+        page.locator("#dataset-files button[aria-label='Clear']").click()
+        page.wait_for_function("() => document.querySelector('#dataset-message textarea')?.value.includes('Upload a file')")
+        page.locator("#dataset-files input[type='file']").set_input_files(str(tickets_csv))
+        page.wait_for_function("() => document.querySelector('#dataset-message textarea')?.value.includes('3 labels (names): billing, bug, praise')")
+        assert "stratified" in page.locator("#dataset-message textarea").input_value()
+        assert "billing" in page.locator("#dataset-label-counts").inner_text() and "message" in page.locator("#dataset-preview").inner_text()
+        assert page.locator("#dataset-text-column input").input_value() == "message"
+        page.locator("#dataset-name textarea, #dataset-name input").first.fill("tickets")
+        page.locator("#dataset-save").click()
+        page.wait_for_function("() => document.querySelector('#dataset-message textarea')?.value.startsWith('Saved tickets')")
+        saved = str(workspace / "datasets" / "tickets")
+        page.wait_for_function("() => document.querySelector('#app-dataset-message')?.innerText.includes('3 labels: billing, bug, praise')")
+        assert page.locator("#app-dataset input").input_value() == "tickets (workspace)"
+        screenshot(page, "datasets-saved.png")
+
+        page.get_by_role("tab", name="Overview").click()
+        page.wait_for_function("() => /billing/.test(document.querySelector('#overview-splits')?.innerText ?? '')")
+        assert re.search(r"\btrain\s+48\b", page.locator("#overview-splits").inner_text())
+
+        page.get_by_role("tab", name="Review").click()
+        assert page.locator("#review-dataset input").input_value() == saved
+        page.get_by_text("Generate reasonings (Stage 2, admins)").click()
+        assert page.locator("#stage2-dataset textarea, #stage2-dataset input").first.input_value() == saved
+
+        page.get_by_role("tab", name="Compare").click()
+        example = page.locator("#compare-examples").get_by_text(re.compile(r"\(ticket \w+-\d+\)")).first  # its examples are the tickets' test texts now
+        chosen_text = example.inner_text()
+        example.click()
+        page.wait_for_function("() => document.querySelector('#compare-text textarea')?.value.includes('(ticket')")
+        assert page.locator("#compare-text textarea").input_value() == chosen_text
+        page.get_by_role("tab", name="Disagreements").click()
+        assert options_of(page, "compare-gold") == ["all", "billing", "bug", "praise"]
+        screenshot(page, "datasets-compare-gold.png")
+
+        # another page (another user) still works on the dataset the app opened on
+        other = page.context.browser.new_page()
+        other.goto(url, wait_until="load")
+        other.wait_for_function("() => /sadness/.test(document.querySelector('#overview-splits')?.innerText ?? '')")
+        assert other.locator("#app-dataset input").input_value() == DEFAULT_CLASSIFICATION_DATASET
