@@ -31,6 +31,9 @@ HANDLER_ACTIONS = {
     "resume": "train",
     "evaluate": "evaluate",
     "push_run": "push",
+    # Train tab: a reloaded page reattaches to the run under way
+    "reattach_run": "read",
+    "evaluation_settings": "read",
     # Review tab
     "ReviewHandlers.load_queue": "read",
     "ReviewHandlers.quality_overview": "read",
@@ -56,6 +59,8 @@ HANDLER_ACTIONS = {
     "ReviewHandlers.stage2_resume": "generate",
     "ReviewHandlers.stage2_state": "read",
     "ReviewHandlers.stage2_reattach": "read",
+    # Review tab, Stage 2 panel: the job list keeps itself current
+    "refresh_stage2_jobs": "read",
     # Compare tab
     "CompareHandlers.predict": "predict",
     "CompareHandlers.predict_file": "predict",
