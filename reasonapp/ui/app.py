@@ -13,6 +13,7 @@ from reasonapp.ui.compare import CompareHandlers, build_compare_tab, example_tex
 from reasonapp.ui.datasets import DatasetSwitch, build_datasets_tab, dataset_choices, wire_dataset_switch
 from reasonapp.ui.errors import guard_handlers
 from reasonapp.ui.overview import build_overview_tab
+from reasonapp.ui.pipeline import build_pipeline_tab
 from reasonapp.ui.review import SHORTCUT_SCRIPT, ReviewHandlers, build_review_tab
 from reasonapp.ui.train import build_train_tab
 
@@ -66,6 +67,8 @@ def build_app(
                 review_dataset, stage2_dataset = build_review_tab(review, blocks, signed_in_names=on_space)
             with gr.Tab("Compare", id="compare"):
                 compare = build_compare_tab(CompareHandlers(), data.label_names, example_texts(data))
+            with gr.Tab("Pipeline", id="pipeline"):
+                build_pipeline_tab(blocks, base_model, demo_mode=demo)
         switch = DatasetSwitch(review)
         wire_dataset_switch(switch, chosen, app_dataset, switch_message, task, train_dataset, [*overview, train_dataset, review_dataset, stage2_dataset, *compare])
     guard_handlers(blocks)  # after every tab: no handler shows a bare "Error"
