@@ -220,3 +220,17 @@ def test_browser_upload_save_and_switch_reaches_review_and_compare(tickets_csv, 
         other.goto(url, wait_until="load")
         other.wait_for_function("() => /sadness/.test(document.querySelector('#overview-splits')?.innerText ?? '')")
         assert other.locator("#app-dataset input").input_value() == DEFAULT_CLASSIFICATION_DATASET
+
+
+def test_a_directory_typed_in_is_read_and_saved_with_its_own_splits(tmp_path, workspace):
+    from reasonapp.ui.datasets import read_dataset, save_dataset
+
+    source = tmp_path / "source"
+    write_jsonl(source / "train.jsonl", [{"sentence": t, "tag": label} for t, label in ticket_rows(8)])
+    write_jsonl(source / "test.jsonl", [{"sentence": t, "tag": label} for t, label in ticket_rows(2, seed=5)])
+    text_column, label_column, _, counts, message = read_dataset([], str(source), *SETTINGS)
+    assert (text_column["value"], label_column["value"]) == ("sentence", "tag")
+    assert "Splits as given (as in the source). Rows: train 24, test 6." in message and list(counts.columns) == ["label", "train", "test"]
+    message, dropdown = save_dataset([], str(source), "sentence", "tag", *SETTINGS, "from-dir", DEFAULT_CLASSIFICATION_DATASET)
+    assert message.startswith("Saved from-dir") and dropdown["value"] == str(workspace / "datasets" / "from-dir")
+    assert json.loads((workspace / "datasets" / "from-dir" / "provenance.json").read_text())["source"] == str(source)
