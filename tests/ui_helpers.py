@@ -83,3 +83,23 @@ def start_app_process(command: list[str], env: dict, port: int, timeout_s: float
             time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"the app did not start within {timeout_s:.0f} s")
+
+
+def stop_jobs_under_way() -> None:
+    """End every training run, evaluation and Stage 2 job of the test's workspace that still runs (a test that failed
+    midway leaves them running: they live in process sessions of their own, past the app and the test)."""
+    import signal
+
+    from training import launcher, rundir
+
+    running = [run for run in rundir.runs_root().glob("*") if launcher.run_state(run)["state"] in ("starting", "running")]
+    running += [Path(launcher.evaluation_state(run)["dir"]) for run in rundir.runs_root().glob("*")
+                if launcher.evaluation_state(run)["state"] == "running"]
+    running += [Path(folder) for folder in launcher.paired_evaluations() if launcher.evaluation_folder_state(folder)["state"] == "running"]
+    running += [Path(job) for job in launcher.stage2_jobs() if launcher.stage2_state(job)["state"] == "running"]
+    for folder in running:
+        pid = rundir.read_json(folder / "process.json", {}).get("pid")
+        try:
+            os.killpg(pid, signal.SIGTERM)  # launched with start_new_session: the group is the process's own
+        except (ProcessLookupError, PermissionError, TypeError):
+            pass

@@ -34,7 +34,7 @@ from reasonapp.store import (
     min_reviews_from_environment,
 )
 from reasonapp.ui.access import current_caller, current_policy, reviewer_name
-from reasonapp.ui.run_lists import POLL_SECONDS, refresh_rgen_runs, rgen_run_choices
+from reasonapp.ui.run_lists import POLL_SECONDS, refresh_on_change, refresh_rgen_runs, rgen_run_choices
 from training import launcher
 from training.augment import BASE_PREFIX, MAX_EXPORT_NAME
 
@@ -91,6 +91,33 @@ DECODINGS = ["greedy", "best-of-K sampling"]
 def stage2_source_choices() -> list[str]:
     """The R-Gen sources Stage 2 can use: finished rgen runs, newest first, then the base instruct model (no Stage 1)."""
     return [*rgen_run_choices(), f"{BASE_PREFIX}{DEFAULT_BASE_MODEL}"]
+
+
+STAGE2_FORM_FIELDS = ("source", "prompt_variant", "dataset", "split", "limit", "decoding", "candidates", "batch_size", "api_key_env")
+
+
+def stage2_form_values(job_dir: str) -> tuple:
+    """The Generate reasonings form as the job was started (its launch.yaml: `launcher.stage2_settings`)."""
+    job = launcher.stage2_settings(job_dir)
+    sampled = job.candidates > 1
+    return (
+        job.source, job.prompt_variant, job.dataset, job.split, job.limit, DECODINGS[1] if sampled else DECODINGS[0],
+        job.candidates if sampled else gr.skip(), job.batch_size, job.api_key_env,
+    )
+
+
+def refresh_stage2_jobs(seen):
+    """Timer handler: the job list when a job was launched (here or from another page), the new job selected."""
+    current = tuple(launcher.stage2_jobs())
+    if current == seen:
+        return gr.skip(), seen
+    if seen is not None and current and current[0] not in seen:
+        return gr.update(choices=list(current), value=current[0]), current
+    return gr.update(choices=list(current)), current
+
+
+# The Stage 2 panel's R-Gen sources: an rgen run that finishes while the page is open joins them.
+refresh_stage2_sources = refresh_on_change(lambda: tuple(rgen_run_choices()), lambda: gr.update(choices=stage2_source_choices()))
 
 
 @functools.lru_cache(maxsize=1)
@@ -391,10 +418,13 @@ class ReviewHandlers:
         return f"{done} {self.stage2_state(job)}"
 
     def stage2_reattach(self):
-        """After a page load: the list of jobs with the newest selected, and its line."""
+        """After a page load: the list of jobs with the one under way selected (else the newest), its line, and the
+        settings it was started with back in the form (the form keeps its values when no job runs)."""
         jobs = launcher.stage2_jobs()
-        newest = jobs[0] if jobs else None
-        return gr.update(choices=jobs, value=newest), self.stage2_state(newest)
+        running = next((job for job in jobs if launcher.stage2_state(job)["state"] == "running"), None)
+        chosen = running or (jobs[0] if jobs else None)
+        form = stage2_form_values(running) if running else (gr.skip(),) * len(STAGE2_FORM_FIELDS)
+        return gr.update(choices=jobs, value=chosen), self.stage2_state(chosen), *form
 
     # -- team review: agreement and the Resolve view ----------------------------------------
     def agreement(self, dataset: str | None = None) -> str:
@@ -637,6 +667,12 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     stage2_stop.click(handlers.stage2_stop, stage2_job, stage2_line, api_name="review_stage2_stop")
     stage2_resume.click(handlers.stage2_resume, stage2_job, stage2_line, api_name="review_stage2_resume")
     stage2_job.change(handlers.stage2_state, stage2_job, stage2_line, api_name="review_stage2_state")
-    gr.Timer(POLL_SECONDS).tick(handlers.stage2_state, stage2_job, stage2_line, api_visibility="private", show_progress="hidden")
-    demo.load(handlers.stage2_reattach, None, [stage2_job, stage2_line], api_visibility="private")
+    stage2_timer = gr.Timer(POLL_SECONDS)
+    stage2_timer.tick(handlers.stage2_state, stage2_job, stage2_line, api_visibility="private", show_progress="hidden")
+    # the lists keep themselves current: an R-Gen run that finishes, a job launched from another page (selected)
+    sources_seen, jobs_seen = gr.State(None), gr.State(None)
+    stage2_timer.tick(refresh_stage2_sources, sources_seen, [stage2_source, sources_seen], api_visibility="private", show_progress="hidden")
+    stage2_timer.tick(refresh_stage2_jobs, jobs_seen, [stage2_job, jobs_seen], api_visibility="private", show_progress="hidden")
+    # a page load (a reload) reattaches to the job under way: selected, its settings back in the form
+    demo.load(handlers.stage2_reattach, None, [stage2_job, stage2_line, *stage2_form], api_visibility="private")
     return dataset, stage2_dataset

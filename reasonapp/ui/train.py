@@ -240,6 +240,50 @@ def push_run(run_dir: str | None, repo_id: str, private: bool, merged: bool, oau
         return f"Not pushed: {error}"
     return f"Pushed {len(result['files'])} files: {result['commit_url']}"
 
+# -- a reloaded page reattaches ------------------------------------------------------------------
+FORM_FIELDS = ("task", "base_model", "dataset", "limit", "epochs", "max_steps", "learning_rate", "batch_size", "lora_r", "seed")
+UNDER_WAY = ("starting", "running")
+
+
+def _under_way(run_dir: str) -> bool:
+    """Whether the run trains or is evaluated now; status.json first, so a finished run costs one small read."""
+    if launcher.evaluation_state(run_dir)["state"] == "running":
+        return True
+    recorded = rundir.read_json(Path(run_dir) / rundir.STATUS, {}).get("state")
+    return recorded in (None, *UNDER_WAY) and launcher.run_state(run_dir)["state"] in UNDER_WAY
+
+
+def run_under_way() -> str | None:
+    """The run a reloaded page reattaches to: the newest whose training or evaluation is under way, else None."""
+    return next((run_dir for _, run_dir in run_choices() if _under_way(run_dir)), None)
+
+
+def run_form(run_dir: str) -> list:
+    """The form as the run was started (its launch.yaml; a CLI run's config.json), the Run directory field empty:
+    Start from there makes a new run with the same settings, never this one's directory again."""
+    settings = launcher.launch_settings(run_dir) or rundir.read_json(Path(run_dir) / rundir.CONFIG, {}) or {}
+    values = {**settings, "dataset": settings.get("dataset") or "", "limit": settings.get("limit") or 0}
+    return [values.get(name, gr.skip()) for name in FORM_FIELDS] + [""]
+
+
+def reattach_run():
+    """On a page load: the run under way selected and its settings back in the form (nothing changes when none is)."""
+    run_dir = run_under_way()
+    if run_dir is None:
+        return (gr.skip(),) * (len(FORM_FIELDS) + 3)
+    message = f"Reattached to {Path(run_dir).name}, started before this page opened: its settings are in the form."
+    return gr.update(choices=run_choices(), value=run_dir), *run_form(run_dir), message
+
+
+def evaluation_settings(run_dir: str | None):
+    """(dataset, split, rows) of the run's evaluation under way, for the Evaluation fields; unchanged when none runs."""
+    evaluation = launcher.evaluation_state(run_dir) if readable(run_dir) else {"state": None}
+    if evaluation["state"] != "running":
+        return gr.skip(), gr.skip(), gr.skip()
+    command = rundir.read_json(Path(evaluation["dir"]) / "process.json", {}).get("command") or []
+    flags = dict(zip(command, command[1:], strict=False))
+    return flags.get("--dataset", gr.skip()), flags.get("--split", gr.skip()), int(flags.get("--limit", 0))
+
 
 def build_train_tab(
     default_base_model: str, demo_mode: bool = False, app_dataset: str = "", app_dataset_state: gr.State | None = None
@@ -247,7 +291,7 @@ def build_train_tab(
     """The tab; returns (task, dataset field) for the app-wide dataset switch, which fills the field for qa."""
     with gr.Row():
         with gr.Column(scale=1):
-            task = gr.Radio(list(TASKS), value="qa", label="Task", info="rgen: Stage 1 · qa: Q→A · qra: Q→RA · qar: Q→AR")
+            task = gr.Radio(list(TASKS), value="qa", label="Task", info="rgen: Stage 1 · qa: Q→A · qra: Q→RA · qar: Q→AR", elem_id="train-task")
             base_model = gr.Textbox(default_base_model, label="Base model", max_lines=1, elem_id="train-base-model")
             dataset = gr.Textbox(
                 app_dataset, label="Dataset", max_lines=1, elem_id="train-dataset",
@@ -255,13 +299,13 @@ def build_train_tab(
             )
             with gr.Row():
                 limit = gr.Number(2000, label="Sample limit (0 = all)", precision=0, minimum=0, elem_id="train-limit")
-                epochs = gr.Number(1, label="Epochs", minimum=0.01)
+                epochs = gr.Number(1, label="Epochs", minimum=0.01, elem_id="train-epochs")
                 max_steps = gr.Number(-1, label="Max steps (-1: by epochs)", precision=0, elem_id="train-max-steps")
             with gr.Row():
-                learning_rate = gr.Number(2e-4, label="Learning rate", minimum=0)
+                learning_rate = gr.Number(2e-4, label="Learning rate", minimum=0, elem_id="train-learning-rate")
                 batch_size = gr.Number(8, label="Batch size", precision=0, minimum=1, elem_id="train-batch-size")
-                lora_r = gr.Number(16, label="LoRA r", precision=0, minimum=1)
-                seed = gr.Number(0, label="Seed", precision=0)
+                lora_r = gr.Number(16, label="LoRA r", precision=0, minimum=1, elem_id="train-lora-r")
+                seed = gr.Number(0, label="Seed", precision=0, elem_id="train-seed")
             output_dir = gr.Textbox(
                 "",
                 label="Run directory",
@@ -328,7 +372,11 @@ def build_train_tab(
     monitored = [status, loss, log, error, halt]
     timer.tick(monitor, run, monitored, api_visibility="private", show_progress="hidden")
     run.change(monitor, run, monitored, api_name="train_monitor").then(evaluation_view, run, [report, confusion], api_visibility="private")
-    run.change(evaluation_defaults, run, eval_dataset, api_visibility="private")
+    run.change(evaluation_defaults, run, eval_dataset, api_visibility="private").then(
+        evaluation_settings, run, [eval_dataset, eval_split, eval_limit], api_visibility="private"
+    )
+    # a page load (a reload) reattaches to the run under way: selected, its settings back in the form
+    gr.on(None, reattach_run, None, [run, *form, message], api_visibility="private")
     timer.tick(evaluation_view, run, [report, confusion], api_visibility="private", show_progress="hidden")
     log.change(None, None, None, js=SCROLL_LOG_TO_NEWEST)
     halt.click(stop, run, message, api_name="train_stop")
