@@ -131,8 +131,9 @@ def test_the_train_tabs_dataset_field_follows_the_task():
 
 def test_compare_refuses_a_qa_and_a_qra_run_of_different_label_sets(workspace):
     from reasonapp.errors import ReasonappError
-    from reasonapp.ui.compare import CompareHandlers, check_same_labels, start_paired_evaluation
+    from reasonapp.ui.compare import CompareHandlers, start_paired_evaluation
     from training import rundir
+    from training.evaluate import check_same_labels, side_configs
 
     runs = {}
     for name, task, labels in (("qa-emotion", "qa", ["sadness", "joy"]), ("qra-tickets", "qra", ["billing", "bug"]), ("qra-emotion", "qra", ["joy", "sadness"])):
@@ -144,6 +145,8 @@ def test_compare_refuses_a_qa_and_a_qra_run_of_different_label_sets(workspace):
     assert message.startswith(f"Not evaluated: {said}")
     with pytest.raises(ReasonappError, match=re.escape(said)):
         CompareHandlers().classifiers(str(runs["qa-emotion"]), str(runs["qra-tickets"]))
+    with pytest.raises(ReasonappError, match=re.escape(said)):  # `evaluate --qa-run --qra-run` checks the same
+        side_configs({"qa": str(runs["qa-emotion"]), "qra": str(runs["qra-tickets"])})
     check_same_labels({"qa": str(runs["qa-emotion"]), "qra": str(runs["qra-emotion"])})  # same set, other order: fine
 
 

@@ -187,14 +187,29 @@ def _training_rows_of(run_config: dict):
     return data.sample_rows(loaded.splits[run_config["split"]], run_config.get("limit"), run_config["seed"])
 
 
+def check_same_labels(runs: dict[str, str]) -> None:
+    """Refuse to compare a Q->A and a Q->RA run trained on different label sets (each run's config.json names them):
+    their predictions would be scored against labels one of them never learned."""
+    if len(runs) < 2:
+        return
+    labels = {side: rundir.read_json(Path(path) / rundir.CONFIG, {}).get("label_names") for side, path in runs.items()}
+    if labels.get("qa") and labels.get("qra") and set(labels["qa"]) != set(labels["qra"]):
+        raise ConfigError(
+            f"These runs were trained on different label sets: the Q→A run {Path(runs['qa']).name} on {labels['qa']}, "
+            f"the Q→RA run {Path(runs['qra']).name} on {labels['qra']}; compare runs trained on the same dataset's labels"
+        )
+
+
 def side_configs(runs: dict[str, str]) -> dict[str, dict]:
-    """Each side's run config ({"qa": dir, "qra": dir}), checked against the tasks that side takes."""
+    """Each side's run config ({"qa": dir, "qra": dir}), checked against the tasks that side takes and, for a pair,
+    for one label set."""
     configs = {}
     for side, path in runs.items():
         configs[side] = rundir.read_config(Path(path))
         task = configs[side].get("task")
         if task not in SIDE_TASKS[side]:
             raise ConfigError(f"{path} is a {task} run; the {SIDE_NAMES[side]} side takes {' or '.join(SIDE_TASKS[side])} runs")
+    check_same_labels(runs)
     return configs
 
 

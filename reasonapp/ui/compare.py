@@ -26,7 +26,7 @@ from reasonapp.ui.access import current_caller, current_policy, readable
 from reasonapp.ui.run_lists import POLL_SECONDS
 from training import launcher, rundir
 from training.comparison import report_dirs
-from training.evaluate import SIDE_TASKS, side_configs
+from training.evaluate import SIDE_TASKS, check_same_labels, side_configs
 from training.rundir import finished_runs
 
 MAX_BATCH_ROWS = 500
@@ -56,18 +56,6 @@ def example_texts(data, count: int = 4) -> list[str]:
         if len(texts) == count:
             break
     return list(texts.values())
-
-
-def check_same_labels(runs: dict[str, str]) -> None:
-    """Refuse to compare a Q→A and a Q→RA run trained on different label sets (each run's config.json names them)."""
-    if len(runs) < 2:
-        return
-    labels = {side: rundir.read_json(Path(path) / rundir.CONFIG, {}).get("label_names") for side, path in runs.items()}
-    if labels["qa"] and labels["qra"] and set(labels["qa"]) != set(labels["qra"]):
-        raise ReasonappError(
-            f"These runs were trained on different label sets: the Q→A run {Path(runs['qa']).name} on {labels['qa']}, "
-            f"the Q→RA run {Path(runs['qra']).name} on {labels['qra']}; compare runs trained on the same dataset's labels"
-        )
 
 
 def resolve_run(value: str | None) -> str | None:
@@ -275,8 +263,7 @@ def start_paired_evaluation(qa_run: str | None, qra_run: str | None, dataset: st
         return gr.update(), "Not evaluated: pick a Q→A run and a Q→RA run above."
     try:
         runs = {"qa": resolve_run(qa_run), "qra": resolve_run(qra_run)}
-        side_configs(runs)
-        check_same_labels(runs)
+        side_configs(runs)  # the tasks of each side, and one label set
         for run in runs.values():
             if (Path(run) / rundir.STATUS).is_file() and launcher.run_state(run)["state"] != "finished":
                 return gr.update(), f"Not evaluated: {Path(run).name} has not finished training."
