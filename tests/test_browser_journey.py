@@ -219,7 +219,7 @@ def test_the_whole_journey_in_the_browser(app, tmp_path, tiny_model_dir):
         )
         page.locator("#dataset-save").click()
         saved = wait_until(page, "dataset-message", "v.startsWith('Saved') || v.startsWith('Not saved')")
-        assert saved.startswith("Saved tickets (train 48, validation 6, test 6 rows)"), saved
+        assert saved.startswith(f"Saved tickets to {dataset}") and "train 48, validation 6, test 6" in saved, saved
         wait_until(page, "app-dataset", "v.startsWith('tickets')")  # the whole app works on it now
         step("upload")
 
