@@ -48,4 +48,5 @@ def test_public_api_is_exactly_the_endpoints_the_client_tests_cover(shared_data)
         "review_stage2_start", "review_stage2_stop", "review_stage2_resume", "review_stage2_state",  # Stage 2 as a job
         "compare_predict", "compare_batch", "compare_disagreements", "compare_report",
         "compare_evaluate", "compare_evaluation",  # the paired evaluation of the chosen runs
+        "pipeline_start", "pipeline_stop", "pipeline_resume", "pipeline_continue", "pipeline_state",  # the method in one job
     }
