@@ -153,6 +153,12 @@ def test_an_anonymous_caller_reads_but_every_write_is_refused(space):
     info = anonymous.view_api(return_format="dict", print_info=False)
     start_arguments = [p.get("parameter_default") for p in info["named_endpoints"]["/train_start"]["parameters"]]
     refused(lambda: anonymous.predict(*start_arguments, api_name="/train_start"), not_signed_in)
+    pipeline_arguments = [p.get("parameter_default") for p in info["named_endpoints"]["/pipeline_start"]["parameters"]]
+    refused(lambda: anonymous.predict(*pipeline_arguments, api_name="/pipeline_start"), not_signed_in)
+    for action in ("stop", "resume", "continue"):
+        refused(lambda endpoint=f"/pipeline_{action}": anonymous.predict(None, api_name=endpoint), not_signed_in)
+    anonymous.predict(None, api_name="/pipeline_state")  # reading is open
+    assert not (space["workspace"] / "jobs").exists() or not list((space["workspace"] / "jobs").glob("pipeline-*"))
     store = ReasoningStore(space["store"])
     assert store.counts()["status"]["pending"] == 6 and not (space["workspace"] / "exports").exists()
     assert not list((space["workspace"] / "runs").glob("*")) if (space["workspace"] / "runs").exists() else True
