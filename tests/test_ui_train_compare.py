@@ -309,6 +309,21 @@ def test_a_cli_run_killed_mid_training_shows_as_failed_and_the_app_resumes_it(mo
     assert len(launched) == 1
 
 
+def test_picked_runs_load_before_the_first_classify_and_the_page_says_what_is_loading(classifier_runs, tmp_path):
+    from reasonapp.ui.compare import CompareHandlers
+
+    qa, qra = classifier_runs
+    handlers = CompareHandlers()
+    said = list(handlers.preload(qa, qra))
+    assert said[0] == "Loading Q→A run `qa-tiny` and Q→RA run `qra-tiny`: the base model and the adapters …"
+    assert said[-1].startswith("Ready: Q→A run `qa-tiny` and Q→RA run `qra-tiny`, loaded in ") and said[-1].endswith(" s.")
+    first = list(handlers.predict("i feel wonderful", qa, qra))[-1]
+    assert first[0] and "Loaded the runs" not in first[7]  # the first Classify found them loaded
+    assert list(handlers.preload(qa, qra))[-1] == "Ready: Q→A run `qa-tiny` and Q→RA run `qra-tiny`."  # already loaded
+    assert list(handlers.preload(None, None)) == [""]
+    assert list(handlers.preload(str(tmp_path / "gone"), None))[-1].startswith("Not loaded: ")
+
+
 def test_compare_endpoints_predict_batch_disagreements_and_reports(app_url, classifier_runs, tmp_path):
     from gradio_client import Client, handle_file
 

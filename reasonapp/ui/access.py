@@ -64,6 +64,7 @@ HANDLER_ACTIONS = {
     # Compare tab
     "CompareHandlers.predict": "predict",
     "CompareHandlers.predict_file": "predict",
+    "CompareHandlers.preload": "read",  # loads only runs the caller may pick (resolve_run), once per pair
     "refresh_compare_lists": "read",
     "comparison_report": "read",
     "disagreements": "read",

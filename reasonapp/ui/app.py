@@ -66,7 +66,7 @@ def build_app(
             with gr.Tab("Review", id="review"):
                 review_dataset, stage2_dataset = build_review_tab(review, blocks, signed_in_names=on_space)
             with gr.Tab("Compare", id="compare"):
-                compare = build_compare_tab(CompareHandlers(), data.label_names, example_texts(data))
+                compare = build_compare_tab(CompareHandlers(), data.label_names, example_texts(data), blocks)
             with gr.Tab("Pipeline", id="pipeline"):
                 build_pipeline_tab(blocks, base_model, demo_mode=demo)
         switch = DatasetSwitch(review)

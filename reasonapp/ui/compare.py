@@ -109,6 +109,23 @@ class CompareHandlers:
             self.loaded_in_s = time.perf_counter() - started
         return self._classifiers
 
+    def preload(self, qa_run: str | None, qra_run: str | None):
+        """Load the runs as soon as they are picked (and when the page opens), saying what loads meanwhile: the first
+        Classify then finds them loaded instead of waiting for the base model and adapters without a word."""
+        names = " and ".join(f"{side} `{Path(str(run)).name}`" for side, run in (("Q→A run", qa_run), ("Q→RA run", qra_run)) if run)
+        if not names:
+            yield ""
+            return
+        yield f"Loading {names}: the base model and the adapters …"
+        with self._lock:
+            try:
+                self.classifiers(qa_run, qra_run)
+            except ReasonappError as error:
+                yield f"Not loaded: {error}"
+                return
+            loaded = self.loaded_in_s
+        yield f"Ready: {names}" + (f", loaded in {loaded:.1f} s." if loaded is not None else ".")
+
     # -- one text -----------------------------------------------------------------------------
     def predict(self, text: str, qa_run: str | None, qra_run: str | None):
         """Streams (qa label, qa probabilities, qa latency, reasoning, qra label, qra latency, agreement, note)."""
@@ -317,14 +334,22 @@ def refresh_paired_evaluations(seen):
     return gr.update(choices=list(current)), current
 
 
-def build_compare_tab(handlers: CompareHandlers, label_names: list[str], examples: list[str] | None = None) -> tuple[gr.Dropdown, gr.Dataset]:
-    """The tab; returns (gold-label filter, examples) for the app-wide dataset switch."""
+def build_compare_tab(
+    handlers: CompareHandlers, label_names: list[str], examples: list[str] | None = None, blocks: gr.Blocks | None = None
+) -> tuple[gr.Dropdown, gr.Dataset]:
+    """The tab; returns (gold-label filter, examples) for the app-wide dataset switch. With `blocks`, the preselected
+    runs start loading when the page opens."""
     with gr.Row():
         # the newest finished run of each side is picked, so a text can be classified at once (the demo runs on a new workspace)
         qa_runs, qra_runs = finished_runs(SIDE_TASKS["qa"]), finished_runs(SIDE_TASKS["qra"])
         qa_run = gr.Dropdown(qa_runs, value=qa_runs[0] if qa_runs else None, label="Q→A run (or Hub id)", allow_custom_value=True, elem_id="compare-qa-run")
         qra_run = gr.Dropdown(qra_runs, value=qra_runs[0] if qra_runs else None, label="Q→RA run (or Hub id)", allow_custom_value=True, elem_id="compare-qra-run")
         refresh = gr.Button("Refresh lists", scale=0)
+    loading = gr.Markdown(elem_id="compare-loading")
+    for picked in (qa_run, qra_run):
+        picked.change(handlers.preload, [qa_run, qra_run], loading, api_visibility="private")
+    if blocks is not None:
+        blocks.load(handlers.preload, [qa_run, qra_run], loading, api_visibility="private")
     with gr.Tab("One text"):
         text = gr.Textbox(label="Text", lines=3, elem_id="compare-text")
         tries = gr.Examples(examples or EXAMPLES, text, elem_id="compare-examples")
