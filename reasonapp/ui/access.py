@@ -60,7 +60,7 @@ HANDLER_ACTIONS = {
     "ReviewHandlers.stage2_state": "read",
     "ReviewHandlers.stage2_reattach": "read",
     # Review tab, Stage 2 panel: the job list keeps itself current
-    "refresh_stage2_jobs": "read",
+    "refresh_job_list.<locals>.tick": "read",  # job lists that keep themselves current (Stage 2, pipeline)
     # Compare tab
     "CompareHandlers.predict": "predict",
     "CompareHandlers.predict_file": "predict",
@@ -85,7 +85,6 @@ HANDLER_ACTIONS = {
     "pipeline_view": "read",
     "pipeline_poll": "read",
     "pipeline_reattach": "read",
-    "refresh_pipeline_jobs": "read",
     "pipeline_start": "train",
     "pipeline_stop": "train",
     "pipeline_resume": "train",

@@ -21,6 +21,7 @@ from reasonapp import settings
 from reasonapp.errors import ConfigError, ReasonappError
 from reasonapp.ui.access import readable
 from reasonapp.ui.compare import paired_evaluation_view
+from reasonapp.ui.run_lists import refresh_job_list
 from training import launcher
 from training.experiment import DEFAULTS, experiment_config_from_mapping
 
@@ -221,14 +222,8 @@ def pipeline_poll(job: str | None, seen):
     return (*pipeline_view(job), current)
 
 
-def refresh_pipeline_jobs(seen):
-    """Timer handler: the job list when it changed, the newest selected when a new job appears (started on another page)."""
-    current = tuple(launcher.pipeline_jobs())
-    if current == seen:
-        return gr.skip(), seen
-    if seen is not None and current and current[0] not in seen:
-        return gr.update(choices=list(current), value=current[0]), current
-    return gr.update(choices=list(current)), current
+# Timer handler: the pipeline job list, a job launched here or from another page selected.
+refresh_pipeline_jobs = refresh_job_list(launcher.pipeline_jobs)
 
 
 def pipeline_reattach():

@@ -34,7 +34,13 @@ from reasonapp.store import (
     min_reviews_from_environment,
 )
 from reasonapp.ui.access import current_caller, current_policy, reviewer_name
-from reasonapp.ui.run_lists import POLL_SECONDS, refresh_on_change, refresh_rgen_runs, rgen_run_choices
+from reasonapp.ui.run_lists import (
+    POLL_SECONDS,
+    refresh_job_list,
+    refresh_on_change,
+    refresh_rgen_runs,
+    rgen_run_choices,
+)
 from training import launcher
 from training.augment import BASE_PREFIX, MAX_EXPORT_NAME
 
@@ -106,14 +112,8 @@ def stage2_form_values(job_dir: str) -> tuple:
     )
 
 
-def refresh_stage2_jobs(seen):
-    """Timer handler: the job list when a job was launched (here or from another page), the new job selected."""
-    current = tuple(launcher.stage2_jobs())
-    if current == seen:
-        return gr.skip(), seen
-    if seen is not None and current and current[0] not in seen:
-        return gr.update(choices=list(current), value=current[0]), current
-    return gr.update(choices=list(current)), current
+# Timer handler: the Stage 2 job list, a job launched here or from another page selected.
+refresh_stage2_jobs = refresh_job_list(launcher.stage2_jobs)
 
 
 # The Stage 2 panel's R-Gen sources: an rgen run that finishes while the page is open joins them.

@@ -34,6 +34,21 @@ def refresh_on_change(signature: Callable[[], Hashable], *updates: Callable[[], 
     return tick
 
 
+def refresh_job_list(list_jobs: Callable[[], list[str]]) -> Callable:
+    """A timer handler `tick(seen) -> (dropdown update, jobs)` for a list of jobs, newest first: new choices when the list
+    changed, and a job that appeared since the last tick (launched here or from another page) selected."""
+
+    def tick(seen):
+        current = tuple(list_jobs())
+        if current == seen:
+            return gr.skip(), seen
+        if seen is not None and current and current[0] not in seen:
+            return gr.update(choices=list(current), value=current[0]), current
+        return gr.update(choices=list(current)), current
+
+    return tick
+
+
 def rgen_run_choices() -> list[str]:
     """The R-Gen runs a regenerate can use: finished `rgen` runs, newest first."""
     return finished_runs(("rgen",))
