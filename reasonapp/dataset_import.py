@@ -513,9 +513,7 @@ def import_files(
     seed: int = 0,
 ) -> Path:
     """Read, check and save uploaded files as the workspace dataset `name` (the name is checked first)."""
-    check_name(name)
-    plan = plan_import(read_upload(paths), text_column, label_column, label_names, validation_fraction, test_fraction, seed)
-    return save_import(plan, name)
+    return _import(lambda: read_upload(paths), name, text_column, label_column, label_names, validation_fraction, test_fraction, seed)
 
 
 def import_source(
@@ -529,6 +527,10 @@ def import_source(
     seed: int = 0,
 ) -> Path:
     """A Hub id or directory copied into the workspace as `name`, with `text`/`label` columns (split if it has one split)."""
+    return _import(lambda: read_source(source), name, text_column, label_column, label_names, validation_fraction, test_fraction, seed)
+
+
+def _import(read, name: str, *plan_settings) -> Path:
+    """The three steps for both entry points: the name checked before anything is read, then read, plan, save."""
     check_name(name)
-    plan = plan_import(read_source(source), text_column, label_column, label_names, validation_fraction, test_fraction, seed)
-    return save_import(plan, name)
+    return save_import(plan_import(read(), *plan_settings), name)
