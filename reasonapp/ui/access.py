@@ -73,11 +73,15 @@ HANDLER_ACTIONS = {
     "paired_evaluation_defaults": "read",
     "poll_paired_evaluation": "read",
     "refresh_paired_evaluations": "read",
+    # Compare tab: a reloaded page reattaches to the paired evaluation under way
+    "reattach_paired_evaluation": "read",
+    "running_evaluation_settings": "read",
     # Datasets tab and the app-wide dataset switch
     "read_dataset": "import",  # reads an upload or a server directory: admins
     "inspect_dataset": "import",
     "save_dataset": "import",
     "DatasetSwitch.switch": "read",  # a listed dataset for anyone; a typed Hub id or directory for admins only
+    "DatasetSwitch.restore": "read",  # page load: this browser's last choice, through DatasetSwitch.switch (same checks)
     "task_dataset": "read",  # the Train tab's Dataset field follows the task and the app's dataset
     # Pipeline tab: the whole method as one job (starting, stopping, resuming or continuing it trains: admins)
     "pipeline_form": "read",
