@@ -59,6 +59,8 @@ HANDLER_ACTIONS = {
     "ReviewHandlers.stage2_resume": "generate",
     "ReviewHandlers.stage2_state": "read",
     "ReviewHandlers.stage2_reattach": "read",
+    # Review tab, Store list: which store a page reviews (the app's or a listed experiment store)
+    "ReviewHandlers.choose_store": "read",
     # Review tab, Stage 2 panel: the job list keeps itself current
     "refresh_job_list.<locals>.tick": "read",  # job lists that keep themselves current (Stage 2, pipeline)
     # Compare tab
