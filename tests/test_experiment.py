@@ -81,6 +81,31 @@ def test_a_stopped_stage_ends_the_experiment_and_the_same_command_resumes_it(tin
     assert {"qa_scored", "qra"} <= set(report["systems"])
 
 
+def test_a_pipeline_stop_sent_while_a_training_stage_loads_stops_it_at_its_first_checkpoint(tiny_model_dir, tmp_path, shared_data, monkeypatch):
+    """The Pipeline tab's Stop writes the job's STOP (and the stage's, once its folder exists); a stage that is still
+    loading must see the job's file, or it trains to the end before the pipeline stops."""
+    import training.sft
+    from reasonapp.errors import RunStopped
+    from training import rundir
+
+    loaded = _tiny_experiment(tiny_model_dir, tmp_path)
+    job = tmp_path / "job"
+    job.mkdir()
+    real_train = training.sft.train
+
+    def stop_arrives_while_loading(config, resume=False, callbacks=(), stop_file=None):
+        (job / "STOP").write_text("")  # what launcher.stop_pipeline writes, before the run's folder exists
+        return real_train(config, resume, callbacks, stop_file=stop_file)
+
+    monkeypatch.setattr(training.sft, "train", stop_arrives_while_loading)
+    with pytest.raises(RunStopped, match="rgen training stopped at a checkpoint"):
+        run_experiment(loaded, tmp_path / "exp", state_file=job / "stages.json")
+    rgen = next((tmp_path / "exp").glob("rgen-*"))
+    status = rundir.read_json(rgen / rundir.STATUS)
+    assert status["state"] == "stopped" and status["step"] == 1
+    assert json.loads((job / "stages.json").read_text())["stages"]["rgen"]["state"] == "stopped"
+
+
 @pytest.mark.parametrize("path", sorted(str(p) for p in (PROJECT_ROOT / "configs").glob("*.yaml")))
 def test_every_shipped_config_reads_cleanly(path):
     from training.comparison import load_comparison_config
@@ -137,3 +162,17 @@ def test_experiment_review_flag_pauses_after_stage2_and_says_how_to_go_on(tiny_m
     assert [states["stages"][stage]["state"] for stage in ("rgen", "augment", "qa", "qra", "evaluate")] == [
         "finished", "awaiting-review", "pending", "pending", "pending"
     ]
+
+
+def test_a_pipeline_stop_is_accepted_while_the_stage_has_no_run_folder_yet(tmp_path):
+    import os
+
+    from training import launcher, rundir
+
+    job = tmp_path / "pipeline-1"
+    job.mkdir()
+    rundir.write_json(job / "process.json", {"pid": os.getpid()})  # a live process: the job is running
+    not_yet = tmp_path / "exp" / "qa-123"
+    rundir.write_json(job / launcher.PIPELINE_STAGES, {"state": "running", "stages": {"qa": {"state": "running", "dir": str(not_yet)}}})
+    launcher.stop_pipeline(job)
+    assert (job / launcher.PIPELINE_STOP).is_file() and not not_yet.exists()

@@ -39,8 +39,8 @@ def train_that_stops(task: str):
         def on_step_begin(self, args, state, control, **kwargs):
             rundir.request_stop(Path(args.output_dir).parent)  # output_dir is <run>/checkpoints
 
-    def stopping_train(config, resume=False, callbacks=()):
-        return train(config, resume, callbacks=[*callbacks, PressStop()] if config.task == task else callbacks)
+    def stopping_train(config, resume=False, callbacks=(), stop_file=None):
+        return train(config, resume, callbacks=[*callbacks, PressStop()] if config.task == task else callbacks, stop_file=stop_file)
 
     return stopping_train
 

@@ -155,8 +155,13 @@ class StageLog:
         if self.path:
             rundir.write_json(self.path, self.record)
 
+    @property
+    def stop_file(self) -> Path | None:
+        """The job's STOP file: a training stage also watches it, so a Stop sent while the stage loads is not lost."""
+        return self.path.parent / "STOP" if self.path else None
+
     def stop_requested(self) -> bool:
-        return bool(self.path) and (self.path.parent / "STOP").is_file()
+        return self.stop_file is not None and self.stop_file.is_file()
 
     def check_stop(self) -> None:
         if self.stop_requested():
@@ -198,13 +203,13 @@ def _finished(run_dir: Path) -> bool:
     return rundir.read_json(run_dir / rundir.STATUS, {}).get("state") == "finished"
 
 
-def _train_stage(task: str, run_dir: Path, base: dict, overrides: dict) -> Path:
+def _train_stage(task: str, run_dir: Path, base: dict, overrides: dict, stop_file: Path | None = None) -> Path:
     """Train (or resume) one stage. A stop request ends the whole pipeline there: the next stage would
     otherwise start on a run that has no adapter yet."""
     from training.sft import config_from_mapping, train
 
     resume = (run_dir / rundir.CONFIG).is_file()  # killed midway: continue from its last checkpoint
-    train(config_from_mapping({**base, **overrides, "task": task, "output_dir": str(run_dir)}), resume=resume)
+    train(config_from_mapping({**base, **overrides, "task": task, "output_dir": str(run_dir)}), resume=resume, stop_file=stop_file)
     if not _finished(run_dir):
         raise RunStopped(f"{task} training stopped at a checkpoint in {run_dir}; run the same command again to resume")
     return run_dir
@@ -288,7 +293,7 @@ def _run_stages(config: dict, root: Path | None, log: StageLog, proceed: bool) -
     rgen_key = _stage_hash(common, config["reasoning_dataset"], config["rgen"])
     rgen_dir = root / f"rgen-{rgen_key}"
     rgen_base = {**common, "dataset": config["reasoning_dataset"]}
-    run_stage("rgen", rgen_dir, lambda: _finished(rgen_dir), lambda: _train_stage("rgen", rgen_dir, rgen_base, config["rgen"]))
+    run_stage("rgen", rgen_dir, lambda: _finished(rgen_dir), lambda: _train_stage("rgen", rgen_dir, rgen_base, config["rgen"], log.stop_file))
 
     augment = config["augment"]
     augment_key = _stage_hash(rgen_key, config["dataset"], config["n_train"], augment)
@@ -350,13 +355,13 @@ def _run_stages(config: dict, root: Path | None, log: StageLog, proceed: bool) -
     qa_key = _stage_hash(common, config["dataset"], config["n_train"], config["qa"])
     qa_dir = root / f"qa-{qa_key}"
     qa_base = {**common, "dataset": config["dataset"], "limit": config["n_train"]}
-    run_stage("qa", qa_dir, lambda: _finished(qa_dir), lambda: _train_stage("qa", qa_dir, qa_base, config["qa"]))
+    run_stage("qa", qa_dir, lambda: _finished(qa_dir), lambda: _train_stage("qa", qa_dir, qa_base, config["qa"], log.stop_file))
 
     fmt = config["reasoning_format"]
     qra_key = _stage_hash(qra_source_key, common, fmt, config["qra"])
     qra_dir = root / f"{fmt}-{qra_key}"
     qra_base = {**common, "dataset": str(augmented_dir)}
-    run_stage("qra", qra_dir, lambda: _finished(qra_dir), lambda: _train_stage(fmt, qra_dir, qra_base, config["qra"]), key=fmt)
+    run_stage("qra", qra_dir, lambda: _finished(qra_dir), lambda: _train_stage(fmt, qra_dir, qra_base, config["qra"], log.stop_file), key=fmt)
 
     evaluation = config["evaluate"]
     eval_key = _stage_hash(qa_key, qra_key, evaluation)

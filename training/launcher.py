@@ -587,8 +587,8 @@ def stop_pipeline(job_dir: str | Path) -> Path:
         raise RunDirError(f"{job_dir.name} is {state['state']}, not running: there is nothing to stop.")
     (job_dir / PIPELINE_STOP).write_text("")
     running = next((stage for stage in state["stages"] if stage["state"] == "running"), None)
-    if running and running["stage"] in ("rgen", "qa", "qra") and running.get("dir"):
-        rundir.request_stop(Path(running["dir"]))
+    if running and running["stage"] in ("rgen", "qa", "qra") and running.get("dir") and Path(running["dir"]).is_dir():
+        rundir.request_stop(Path(running["dir"]))  # a stage still loading has no run folder yet: it watches the job's STOP
     elif running and running["stage"] == "evaluate":  # evaluation has no checkpoints: it ends now and starts over on Resume
         try:
             os.killpg(rundir.read_json(job_dir / "process.json", {}).get("pid"), signal.SIGTERM)

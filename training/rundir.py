@@ -130,8 +130,10 @@ def request_stop(run_dir: Path) -> None:
 class RunReporter(TrainerCallback):
     """Appends metrics lines and keeps status.json current; ends training cleanly on STOP or SIGTERM."""
 
-    def __init__(self, run_dir: Path, enabled: bool = True):
+    def __init__(self, run_dir: Path, enabled: bool = True, stop_file: str | Path | None = None):
         self.run_dir = Path(run_dir)
+        # A stale STOP of the run's own is cleared; `stop_file` is the caller's (a pipeline's), cleared by the caller.
+        self.stop_files = [self.run_dir / STOP_FILE, *([Path(stop_file)] if stop_file else [])]
         self.enabled = enabled
         self.stop_requested = False
         self._started = time.time()
@@ -160,7 +162,7 @@ class RunReporter(TrainerCallback):
         self.mark("running", step=state.global_step, total_steps=state.max_steps)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if (self.run_dir / STOP_FILE).exists():
+        if any(path.exists() for path in self.stop_files):
             self.stop_requested = True
         if self.stop_requested:
             control.should_save = True

@@ -368,11 +368,12 @@ def build_trainer(config: TrainConfig, run_dir: Path, callbacks=(), examples=Non
     return trainer
 
 
-def train(config: TrainConfig, resume: bool = False, callbacks=()) -> Path:
+def train(config: TrainConfig, resume: bool = False, callbacks=(), stop_file: str | Path | None = None) -> Path:
     """Run one training job into `config.output_dir`; returns the run directory.
 
     A directory that holds another run is refused (nothing is overwritten); `resume=True` continues
-    the run there from its last checkpoint, provided the config is the same.
+    the run there from its last checkpoint, provided the config is the same. `stop_file`, when it
+    exists, stops the run at its next step like the run's own STOP file (a pipeline's Stop).
     """
     from accelerate import PartialState
 
@@ -385,7 +386,7 @@ def train(config: TrainConfig, resume: bool = False, callbacks=()) -> Path:
         rundir.write_config(run_dir, {**config.to_dict(), **meta, "prompt_version": prompts.PROMPT_VERSION, "reasonapp_version": __version__})
     state.wait_for_everyone()
 
-    reporter = rundir.RunReporter(run_dir, enabled=state.is_main_process)
+    reporter = rundir.RunReporter(run_dir, enabled=state.is_main_process, stop_file=stop_file)
     checkpoint = None
     if resume:
         checkpoint = last_complete_checkpoint(run_dir / rundir.CHECKPOINTS)
