@@ -159,6 +159,35 @@ def test_the_form_edits_only_the_sizes_it_shows_and_the_yaml_is_what_start_runs(
     assert "no experiment config 'nope'" in pipeline.pipeline_start("nope", *form)[1] and launcher.pipeline_jobs() == []
 
 
+def test_the_pipeline_runs_on_the_pages_dataset_an_imported_three_label_one_to_its_report(tiny_model_dir, shared_data, tmp_path):
+    from reasonapp import dataset_import
+    from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET as APPS
+    from reasonapp.ui import pipeline
+    from tests.test_dataset_import import ticket_rows, write_csv
+
+    tickets = str(dataset_import.import_files([write_csv(tmp_path / "up" / "tickets.csv", ticket_rows(20))], "tickets"))
+    form = list(pipeline.form_values(tiny_config(tiny_model_dir)))
+    # on the dataset the app opened on: the config's own (tiny-smoke names none: the default); switched: the page's
+    assert "dataset" not in yaml.safe_load(pipeline.pipeline_yaml("tiny-smoke", *form, APPS, APPS))
+    assert yaml.safe_load(pipeline.pipeline_yaml("cpu-small", *form, APPS, APPS))["dataset"] == "dair-ai/emotion"
+    assert yaml.safe_load(pipeline.pipeline_yaml("tiny-smoke", *form, tickets, APPS))["dataset"] == tickets
+    assert yaml.safe_load(pipeline.pipeline_form("cpu-small", tickets, APPS)[-1])["dataset"] == tickets
+
+    listing, message = pipeline.pipeline_start("tiny-smoke", *form, tickets, APPS)
+    assert message.startswith("Started pipeline-"), message
+    job_dir = Path(listing["value"])
+    assert yaml.safe_load((job_dir / launcher.PIPELINE_CONFIG).read_text())["dataset"] == tickets
+    state, _ = follow(job_dir)
+    assert state["state"] == "finished", (state, launcher.log_tail(job_dir / launcher.PIPELINE_LOG))
+    store = ReasoningStore(stage(state, "augment")["store"])
+    assert store.datasets() == [tickets] and {store.get(i).label for i in store.query_ids()} <= {"billing", "bug", "praise"}
+    store.close()
+    for side in ("qa", "qra"):  # both classifiers learned the tickets' labels, and were evaluated on its test split
+        assert rundir.read_config(Path(stage(state, side)["dir"]))["label_names"] == ["billing", "bug", "praise"]
+    report = (Path(state["report"]) / "report.md").read_text()
+    assert tickets in report and "McNemar" in report
+
+
 def test_starting_a_pipeline_is_refused_in_the_demo(tiny_model_dir, monkeypatch):
     from reasonapp.ui import pipeline
 

@@ -81,8 +81,8 @@ def test_the_switch_reaches_every_tab_and_a_bad_choice_keeps_the_dataset(tickets
 
     saved = str(dataset_import.import_files([tickets_csv], "tickets"))
     switch = DatasetSwitch(review_handlers(str(tmp_path / "store.sqlite")))
-    state, dropdown, message, overview, table, train, review, stage2, gold, examples = switch.switch(saved, DEFAULT_CLASSIFICATION_DATASET, "qa", "")
-    assert state == saved and message.startswith(f"Dataset: {saved} (3 labels: billing, bug, praise)")
+    state, remembered, dropdown, message, overview, table, train, review, stage2, gold, examples = switch.switch(saved, DEFAULT_CLASSIFICATION_DATASET, "qa", "")
+    assert state == remembered == saved and message.startswith(f"Dataset: {saved} (3 labels: billing, bug, praise)")
     assert f"`{saved}`" in overview and list(table.columns) == ["split", "rows", "billing", "bug", "praise"]
     assert table.values.tolist() == [["train", 48, 16, 16, 16], ["validation", 6, 2, 2, 2], ["test", 6, 2, 2, 2]]
     assert train == saved  # a qa run trains on it
@@ -92,10 +92,11 @@ def test_the_switch_reaches_every_tab_and_a_bad_choice_keeps_the_dataset(tickets
     assert len(examples["samples"]) == 3 and {sample[0] for sample in examples["samples"]} <= test_texts  # one per label, from its test split
 
     # other tasks keep what is typed in the Train tab's dataset field
-    assert switch.switch(saved, DEFAULT_CLASSIFICATION_DATASET, "qra", "workspace/exports/reviewed")[5] == "workspace/exports/reviewed"
+    assert switch.switch(saved, DEFAULT_CLASSIFICATION_DATASET, "qra", "workspace/exports/reviewed")[6] == "workspace/exports/reviewed"
 
-    state, dropdown, message, *rest = switch.switch(str(tmp_path / "nowhere"), saved, "qa", saved)
+    state, remembered, dropdown, message, *rest = switch.switch(str(tmp_path / "nowhere"), saved, "qa", saved)
     assert state == saved and dropdown["value"] == saved  # the dropdown goes back to the page's dataset
+    assert remembered == gr.skip()  # and the browser keeps remembering the page's dataset
     assert message.startswith(f"Kept {saved}: ") and "is not a local directory" in message
     assert rest == [gr.skip()] * 7  # nothing else changes
 
@@ -117,8 +118,38 @@ def test_a_visitor_picks_listed_datasets_only(tickets_csv, shared_data, tmp_path
         return contextvars.copy_context().run(call)
 
     assert as_visitor(saved)[0] == saved
-    state, _, message, *_ = as_visitor(str(other))
+    state, _, _, message, *_ = as_visitor(str(other))
     assert state == DEFAULT_CLASSIFICATION_DATASET and "is not offered here: pick a dataset from the list" in message
+
+
+def test_a_reload_restores_the_browsers_dataset_through_the_switch_and_a_deleted_one_falls_back(tickets_csv, shared_data, tmp_path):
+    import shutil
+
+    from reasonapp.ui.datasets import DatasetSwitch
+
+    saved = str(dataset_import.import_files([tickets_csv], "tickets"))
+    switch = DatasetSwitch(review_handlers(str(tmp_path / "store.sqlite")))
+    picked = switch.switch(saved, DEFAULT_CLASSIFICATION_DATASET, "qa", "")
+
+    # a new page (a reload) starts on the app's dataset; the browser's choice brings every tab to it, as the pick did
+    state, remembered, dropdown, message, *tabs = switch.restore(saved, DEFAULT_CLASSIFICATION_DATASET, "qa", "")
+    assert state == remembered == dropdown["value"] == saved
+    assert ("tickets (workspace)", saved) in dropdown["choices"]  # the list as the workspace is now
+    assert message == f"Dataset: {saved} (3 labels: billing, bug, praise). (this browser's choice, kept from its last visit)"
+    assert [str(part) for part in tabs] == [str(part) for part in picked[4:]]  # Overview, Train, Review, Stage 2, Compare
+
+    # nothing remembered, or the app's own dataset: the page stays as it opened, its list current
+    for nothing in (None, "", DEFAULT_CLASSIFICATION_DATASET):
+        state, remembered, dropdown, message, *tabs = switch.restore(nothing, DEFAULT_CLASSIFICATION_DATASET, "qa", "")
+        assert state == DEFAULT_CLASSIFICATION_DATASET and "value" not in dropdown and ("tickets (workspace)", saved) in dropdown["choices"]
+        assert remembered == message == gr.skip() and tabs == [gr.skip()] * 7
+
+    # deleted since: the page stays on the app's dataset, says why, and the browser forgets it
+    shutil.rmtree(saved)
+    state, remembered, dropdown, message, *tabs = switch.restore(saved, DEFAULT_CLASSIFICATION_DATASET, "qa", "")
+    assert state == remembered == dropdown["value"] == DEFAULT_CLASSIFICATION_DATASET and ("tickets (workspace)", saved) not in dropdown["choices"]
+    assert message.startswith(f"The dataset this browser chose last time does not load now (dataset '{saved}' is not a local directory")
+    assert message.endswith(f"): back on {DEFAULT_CLASSIFICATION_DATASET}.") and tabs == [gr.skip()] * 7
 
 
 def test_the_train_tabs_dataset_field_follows_the_task():
@@ -237,3 +268,62 @@ def test_a_directory_typed_in_is_read_and_saved_with_its_own_splits(tmp_path, wo
     message, dropdown = save_dataset([], str(source), "sentence", "tag", *SETTINGS, "from-dir", DEFAULT_CLASSIFICATION_DATASET)
     assert message.startswith("Saved from-dir") and dropdown["value"] == str(workspace / "datasets" / "from-dir")
     assert json.loads((workspace / "datasets" / "from-dir" / "provenance.json").read_text())["source"] == str(source)
+
+
+@pytest.mark.browser
+def test_browser_a_reload_keeps_the_switched_dataset_and_another_browser_keeps_its_own(tickets_csv, tmp_path, shared_data):
+    import shutil
+
+    from reasonapp.ui.app import build_app
+    from tests.test_browser_journey import pick, shown_when_it_fails, value_of
+
+    saved = str(dataset_import.import_files([tickets_csv], "tickets"))
+
+    def on_tickets(page) -> None:
+        """Every tab that follows the switch is on the tickets."""
+        assert value_of(page, "app-dataset") == "tickets (workspace)"
+        page.get_by_role("tab", name="Overview").click()
+        page.wait_for_function("() => /billing/.test(document.querySelector('#overview-splits')?.innerText ?? '')")
+        page.get_by_role("tab", name="Train").click()
+        assert value_of(page, "train-dataset") == saved
+        page.get_by_role("tab", name="Review").click()
+        assert value_of(page, "review-dataset") == saved
+        page.get_by_role("tab", name="Compare").click()
+        page.get_by_role("tab", name="Disagreements").click()
+        assert options_of(page, "compare-gold") == ["all", "billing", "bug", "praise"]
+        page.get_by_role("tab", name="Pipeline").click()
+        page.wait_for_function(f"() => document.querySelector('#pipeline-yaml')?.innerText.includes({f'dataset: {saved}'!r})")
+
+    def on_the_default(page) -> None:
+        page.get_by_role("tab", name="Overview").click()
+        page.wait_for_function("() => /sadness/.test(document.querySelector('#overview-splits')?.innerText ?? '')")
+        assert value_of(page, "app-dataset") == DEFAULT_CLASSIFICATION_DATASET
+        page.get_by_role("tab", name="Pipeline").click()
+        page.wait_for_function("() => document.querySelector('#pipeline-yaml')?.innerText.includes('dataset: dair-ai/emotion')")
+
+    with launched(build_app(store_path=str(tmp_path / "store.sqlite"))) as url, browser_page() as page, shown_when_it_fails(page, "dataset-reload-failed.png"):
+        page.goto(url, wait_until="load")
+        on_the_default(page)
+        pick(page, "app-dataset", "tickets (workspace)")
+        page.wait_for_function("() => document.querySelector('#app-dataset-message')?.innerText.includes('3 labels: billing, bug, praise')")
+        on_tickets(page)  # the switch, Pipeline's YAML included
+
+        page.reload(wait_until="load")
+        page.wait_for_function("() => document.querySelector('#app-dataset-message')?.innerText.includes('kept from its last visit')")
+        on_tickets(page)
+        screenshot(page, "dataset-reloaded.png")
+
+        other = page.context.browser.new_page()  # a context of its own: another browser's storage
+        other.goto(url, wait_until="load")
+        on_the_default(other)
+        assert other.locator("#app-dataset-message").inner_text().strip() == ""
+
+        shutil.rmtree(saved)  # deleted since: the next load says so and stays on the app's dataset
+        page.reload(wait_until="load")
+        page.wait_for_function("() => document.querySelector('#app-dataset-message')?.innerText.includes('does not load now')")
+        assert f"'{saved}' is not a local directory" in page.locator("#app-dataset-message").inner_text()
+        on_the_default(page)
+        screenshot(page, "dataset-reload-deleted.png")
+        page.reload(wait_until="load")  # ...and forgets it
+        on_the_default(page)
+        assert page.locator("#app-dataset-message").inner_text().strip() == ""

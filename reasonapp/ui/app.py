@@ -10,7 +10,13 @@ from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET, load_classification_d
 from reasonapp.models import DEFAULT_BASE_MODEL
 from reasonapp.ui.access import enforce_access, who_is_here
 from reasonapp.ui.compare import CompareHandlers, build_compare_tab, example_texts
-from reasonapp.ui.datasets import DatasetSwitch, build_datasets_tab, dataset_choices, wire_dataset_switch
+from reasonapp.ui.datasets import (
+    DatasetSwitch,
+    build_datasets_tab,
+    dataset_choices,
+    remembered_dataset,
+    wire_dataset_switch,
+)
 from reasonapp.ui.errors import guard_handlers
 from reasonapp.ui.overview import build_overview_tab
 from reasonapp.ui.pipeline import build_pipeline_tab
@@ -50,10 +56,11 @@ def build_app(
         if notice:
             gr.Markdown(notice, elem_id="app-notice")
         app_dataset = gr.State(dataset)  # this page's dataset: a switch here does not switch anyone else's page
+        remembered = remembered_dataset()  # ...and this browser's, restored when the page (re)loads
         with gr.Row():
             chosen = gr.Dropdown(
                 dataset_choices(dataset), value=dataset, label="Dataset", allow_custom_value=True, scale=2, elem_id="app-dataset",
-                info="the whole app works on it: Overview, Train's default, the review queue, Compare's labels",
+                info="the whole app works on it: Overview, Train's default, the review queue, Compare's labels, the Pipeline; this browser remembers it",
             )
             switch_message = gr.Markdown(elem_id="app-dataset-message")
         with gr.Tabs():
@@ -68,9 +75,12 @@ def build_app(
             with gr.Tab("Compare", id="compare"):
                 compare = build_compare_tab(CompareHandlers(), data.label_names, example_texts(data), blocks)
             with gr.Tab("Pipeline", id="pipeline"):
-                build_pipeline_tab(blocks, base_model, demo_mode=demo)
+                build_pipeline_tab(blocks, base_model, demo_mode=demo, app_dataset=dataset, app_dataset_state=app_dataset)
         switch = DatasetSwitch(review)
-        wire_dataset_switch(switch, chosen, app_dataset, switch_message, task, train_dataset, [*overview, train_dataset, review_dataset, stage2_dataset, *compare])
+        wire_dataset_switch(
+            switch, chosen, app_dataset, remembered, switch_message, task, train_dataset,
+            [*overview, train_dataset, review_dataset, stage2_dataset, *compare], blocks,
+        )
     guard_handlers(blocks)  # after every tab: no handler shows a bare "Error"
     enforce_access(blocks)  # and none runs for a caller whose role does not allow it (REASONAPP_ADMINS / _REVIEWERS)
     return blocks

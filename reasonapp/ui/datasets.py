@@ -4,10 +4,14 @@ The tab reads an upload (one file, or one per split) or a Hub id / directory, sh
 split and how a single file is split, and saves it into the workspace (`reasonapp.dataset_import`); nothing is
 written until Save, and a refused save writes nothing. The switch is the "Dataset" dropdown at the top of the page:
 each page keeps its own choice (`gr.State`), and a change reaches the Overview, the Train tab's dataset field, the
-Review tab's dataset filter and Stage 2 field, and the Compare tab's gold labels and examples.
+Review tab's dataset filter and Stage 2 field, the Compare tab's gold labels and examples, and the Pipeline tab's YAML.
+The browser remembers the choice (`gr.BrowserState`, in its localStorage): a reload, or the app served again, opens
+on it through the same switch; another browser keeps its own.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import gradio as gr
 import pandas as pd
@@ -167,6 +171,16 @@ def build_datasets_tab(app_dataset_dropdown: gr.Dropdown, home_dataset: str) -> 
 # -- the app-wide switch ------------------------------------------------------------------------------
 
 
+def remembered_dataset() -> gr.BrowserState:
+    """Where a browser keeps its dataset choice: one key per workspace (two workspaces served on one address keep
+    their own). The "secret" only scrambles the stored value (the browser holds it); it is fixed so that the choice
+    outlives a restart of the app. A restored value is checked like any switch, so a forged one gains nothing."""
+    from reasonapp import settings
+
+    key = "reasonapp-dataset-" + hashlib.sha256(str(settings.workspace_dir().resolve()).encode()).hexdigest()[:12]
+    return gr.BrowserState(None, storage_key=key, secret=key)
+
+
 class DatasetSwitch:
     """Switches one page to another dataset: loads it, then updates every tab that shows or defaults to it."""
 
@@ -180,20 +194,22 @@ class DatasetSwitch:
         return load_classification_dataset(choice)
 
     def switch(self, choice: str | None, current: str, task: str | None, train_dataset: str | None):
-        """(this page's dataset, dropdown, message, overview line, overview table, Train dataset, Review dataset filter,
-        Stage 2 dataset, Compare gold labels, Compare examples); a bad choice keeps the current dataset."""
+        """(this page's dataset, what the browser remembers, dropdown, message, overview line, overview table, Train
+        dataset, Review dataset filter, Stage 2 dataset, Compare gold labels, Compare examples); a bad choice keeps the
+        current dataset."""
         choice = (choice or "").strip()
         unchanged = (gr.skip(),) * 7
         if not choice or choice == current:
-            return current, gr.skip(), gr.skip(), *unchanged
+            return current, gr.skip(), gr.skip(), gr.skip(), *unchanged
         try:
             data = self.load(choice)
         except ReasonappError as error:
-            return current, gr.update(value=current), f"Kept {current}: {error}", *unchanged
+            return current, gr.skip(), gr.update(value=current), f"Kept {current}: {error}", *unchanged
         held = self.review.dataset_choices()
         message = f"Dataset: {choice} ({len(data.label_names)} labels: {', '.join(data.label_names)})."
         table = pd.DataFrame(dataset_table(data), columns=["split", "rows", *data.label_names])  # the columns are the new labels
         return (
+            choice,
             choice,
             gr.skip(),
             message,
@@ -206,7 +222,29 @@ class DatasetSwitch:
             gr.update(samples=[[text] for text in example_texts(data)]),
         )
 
+    def restore(self, remembered: str | None, current: str, task: str | None, train_dataset: str | None):
+        """Page load: the dataset this browser chose last time, through `switch` (the same outputs); the dropdown lists the
+        workspace's datasets as they are now. One that no longer loads (deleted, or not offered to this caller) is
+        forgotten, and the page stays on the app's dataset saying why."""
+        listed = dataset_choices(self.review.app_dataset)
+        remembered = (remembered or "").strip()
+        if not remembered or remembered == current:
+            return current, gr.skip(), gr.update(choices=listed), gr.skip(), *(gr.skip(),) * 7
+        switched = self.switch(remembered, current, task, train_dataset)
+        if switched[0] != remembered:  # refused: `switch` said why after "Kept <current>: "
+            reason = switched[3].removeprefix(f"Kept {current}: ")
+            message = f"The dataset this browser chose last time does not load now ({reason}): back on {current}."
+            return current, current, gr.update(choices=listed, value=current), message, *switched[4:]
+        return (switched[0], switched[1], gr.update(choices=listed, value=remembered),
+                f"{switched[3]} (this browser's choice, kept from its last visit)", *switched[4:])
 
-def wire_dataset_switch(switch: DatasetSwitch, dropdown: gr.Dropdown, state: gr.State, message, task, train_dataset, outputs: list) -> None:
-    """`outputs`: overview line, overview table, Train dataset, Review dataset, Stage 2 dataset, Compare gold, Compare examples."""
-    dropdown.change(switch.switch, [dropdown, state, task, train_dataset], [state, dropdown, message, *outputs], api_visibility="private")
+
+def wire_dataset_switch(
+    switch: DatasetSwitch, dropdown: gr.Dropdown, state: gr.State, remembered: gr.BrowserState, message, task, train_dataset, outputs: list,
+    blocks: gr.Blocks,
+) -> None:
+    """A pick switches the page and the browser remembers it; a page load restores it. `outputs`: overview line,
+    overview table, Train dataset, Review dataset, Stage 2 dataset, Compare gold, Compare examples."""
+    targets = [state, remembered, dropdown, message, *outputs]
+    dropdown.change(switch.switch, [dropdown, state, task, train_dataset], targets, api_visibility="private")
+    blocks.load(switch.restore, [remembered, state, task, train_dataset], targets, api_visibility="private")

@@ -4,7 +4,8 @@ Nothing here trains: `training.launcher.start_pipeline` writes the YAML the form
 <workspace>/jobs/pipeline-<time> and starts `experiment` there; the page reads the job's state file every two
 seconds (`gr.Timer`): each stage's state, progress and time, the log tail, and at the end the evaluation report.
 A reloaded page reattaches to the newest job and puts its settings back into the form. With the review pause the
-job waits after Stage 2 until the store is reviewed and Continue is clicked.
+job waits after Stage 2 until the store is reviewed and Continue is clicked. The experiment runs on the page's
+dataset (the app-wide Dataset switch); on the dataset the app opened on, the config's own.
 """
 
 from __future__ import annotations
@@ -79,9 +80,19 @@ def _whole(value, what: str) -> int:
     return int(float(value))
 
 
-def build_pipeline_config(name, base_model, n_train, rgen_rows, rgen_epochs, epochs, max_steps, eval_rows, review) -> dict:
-    """The chosen config with the form's sizes in it: only what the form changed differs from the file."""
+def pipeline_dataset(page_dataset: str | None, home_dataset: str | None) -> str | None:
+    """The dataset the experiment runs on: the page's, once switched away from the one the app opened on (None: the config's own)."""
+    page_dataset = (page_dataset or "").strip()
+    return page_dataset if page_dataset and page_dataset != (home_dataset or "").strip() else None
+
+
+def build_pipeline_config(
+    name, base_model, n_train, rgen_rows, rgen_epochs, epochs, max_steps, eval_rows, review, dataset: str | None = None
+) -> dict:
+    """The chosen config with the form's sizes in it, on `dataset` when given: only what the form changed differs from the file."""
     values = copy.deepcopy(read_config_file(name))
+    if dataset:
+        values["dataset"] = dataset
     if (base_model or "").strip():
         values["base_model"] = base_model.strip()
     values["n_train"] = _whole(n_train, "n_train")
@@ -108,19 +119,27 @@ def build_pipeline_config(name, base_model, n_train, rgen_rows, rgen_epochs, epo
     return values
 
 
-def pipeline_form(name: str | None):
-    """A config picked: its settings in the form, and its YAML."""
+def _on_dataset(values: dict, page_dataset: str | None, home_dataset: str | None) -> dict:
+    dataset = pipeline_dataset(page_dataset, home_dataset)
+    return {**values, "dataset": dataset} if dataset else values
+
+
+def pipeline_form(name: str | None, page_dataset: str | None = None, home_dataset: str | None = None):
+    """A config picked: its settings in the form, and its YAML (on the page's dataset)."""
     try:
         values = read_config_file(name)
     except ReasonappError as error:
         return (*(gr.skip() for _ in range(8)), f"# {error}")
-    return (*form_values(values), yaml.safe_dump(values, sort_keys=False))
+    return (*form_values(values), yaml.safe_dump(_on_dataset(values, page_dataset, home_dataset), sort_keys=False))
 
 
-def pipeline_yaml(name, base_model, n_train, rgen_rows, rgen_epochs, epochs, max_steps, eval_rows, review) -> str:
-    """The YAML Start would run, or what is wrong with the form (as Start would refuse it)."""
+def pipeline_yaml(
+    name, base_model, n_train, rgen_rows, rgen_epochs, epochs, max_steps, eval_rows, review, page_dataset=None, home_dataset=None
+) -> str:
+    """The YAML Start would run (on the page's dataset), or what is wrong with the form (as Start would refuse it)."""
     try:
-        values = build_pipeline_config(name, base_model, n_train, rgen_rows, rgen_epochs, epochs, max_steps, eval_rows, review)
+        dataset = pipeline_dataset(page_dataset, home_dataset)
+        values = build_pipeline_config(name, base_model, n_train, rgen_rows, rgen_epochs, epochs, max_steps, eval_rows, review, dataset)
         experiment_config_from_mapping(values)
         return yaml.safe_dump(values, sort_keys=False)
     except (ReasonappError, ValueError) as error:
@@ -133,13 +152,16 @@ def _demo_refusal() -> str | None:
     return "Not started: training is off in this demo (REASONAPP_DEMO=1)." if demo_mode() else None
 
 
-def pipeline_start(name, base_model, n_train, rgen_rows, rgen_epochs, epochs, max_steps, eval_rows, review):
-    """(job list, message): check the form's config and launch the experiment on it as a job."""
+def pipeline_start(
+    name, base_model, n_train, rgen_rows, rgen_epochs, epochs, max_steps, eval_rows, review, page_dataset=None, home_dataset=None
+):
+    """(job list, message): check the form's config and launch the experiment on it (on the page's dataset) as a job."""
     refused = _demo_refusal()
     if refused:
         return gr.update(), refused
     try:
-        config = build_pipeline_config(name, base_model, n_train, rgen_rows, rgen_epochs, epochs, max_steps, eval_rows, review)
+        dataset = pipeline_dataset(page_dataset, home_dataset)
+        config = build_pipeline_config(name, base_model, n_train, rgen_rows, rgen_epochs, epochs, max_steps, eval_rows, review, dataset)
         job_dir = launcher.start_pipeline(config)
     except (ReasonappError, ValueError) as error:
         return gr.update(), f"Not started: {error}"
@@ -226,18 +248,30 @@ def pipeline_poll(job: str | None, seen):
 refresh_pipeline_jobs = refresh_job_list(launcher.pipeline_jobs)
 
 
-def pipeline_reattach():
-    """Page load: the newest job selected, and its settings back in the form (config, sizes, review pause)."""
+def pipeline_reattach(page_dataset: str | None = None, home_dataset: str | None = None):
+    """Page load: the newest job selected, and its settings back in the form (config, sizes, review pause); the YAML
+    is the job's, on the page's dataset once the page is switched away from the app's."""
     jobs = launcher.pipeline_jobs()
     if not jobs:
         return (gr.update(choices=[], value=None), *(gr.skip() for _ in range(10)))
     values = launcher.pipeline_settings(jobs[0])
     name = values.get("name") if values.get("name") in config_choices() else gr.skip()
-    return (gr.update(choices=jobs, value=jobs[0]), name, *form_values(values), yaml.safe_dump(values, sort_keys=False))
+    shown = yaml.safe_dump(_on_dataset(values, page_dataset, home_dataset), sort_keys=False)
+    return (gr.update(choices=jobs, value=jobs[0]), name, *form_values(values), shown)
 
 
-def build_pipeline_tab(blocks: gr.Blocks, default_base_model: str | None = None, default_config: str = DEFAULT_CONFIG, demo_mode: bool = False) -> None:
-    """The tab inside `blocks` (whose page load reattaches it to the newest job); Start, Resume and Continue are off in the demo."""
+def build_pipeline_tab(
+    blocks: gr.Blocks,
+    default_base_model: str | None = None,
+    default_config: str = DEFAULT_CONFIG,
+    demo_mode: bool = False,
+    app_dataset: str | None = None,
+    app_dataset_state: gr.State | None = None,
+) -> None:
+    """The tab inside `blocks` (whose page load reattaches it to the newest job); Start, Resume and Continue are off in the demo.
+
+    With `app_dataset_state` (the page's dataset, which the app opened on `app_dataset`) the experiment follows the
+    app-wide Dataset switch: the YAML shown and started names the page's dataset, or the config's own on `app_dataset`."""
     choices = config_choices()
     start_values = read_config_file(default_config) if default_config in choices else {}
     if default_base_model and start_values:
@@ -280,11 +314,14 @@ def build_pipeline_tab(blocks: gr.Blocks, default_base_model: str | None = None,
 
     form = [config, base_model, n_train, rgen_rows, rgen_epochs, epochs, max_steps, eval_rows, review]
     sizes = form[1:]
-    config.input(pipeline_form, config, [*sizes, config_yaml], api_visibility="private")
+    page = [app_dataset_state, gr.State(app_dataset)] if app_dataset_state is not None else []  # the page's dataset, the app's
+    config.input(pipeline_form, [config, *page], [*sizes, config_yaml], api_visibility="private")
     for field in sizes:
-        field.change(pipeline_yaml, form, config_yaml, api_visibility="private", show_progress="hidden")
+        field.change(pipeline_yaml, [*form, *page], config_yaml, api_visibility="private", show_progress="hidden")
+    if app_dataset_state is not None:  # a switch (or a reload that restores one) names the page's dataset in the YAML
+        app_dataset_state.change(pipeline_yaml, [*form, *page], config_yaml, api_visibility="private", show_progress="hidden")
     if not demo_mode:
-        begin.click(pipeline_start, form, [job, message], api_name="pipeline_start")
+        begin.click(pipeline_start, [*form, *page], [job, message], api_name="pipeline_start")
         again.click(pipeline_resume, job, message, api_name="pipeline_resume")
         onward.click(pipeline_continue, job, message, api_name="pipeline_continue")
     halt.click(pipeline_stop, job, message, api_name="pipeline_stop")
@@ -294,4 +331,4 @@ def build_pipeline_tab(blocks: gr.Blocks, default_base_model: str | None = None,
     timer = gr.Timer(POLL_SECONDS)
     timer.tick(refresh_pipeline_jobs, jobs_seen, [job, jobs_seen], api_visibility="private", show_progress="hidden")
     timer.tick(pipeline_poll, [job, seen], [*view, seen], api_visibility="private", show_progress="hidden")
-    blocks.load(pipeline_reattach, None, [job, config, *sizes, config_yaml], api_visibility="private")
+    blocks.load(pipeline_reattach, page or None, [job, config, *sizes, config_yaml], api_visibility="private")
