@@ -13,11 +13,13 @@ rows in dispute with every reviewer's decision side by side, and the tab shows t
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 
+from reasonapp import settings
 from reasonapp.access import ADMIN, MAX_NAME_CHARS, local_user
 from reasonapp.agreement import DISPUTE, agreement_line, agreement_summary, outcome
 from reasonapp.errors import ReasonappError
@@ -31,6 +33,7 @@ from reasonapp.store import (
     Status,
     StoredRow,
     StoreError,
+    default_store_path,
     min_reviews_from_environment,
 )
 from reasonapp.ui.access import current_caller, current_policy, reviewer_name
@@ -73,12 +76,14 @@ document.addEventListener("keydown", (event) => {
 
 @dataclass
 class ReviewSession:
-    """One browser session's queue: the row ids the filter selected and where the reviewer is."""
+    """One browser session's queue: the row ids the filter selected, where the reviewer is, and the store they are
+    rows of (None: the app's own; else a listed experiment store), so each page reviews the store it picked."""
 
     queue: list[int] = field(default_factory=list)
     position: int = 0
     version: int | None = None
     dataset: str | None = None
+    store: str | None = None
 
     @property
     def row_id(self) -> int | None:
@@ -120,6 +125,45 @@ refresh_stage2_jobs = refresh_job_list(launcher.stage2_jobs)
 refresh_stage2_sources = refresh_on_change(lambda: tuple(rgen_run_choices()), lambda: gr.update(choices=stage2_source_choices()))
 
 
+# The stores a page may pick besides the app's own: each experiment's Stage 2 store (`training.experiment`), where
+# a pipeline with the review pause waits for its rows to be reviewed.
+EXPERIMENT_STORES = "experiments/*/store-*/store.sqlite"
+
+
+def _in_workspace(path: str | Path) -> str:
+    """A store's path as the page shows it: relative to the workspace when it is inside."""
+    resolved, workspace = Path(path).resolve(), settings.workspace_dir().resolve()
+    return str(resolved.relative_to(workspace) if resolved.is_relative_to(workspace) else path)
+
+
+def experiment_store_paths() -> list[str]:
+    """The experiment stores of the workspace (existing files only), in a stable order."""
+    return [str(path) for path in sorted(settings.workspace_dir().glob(EXPERIMENT_STORES)) if path.is_file()]
+
+
+def _pipeline_states_by_store() -> dict[Path, str]:
+    """Each review store a pipeline job names, with the newest such job's state (awaiting-review, running, ...)."""
+    states: dict[Path, str] = {}
+    for job in launcher.pipeline_jobs():  # newest first: it decides a store's state
+        state = launcher.pipeline_state(job)
+        if state["review_store"]:
+            states.setdefault(Path(state["review_store"]).resolve(), state["state"])
+    return states
+
+
+def experiment_store_choices() -> list[tuple[str, str]]:
+    """(label, path) of each experiment store: its experiment, its folder, and whether its pipeline awaits the review."""
+    paths = experiment_store_paths()
+    states = _pipeline_states_by_store() if paths else {}
+    choices = []
+    for path in paths:
+        folder = Path(path).parent
+        state = states.get(Path(path).resolve())
+        note = {"awaiting-review": " · awaiting review (then Continue in the Pipeline tab)", None: ""}.get(state, f" · pipeline {state}")
+        choices.append((f"experiment {folder.parent.name} ({folder.name}){note}", path))
+    return choices
+
+
 @functools.lru_cache(maxsize=1)
 def _rgen_model(run_dir: str):
     from training.augment import load_rgen
@@ -128,7 +172,13 @@ def _rgen_model(run_dir: str):
 
 
 class ReviewHandlers:
-    """The Review tab's event handlers, bound to one store file.
+    """The Review tab's event handlers over the app's store and the workspace's experiment stores.
+
+    The app's store is opened at start; a page may pick an experiment's Stage 2 store instead (`store_choices`), which
+    is opened on first use and kept open. Handlers of a loaded queue act on the store the queue was loaded from (the
+    session carries it); the others take the page's chosen store as their last input (None: the app's). A store value
+    that is not listed is refused before anything is opened, so an API caller cannot make the app create or touch a file.
+    Team review settings (REASONAPP_MIN_REVIEWS) and decision sync apply to the app's store only.
 
     A store file that cannot be opened (not a store, a newer schema) does not stop the app: the tab
     shows why, every decision is refused with that message, and the file is left untouched.
@@ -139,11 +189,14 @@ class ReviewHandlers:
         self.sync = sync  # training.hub.DecisionSync when REASONAPP_SYNC_REPO is set
         self.task_description = task_description
         self.app_dataset = dataset
+        self.app_store = str(Path(store_path) if store_path else default_store_path())  # its value in the Store list
         self._store: ReasoningStore | None = None
+        self._stores: dict[str, ReasoningStore] = {}  # experiment stores pages picked, one open store per path
+        self._stores_lock = threading.Lock()
         self.open_error: str | None = None
         try:
             min_reviews = min_reviews_from_environment()  # REASONAPP_MIN_REVIEWS: team review's overlap, kept in the store
-            self._store = ReasoningStore(store_path, journal=log_decisions)
+            self._store = ReasoningStore(self.app_store, journal=log_decisions)
             if min_reviews is not None:
                 self._store.set_min_reviews(min_reviews)
         except StoreError as error:
@@ -151,65 +204,135 @@ class ReviewHandlers:
 
     @property
     def store(self) -> ReasoningStore:
+        """The app's own store."""
         if self._store is None:
             raise StoreError(self.open_error or "the review store is not open")
         return self._store
 
-    def sync_status(self) -> str:
-        """Where decisions persist: the sync repo and when it was last written, or the local store alone."""
+    # -- which store -----------------------------------------------------------------------
+    def store_choices(self) -> list[tuple[str, str]]:
+        """(label, value) of the stores a page may review: the app's first, then each experiment store."""
+        here = Path(self.app_store).resolve()
+        others = [(label, path) for label, path in experiment_store_choices() if Path(path).resolve() != here]
+        return [(self._app_store_label(), self.app_store), *others]
+
+    def _app_store_label(self) -> str:
+        from training.demo import demo_store_path
+
+        kind = "demo" if Path(self.app_store).resolve() == demo_store_path().resolve() else "workspace"
+        return f"{kind} store ({_in_workspace(self.app_store)})"
+
+    def is_app_store(self, choice: str | None) -> bool:
+        return not choice or choice == self.app_store
+
+    def open_store(self, choice: str | None) -> ReasoningStore:
+        """The store a page chose: the app's (None or its value) or a listed experiment store, opened once.
+
+        Anything else (another path, a `..` path, a file that is not listed or does not exist) is refused before it is
+        opened: nothing is created or written. Experiment stores are not in the decision log (it syncs the app's store).
+        """
+        if self.is_app_store(choice):
+            return self.store
+        if not isinstance(choice, str) or choice not in experiment_store_paths():
+            shown = repr(choice)[:200]
+            raise StoreError(f"{shown} is not one of this workspace's review stores: pick one from the Store list")
+        with self._stores_lock:
+            if choice not in self._stores:
+                self._stores[choice] = ReasoningStore(choice, journal=False)
+            return self._stores[choice]
+
+    def _session_store(self, session: ReviewSession) -> ReasoningStore:
+        return self.open_store(session.store)
+
+    def choose_store(self, store: str | None):
+        """A page picks a store: the Dataset filter offers that store's datasets and the Label filter their labels (the
+        queue reloads next). A refused store changes neither; the queue's reload says why."""
+        try:
+            opened = self.open_store(store)
+        except StoreError:
+            return gr.skip(), gr.skip()
+        datasets, chosen = self.dataset_choices(store), self.default_dataset(store)
+        labels = opened.label_names(chosen) if chosen else self.label_names
+        return gr.update(choices=datasets, value=chosen), gr.update(choices=["all", *labels], value="all")
+
+    def sync_status(self, store: str | None = None) -> str:
+        """Where decisions persist: the sync repo and when it was last written, or the store's file alone."""
+        if not self.is_app_store(store):
+            try:
+                path = self.open_store(store).path
+            except StoreError as error:
+                return str(error)
+            return (
+                f"Decisions on this store are kept in its file only ({_in_workspace(path)}): decision sync (REASONAPP_SYNC_REPO) covers the "
+                "app's own store, so on a Space a restart loses them."
+            )
         if self.sync is not None:
             return self.sync.status_line()
         where = self._store.path if self._store else "the store"
         return f"Decisions are kept in {where} only; on a Space set REASONAPP_SYNC_REPO so they survive a restart (see README)."
 
-    def dataset_choices(self) -> list[str]:
+    def dataset_choices(self, store: str | None = None) -> list[str]:
         """The store's datasets, the app's own first (its rows are what the other tabs show)."""
-        held = self._store.datasets() if self._store else []
+        try:
+            held = self.open_store(store).datasets()
+        except StoreError:
+            held = []
         first = [self.app_dataset] if self.app_dataset in held else []
         return first + [d for d in held if d != self.app_dataset]
 
-    def default_dataset(self) -> str | None:
-        choices = self.dataset_choices()
+    def default_dataset(self, store: str | None = None) -> str | None:
+        choices = self.dataset_choices(store)
         return choices[0] if choices else self.app_dataset
 
-    def dataset_changed(self, dataset: str | None):
+    def dataset_changed(self, dataset: str | None, store: str | None = None):
         """The Label filter offers the chosen dataset's labels."""
-        labels = self._store.label_names(dataset) if self._store and dataset else self.label_names
+        try:
+            labels = self.open_store(store).label_names(dataset) if dataset else self.label_names
+        except StoreError:
+            labels = self.label_names
         return gr.update(choices=["all", *labels], value="all")
 
     # -- views ---------------------------------------------------------------------------
-    def counts_table(self, dataset: str | None = None) -> list[list]:
-        counts = self.store.counts(dataset)
+    def counts_table(self, dataset: str | None = None, store: str | None = None) -> list[list]:
+        return self._counts_table(self.open_store(store), dataset)
+
+    @staticmethod
+    def _counts_table(store: ReasoningStore, dataset: str | None) -> list[list]:
+        counts = store.counts(dataset)
         rows = [["all", *counts["status"].values(), counts["total"]]]
         for label, by_status in sorted(counts["label"].items()):
             rows.append([label, *by_status.values(), sum(by_status.values())])
         return rows
 
-    def quality_overview(self, dataset: str | None = None) -> str:
+    def quality_overview(self, dataset: str | None = None, store: str | None = None) -> str:
         """The dataset's reasonings (all but rejected) by the quality flags: a set of templates shows here first."""
-        if self._store is None:
-            return self.open_error
-        rows = self.store.rows_for_export(include_pending=True, dataset=dataset or None)
+        try:
+            opened = self.open_store(store)
+        except StoreError as error:
+            return str(error)
+        rows = opened.rows_for_export(include_pending=True, dataset=dataset or None)
         return quality_line(quality_summary([{"text": r.text, "label": r.label, "reasoning": r.reasoning, "flags": r.flags} for r in rows]))
 
     def progress_line(self, session: ReviewSession) -> str:
-        counts = self.store.counts(session.dataset)
+        store = self._session_store(session)
+        counts = store.counts(session.dataset)
         reviewed = counts["total"] - counts["status"]["pending"]
         position = f"row {session.position + 1} of {len(session.queue)} in this queue" if session.row_id else "queue is empty"
         line = f"{position} · reviewed {reviewed} of {counts['total']} · flagged {counts['flagged']} · not generated yet {counts['not_generated']}"
-        min_reviews = self.store.min_reviews()
+        min_reviews = store.min_reviews()
         if min_reviews > 1:
             line += f" · team review, {min_reviews} a row: {counts['awaiting_reviews']} need more reviews, {counts['in_dispute']} in dispute"
         return line
 
     def view(self, session: ReviewSession, message: str = "", row: StoredRow | None = None):
         """(state, text, label, reasoning, flags, meta, progress, counts, message) for the current row."""
+        store = self._session_store(session)
         if row is None and session.row_id is not None:
-            row = self.store.get(session.row_id)
+            row = store.get(session.row_id)
         if row is None:
             session.version = None
             empty = "No rows here. Generate reasonings with `python -m training augment`, or change the filters."
-            return session, "", "", "", "", "", self.progress_line(session), self.counts_table(session.dataset), message or empty
+            return session, "", "", "", "", "", self.progress_line(session), self._counts_table(store, session.dataset), message or empty
         session.version = row.version
         generator = row.generator or {}
         meta = (
@@ -217,28 +340,31 @@ class ReviewHandlers:
             f"row {row.row_index} of {row.dataset}/{row.split} · generator: {generator.get('rgen_run', '–')} "
             f"(prompt v{generator.get('prompt_version', '?')})"
         )
-        min_reviews = self.store.min_reviews()
+        min_reviews = store.min_reviews()
         if min_reviews > 1 and row.status == Status.PENDING.value:
-            decisions = self.store.decisions(row.id)
+            decisions = store.decisions(row.id)
             disputed = " (in dispute: an admin resolves it)" if outcome(decisions, min_reviews).state == DISPUTE else ""
             meta += f" · reviews {len(decisions)} of {min_reviews}{disputed}"
         flags = "; ".join(row.flags) if row.flags else "none"
-        return session, row.text, row.label, row.reasoning or "", flags, meta, self.progress_line(session), self.counts_table(session.dataset), message
+        return session, row.text, row.label, row.reasoning or "", flags, meta, self.progress_line(session), self._counts_table(store, session.dataset), message
 
     # -- queue ---------------------------------------------------------------------------
     def load_queue(
         self, status: str, label: str, search: str, min_length, max_length, flagged: str, order: str, dataset: str | None = None,
-        reviewer: str | None = None,
+        reviewer: str | None = None, store: str | None = None,
     ):
-        """The rows the filters select; with team review on, "pending" is the reviewer's own queue."""
-        if self._store is None:
-            return ReviewSession(), "", "", "", "", "", "", [], self.open_error
-        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset, reviewer)
-        session = ReviewSession(queue=self.store.query_ids(row_filter), dataset=row_filter.dataset)
+        """The rows the filters select in the chosen store; with team review on, "pending" is the reviewer's own queue."""
+        try:
+            opened = self.open_store(store)
+        except StoreError as error:
+            return ReviewSession(), "", "", "", "", "", "", [], str(error)
+        row_filter = self._filter(opened, status, label, search, min_length, max_length, flagged, order, dataset, reviewer)
+        session = ReviewSession(queue=opened.query_ids(row_filter), dataset=row_filter.dataset, store=None if self.is_app_store(store) else store)
         return self.view(session, f"{len(session.queue)} rows match")
 
-    def _filter(self, status, label, search, min_length, max_length, flagged, order, dataset=None, reviewer=None) -> RowFilter:
-        mine = status == Status.PENDING.value and self.store.min_reviews() > 1  # team review: rows this reviewer has not decided
+    @staticmethod
+    def _filter(store: ReasoningStore, status, label, search, min_length, max_length, flagged, order, dataset=None, reviewer=None) -> RowFilter:
+        mine = status == Status.PENDING.value and store.min_reviews() > 1  # team review: rows this reviewer has not decided
         return RowFilter(
             dataset=(dataset or "").strip() or None,
             status=None if status in (None, "all") else status,
@@ -260,8 +386,9 @@ class ReviewHandlers:
     def _decide(self, session: ReviewSession, reviewer: str, status: str, reasoning: str | None, advance: bool = True):
         if session.row_id is None:
             return self.view(session, "Nothing to review here.")
+        store = self._session_store(session)
         try:
-            row = self.store.review(session.row_id, status, session.version, reviewer_name(reviewer), reasoning)
+            row = store.review(session.row_id, status, session.version, reviewer_name(reviewer), reasoning)
         except ConflictError as conflict:
             gr.Warning(str(conflict))
             return self.view(session, f"Not saved: {conflict}", row=conflict.current)
@@ -270,19 +397,20 @@ class ReviewHandlers:
             state, *rest = self.view(session, f"Not saved: {error}")
             rest[2] = reasoning if reasoning is not None else rest[2]  # keep the reviewer's text in the box
             return (state, *rest)
-        message = self._decision_message(row)
+        message = self._decision_message(store, row)
         if advance:
             session.position += 1
             return self.view(session, message)
         return self.view(session, message, row=row)
 
-    def _decision_message(self, row: StoredRow) -> str:
+    @staticmethod
+    def _decision_message(store: ReasoningStore, row: StoredRow) -> str:
         """What a decision did: the row's status, or with team review on, where the row stands now."""
-        min_reviews = self.store.min_reviews()
-        last = self.store.history(row.id)[-1]["action"]
+        min_reviews = store.min_reviews()
+        last = store.history(row.id)[-1]["action"]
         if min_reviews <= 1 or last not in ("review", "agree"):
             return f"Row {row.row_index}: {row.status}."
-        decisions = self.store.decisions(row.id)
+        decisions = store.decisions(row.id)
         if last == "agree":
             return f"Row {row.row_index}: {row.status} ({len(decisions)} reviewers agree)."
         mine = next((d.decision for d in decisions if d.reviewer == row.reviewer), row.status)
@@ -297,24 +425,25 @@ class ReviewHandlers:
         return self._decide(session, reviewer, Status.REJECTED.value, None)
 
     def save_edit(self, session, reasoning: str, reviewer: str):
-        if session.row_id is not None and self.store.get(session.row_id).reasoning == reasoning:
+        if session.row_id is not None and self._session_store(session).get(session.row_id).reasoning == reasoning:
             return self.view(session, "No change to save: edit the reasoning first, or accept it as it is.")
         return self._decide(session, reviewer, Status.EDITED.value, reasoning)
 
     def undo(self, session, reasoning: str, reviewer: str):
         # Undo the current row's last change, or else step back to the row just decided.
+        store = self._session_store(session)
         target = session.row_id
-        if target is None or self.store.get(target).status == Status.PENDING.value and len(self.store.history(target)) <= 1:
+        if target is None or store.get(target).status == Status.PENDING.value and len(store.history(target)) <= 1:
             if session.position > 0:
                 session.position -= 1
                 target = session.row_id
         if target is None:
             return self.view(session, "Nothing to undo.")
         try:
-            if self.store.history(target)[-1]["action"] == "resolve":  # an admin's resolution is undone by an admin only
+            if store.history(target)[-1]["action"] == "resolve":  # an admin's resolution is undone by an admin only
                 current_policy().check(current_caller(), "resolve")
             others = current_policy().role(current_caller()) == ADMIN  # a reviewer takes back only their own decisions
-            row = self.store.undo(target, self.store.get(target).version, reviewer_name(reviewer), others=others)
+            row = store.undo(target, store.get(target).version, reviewer_name(reviewer), others=others)
         except ReasonappError as error:
             return self.view(session, str(error))
         return self.view(session, f"Undone: row {row.row_index} is {row.status} again.", row=row)
@@ -329,24 +458,27 @@ class ReviewHandlers:
             return self.view(session, "Nothing to regenerate.")
         if not rgen_run:
             return self.view(session, "Pick an R-Gen run to regenerate with (train one with `--task rgen`).")
-        row = self.store.get(session.row_id)
+        store = self._session_store(session)
+        row = store.get(session.row_id)
         if rgen_run not in rgen_run_choices() and current_policy().role(current_caller()) != ADMIN:
             return self.view(session, "Pick an R-Gen run from the list (other models are an admin's to load).", row=row)
         try:
             model, tokenizer, _ = _rgen_model(rgen_run)
         except ReasonappError as error:
             return self.view(session, str(error), row=row)
-        labels = LabelSpace(tuple(self.store.label_names(row.dataset) or self.label_names), self.task_description)
+        labels = LabelSpace(tuple(store.label_names(row.dataset) or self.label_names), self.task_description)
         decoding = Decoding(max_new_tokens=64, do_sample=True)
         candidate = generate_reasonings(model, tokenizer, [row.text], [row.label], labels, decoding, batch_size=1)[0]
         state, *rest = self.view(session, "New candidate in the box: accept or save it to keep it.", row=row)
         rest[2] = candidate
         return (state, *rest)
 
-    def bulk_accept(self, session, reviewer, status, label, search, min_length, max_length, flagged, order, dataset=None):
-        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset, reviewer)
-        result = self.store.bulk_accept(row_filter, reviewer_name(reviewer))
-        session = ReviewSession(queue=self.store.query_ids(row_filter), dataset=row_filter.dataset)
+    def bulk_accept(self, session, reviewer, status, label, search, min_length, max_length, flagged, order, dataset=None, store=None):
+        """Accept every pending row the filters select in the chosen store; the queue reloads on it."""
+        opened = self.open_store(store)
+        row_filter = self._filter(opened, status, label, search, min_length, max_length, flagged, order, dataset, reviewer)
+        result = opened.bulk_accept(row_filter, reviewer_name(reviewer))
+        session = ReviewSession(queue=opened.query_ids(row_filter), dataset=row_filter.dataset, store=None if self.is_app_store(store) else store)
         message = f"Accepted {result.accepted} pending rows."
         if result.refused:
             reasons = sorted(set(result.refused.values()))
@@ -355,23 +487,26 @@ class ReviewHandlers:
 
     def export(
         self, name: str, include_pending: bool, policy: str = "keep-all", dropped: str = "remove", dataset: str | None = None,
-        overwrite: bool = False,
+        overwrite: bool = False, store: str | None = None,
     ) -> str:
-        """Build the augmented training set under `<workspace>/exports/<name>` (the same as `python -m training export`)."""
+        """Build the augmented training set of the chosen store under `<workspace>/exports/<name>` (the same as
+        `python -m training export`)."""
         from training.augment import export_store, workspace_export_dir
 
         try:
+            source = self.open_store(store).path  # first: a refused store writes no export folder either
             out = workspace_export_dir((name or "").strip() or "reviewed")
-            provenance = export_store(self.store.path, out, include_pending, policy, dropped=dropped, dataset=dataset or None, overwrite=overwrite)
+            provenance = export_store(source, out, include_pending, policy, dropped=dropped, dataset=dataset or None, overwrite=overwrite)
         except ReasonappError as error:
             return f"Not exported: {error}"
         dropped_note = f"; {provenance['dropped_by_policy']} reasonings dropped by {policy}" if policy != "keep-all" else ""
         task = "multitask" if dropped == "blank" else "Q→RA"
         return f"Exported {provenance['rows']} rows ({provenance['exported_status']}{dropped_note}) to {out}; train {task} on it with --dataset {out}"
 
-    def bulk_preview(self, status, label, search, min_length, max_length, flagged, order, dataset=None, reviewer=None):
-        row_filter = self._filter(status, label, search, min_length, max_length, flagged, order, dataset, reviewer)
-        pending = sum(1 for i in self.store.query_ids(row_filter) if self.store.get(i).status == Status.PENDING.value)
+    def bulk_preview(self, status, label, search, min_length, max_length, flagged, order, dataset=None, reviewer=None, store=None):
+        opened = self.open_store(store)
+        row_filter = self._filter(opened, status, label, search, min_length, max_length, flagged, order, dataset, reviewer)
+        pending = sum(1 for i in opened.query_ids(row_filter) if opened.get(i).status == Status.PENDING.value)
         return gr.update(visible=True), f"Accept all {pending} pending rows in this filter?"
 
     # -- Stage 2 as a job: "Generate reasonings" -----------------------------------------------
@@ -427,29 +562,33 @@ class ReviewHandlers:
         return gr.update(choices=jobs, value=chosen), self.stage2_state(chosen), *form
 
     # -- team review: agreement and the Resolve view ----------------------------------------
-    def agreement(self, dataset: str | None = None) -> str:
+    def agreement(self, dataset: str | None = None, store: str | None = None) -> str:
         """The team's agreement and each reviewer's progress on the dataset (`reasonapp.agreement`)."""
-        if self._store is None:
-            return self.open_error
+        try:
+            opened = self.open_store(store)
+        except StoreError as error:
+            return str(error)
         dataset = dataset or None
-        summary = agreement_summary(self.store.team_decisions(dataset))
-        return agreement_line(summary, self.store.min_reviews(), self.store.counts(dataset)["in_dispute"])
+        summary = agreement_summary(opened.team_decisions(dataset))
+        return agreement_line(summary, opened.min_reviews(), opened.counts(dataset)["in_dispute"])
 
-    def disputes(self, dataset: str | None = None):
-        """The rows in dispute (of the chosen dataset), the first one shown."""
-        session = ResolveSession(queue=self.store.query_ids(RowFilter(dataset=dataset or None, disputed=True)), dataset=dataset or None)
-        return self.dispute_view(session)
+    def disputes(self, dataset: str | None = None, store: str | None = None):
+        """The rows in dispute (of the chosen dataset and store), the first one shown."""
+        opened = self.open_store(store)
+        queue = opened.query_ids(RowFilter(dataset=dataset or None, disputed=True))
+        return self.dispute_view(ResolveSession(queue=queue, dataset=dataset or None, store=None if self.is_app_store(store) else store))
 
     def dispute_view(self, session: ResolveSession, message: str = ""):
         """(state, text, gold label, versions side by side, version picker, final reasoning, message) for the current dispute."""
-        row = self.store.get(session.row_id) if session.row_id is not None else None
+        store = self._session_store(session)
+        row = store.get(session.row_id) if session.row_id is not None else None
         if row is None:
             session.version = None
             done = f"{len(session.queue)} rows were in dispute; none is left here." if session.queue else "No rows in dispute."
             empty = {"headers": VERSION_HEADERS, "data": []}
             return session, "", "", empty, gr.update(choices=[], value=None), "", " ".join(filter(None, [message, done]))
         session.version = row.version
-        decisions = self.store.decisions(row.id)
+        decisions = store.decisions(row.id)
         versions = [["(generated)", "–", row.reasoning or ""]]
         versions += [[d.reviewer, d.decision, d.reasoning if d.reasoning is not None else "(rejected: no version)"] for d in decisions]
         kept = [d for d in decisions if d.reasoning is not None]
@@ -467,11 +606,12 @@ class ReviewHandlers:
         """The chosen reviewer's version (or the generated one) in the box, to keep as it is or edit."""
         if session.row_id is None:
             return ""
+        store = self._session_store(session)
         if choice and choice != "(generated)":
-            for decision in self.store.decisions(session.row_id):
+            for decision in store.decisions(session.row_id):
                 if decision.reviewer == choice and decision.reasoning is not None:
                     return decision.reasoning
-        return self.store.generated_reasoning(session.row_id) or ""
+        return store.generated_reasoning(session.row_id) or ""
 
     def next_dispute(self, session: ResolveSession):
         if session.queue:
@@ -482,7 +622,7 @@ class ReviewHandlers:
         if session.row_id is None:
             return self.dispute_view(session, "Nothing to resolve here.")
         try:
-            row = self.store.resolve(session.row_id, session.version, reviewer_name(reviewer), status, reasoning)
+            row = self._session_store(session).resolve(session.row_id, session.version, reviewer_name(reviewer), status, reasoning)
         except ConflictError as conflict:
             gr.Warning(str(conflict))
             return self.dispute_view(session, f"Not resolved: {conflict}")
@@ -510,6 +650,11 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     session = gr.State(ReviewSession())
     with gr.Row():
         with gr.Column(scale=3):
+            # choices are (label, path); allow_custom_value: a store that appeared after start is checked by the handlers
+            store = gr.Dropdown(
+                handlers.store_choices(), value=handlers.app_store, label="Store", allow_custom_value=True, elem_id="review-store",
+                info="the app's own store, or an experiment's Stage 2 store (a pipeline paused for review waits on its store)",
+            )
             with gr.Row():
                 dataset = gr.Dropdown(
                     handlers.dataset_choices(), value=handlers.default_dataset(), label="Dataset", allow_custom_value=True,
@@ -578,14 +723,15 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
                     confirm = gr.Button("Yes, accept them", variant="primary", elem_id="review-bulk-confirm")
                     cancel = gr.Button("Cancel")
             sync_line = gr.Markdown(elem_id="review-sync")
-            gr.Timer(10).tick(handlers.sync_status, None, sync_line, api_visibility="private", show_progress="hidden")
-            demo.load(handlers.sync_status, None, sync_line, api_visibility="private")
+            gr.Timer(10).tick(handlers.sync_status, store, sync_line, api_visibility="private", show_progress="hidden")
+            demo.load(handlers.sync_status, store, sync_line, api_visibility="private")
             quality = gr.Textbox(label="Reasoning quality (all but rejected rows; Apply filters refreshes it)", interactive=False, lines=3, elem_id="review-quality")
             agreement = gr.Textbox(label="Team review: agreement and progress", interactive=False, lines=3, elem_id="review-agreement")
             with gr.Accordion("Generate reasonings (Stage 2, admins)", open=False, elem_id="review-stage2"):
                 gr.Markdown(
-                    "Runs `python -m training augment` into this store as its own process: rows appear in the queue as they are "
-                    "written (Apply filters). Stop keeps the rows written; Resume runs the same settings and skips them."
+                    "Runs `python -m training augment` into the app's own store (the first in the Store list, whichever store "
+                    "you review) as its own process: rows appear in its queue as they are written (Apply filters). Stop keeps "
+                    "the rows written; Resume runs the same settings and skips them."
                 )
                 stage2_source = gr.Dropdown(
                     stage2_source_choices(), value=stage2_source_choices()[0], label="R-Gen source", allow_custom_value=True,
@@ -631,32 +777,41 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
                 export = gr.Button("Export accepted + edited rows", elem_id="review-export")
                 export_message = gr.Textbox(label="Export", interactive=False, elem_id="review-export-message")
 
+    # The store is every store-wide handler's last input; a loaded queue's handlers use the store it was loaded from.
     filters = [status, label, search, min_length, max_length, flagged, order, dataset]
     outputs = [session, text, gold, reasoning, flags, meta, progress, counts, message]
-    apply.click(handlers.load_queue, [*filters, reviewer], outputs, api_name="review_queue")
-    demo.load(handlers.load_queue, [*filters, reviewer], outputs, api_visibility="private")
-    apply.click(handlers.quality_overview, dataset, quality, api_name="review_quality")  # on load and on each filter apply
-    demo.load(handlers.quality_overview, dataset, quality, api_visibility="private")
-    apply.click(handlers.agreement, dataset, agreement, api_name="review_agreement")
-    demo.load(handlers.agreement, dataset, agreement, api_visibility="private")
-    dataset.change(handlers.dataset_changed, dataset, label, api_visibility="private").then(
-        handlers.load_queue, [*filters, reviewer], outputs, api_visibility="private"
+    apply.click(handlers.load_queue, [*filters, reviewer, store], outputs, api_name="review_queue")
+    demo.load(handlers.load_queue, [*filters, reviewer, store], outputs, api_visibility="private")
+    apply.click(handlers.quality_overview, [dataset, store], quality, api_name="review_quality")  # on load and on each filter apply
+    demo.load(handlers.quality_overview, [dataset, store], quality, api_visibility="private")
+    apply.click(handlers.agreement, [dataset, store], agreement, api_name="review_agreement")
+    demo.load(handlers.agreement, [dataset, store], agreement, api_visibility="private")
+    dataset.change(handlers.dataset_changed, [dataset, store], label, api_visibility="private").then(
+        handlers.load_queue, [*filters, reviewer, store], outputs, api_visibility="private"
     )
+    # Another store: its datasets and labels in the filters, its queue, figures and where its decisions persist.
+    picked = store.input(handlers.choose_store, store, [dataset, label], api_visibility="private")
+    picked.then(handlers.load_queue, [*filters, reviewer, store], outputs, api_visibility="private")
+    picked.then(handlers.quality_overview, [dataset, store], quality, api_visibility="private")
+    picked.then(handlers.agreement, [dataset, store], agreement, api_visibility="private")
+    picked.then(handlers.sync_status, store, sync_line, api_visibility="private")
     accept.click(handlers.accept, [session, reasoning, reviewer], outputs, api_name="review_accept")
     save.click(handlers.save_edit, [session, reasoning, reviewer], outputs, api_name="review_save")
     reject.click(handlers.reject, [session, reasoning, reviewer], outputs, api_name="review_reject")
     skip.click(handlers.skip, [session], outputs, api_name="review_skip")
     undo.click(handlers.undo, [session, reasoning, reviewer], outputs, api_name="review_undo")
     regenerate.click(handlers.regenerate, [session, rgen_run], outputs, api_name="review_regenerate")
-    bulk.click(handlers.bulk_preview, [*filters, reviewer], [confirm_box, confirm_text], api_visibility="private")
-    confirm.click(handlers.bulk_accept, [session, reviewer, *filters], outputs, api_name="review_bulk_accept").then(
+    bulk.click(handlers.bulk_preview, [*filters, reviewer, store], [confirm_box, confirm_text], api_visibility="private")
+    confirm.click(handlers.bulk_accept, [session, reviewer, *filters, store], outputs, api_name="review_bulk_accept").then(
         lambda: gr.update(visible=False), None, confirm_box, api_visibility="private"
     )
     cancel.click(lambda: gr.update(visible=False), None, confirm_box, api_visibility="private")
-    export.click(handlers.export, [export_dir, include_pending, policy, dropped, dataset, overwrite], export_message, api_name="review_export")
+    export.click(
+        handlers.export, [export_dir, include_pending, policy, dropped, dataset, overwrite, store], export_message, api_name="review_export"
+    )
 
     resolve_outputs = [resolve_session, resolve_text, resolve_gold, versions, pick, final_reasoning, resolve_message]
-    show_disputes.click(handlers.disputes, dataset, resolve_outputs, api_name="review_disputes")
+    show_disputes.click(handlers.disputes, [dataset, store], resolve_outputs, api_name="review_disputes")
     pick.input(handlers.pick_version, [resolve_session, pick], final_reasoning, api_visibility="private")
     keep.click(handlers.resolve, [resolve_session, final_reasoning, reviewer], resolve_outputs, api_name="review_resolve")
     reject_row.click(handlers.resolve_reject, [resolve_session, reviewer], resolve_outputs, api_name="review_resolve_reject")
@@ -673,6 +828,10 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     sources_seen, jobs_seen = gr.State(None), gr.State(None)
     stage2_timer.tick(refresh_stage2_sources, sources_seen, [stage2_source, sources_seen], api_visibility="private", show_progress="hidden")
     stage2_timer.tick(refresh_stage2_jobs, jobs_seen, [stage2_job, jobs_seen], api_visibility="private", show_progress="hidden")
+    # the Store list too: an experiment that reaches its review pause while the page is open appears, marked so
+    stores_seen = gr.State(None)
+    refresh_stores = refresh_on_change(lambda: tuple(handlers.store_choices()), lambda: gr.update(choices=handlers.store_choices()))
+    stage2_timer.tick(refresh_stores, stores_seen, [store, stores_seen], api_visibility="private", show_progress="hidden")
     # a page load (a reload) reattaches to the job under way: selected, its settings back in the form
     demo.load(handlers.stage2_reattach, None, [stage2_job, stage2_line, *stage2_form], api_visibility="private")
     return dataset, stage2_dataset
