@@ -32,9 +32,8 @@ TRAINED = ("rgen", "qa", "qra")
 STAGE_COLUMNS = ["stage", "state", "progress", "started", "time (s)"]
 POLL_SECONDS = 2.0
 REVIEW_HOW = (
-    "Review them in the Review tab on that store (the Review tab opens one store: serve the app with "
-    "`REASONAPP_STORE={store} make app`), accept or edit the good ones, then click Continue: Q→RA trains on the "
-    "accepted and edited rows only."
+    "Review them in the Review tab: choose this store in its Store list (marked awaiting review), accept or edit the "
+    "good ones, then click Continue: Q→RA trains on the accepted and edited rows only."
 )
 
 
