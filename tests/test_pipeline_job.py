@@ -96,13 +96,13 @@ def test_the_review_pause_waits_and_continue_trains_qra_on_the_reviewed_rows_onl
     state, _ = follow(job_dir)
     assert state["state"] == "awaiting-review", state
     assert [stage(state, name)["state"] for name in STAGES] == ["finished", "awaiting-review", "pending", "pending", "pending"]
-    assert state["review_store"] and "REASONAPP_STORE=" in state["error"]
+    assert state["review_store"] and "choose this store in the Review tab's Store list" in state["error"]
     with pytest.raises(ReasonappError, match="nothing is reviewed yet"):
         launcher.continue_pipeline(job_dir)
     from reasonapp.ui.pipeline import pipeline_continue, pipeline_view
 
     line, table, *_ = pipeline_view(str(job_dir))  # the page names the store, how to review it, and Continue
-    assert f"REASONAPP_STORE={state['review_store']}" in line and "click Continue" in line
+    assert state["review_store"] in line and "choose this store in its Store list" in line and "click Continue" in line
     assert table["state"].tolist() == ["finished", "awaiting-review", "pending", "pending", "pending"]
     assert "nothing is reviewed yet" in pipeline_continue(str(job_dir))
     with pytest.raises(ReasonappError, match="waits for the review"):

@@ -339,8 +339,8 @@ def _run_stages(config: dict, root: Path | None, log: StageLog, proceed: bool) -
         log.current = "augment"  # a pause (or a failed export) is Stage 2's state on the page
         if not proceed:
             raise AwaitingReview(
-                f"Stage 2 is done; review its reasonings in {store} (the app's Review tab on that store: "
-                f"REASONAPP_STORE={store} make app), then continue (`experiment --continue`, or Continue in the Pipeline tab)"
+                f"Stage 2 is done; review its reasonings in {store} (in the app: choose this store in the Review tab's Store "
+                "list), then continue (`experiment --continue`, or Continue in the Pipeline tab)"
             )
         rows = reviewed_rows(store)
         if not rows:
