@@ -1,5 +1,6 @@
-"""Jobs survive the page: reloading the browser while a Stage 2 job or a training run is under way finds it again:
-selected, running, the settings it was started with back in the form, its progress still moving; Stop still stops it."""
+"""Jobs survive the page: reloading the browser while a Stage 2 job, a training run or a paired evaluation is under
+way finds it again: selected, running, the settings it was started with back in the form, its progress still moving;
+Stop still stops it, and the evaluation's report appears in the reloaded page."""
 
 from __future__ import annotations
 
@@ -104,3 +105,51 @@ def test_a_reload_during_training_finds_the_run_running_with_its_settings(app_ur
 
         page.locator("#train-stop").click()
         wait_until(page, "train-status", "v.startsWith('stopped')", JOB_MS)
+
+
+@pytest.mark.browser
+def test_a_reload_during_a_paired_evaluation_finds_it_with_its_runs_and_settings_and_shows_the_report(tiny_model_dir, tmp_path, shared_data):
+    import os
+    import shutil
+    import time
+    from pathlib import Path
+
+    from reasonapp.ui.app import build_app
+    from tests.test_ui_train_compare import train_classifier_runs
+    from training import launcher
+
+    qa, qra = train_classifier_runs(tiny_model_dir, tmp_path)
+    for run in (qa, qra):  # newer copies, which the tab preselects: finding the older pair again means it was read back
+        newer = shutil.copytree(run, run.replace("-tiny", "-newer"))
+        os.utime(Path(newer) / "config.json", (time.time() + 60, time.time() + 60))
+    with launched(build_app(store_path=str(tmp_path / "store.sqlite"))) as url, browser_page() as page, shown_when_it_fails(page, "reload-paired-failed.png"):
+        try:
+            page.goto(url, wait_until="load")
+            page.get_by_role("tab", name="Compare").click()
+            assert value_of(page, "compare-qa-run").endswith("qa-newer") and value_of(page, "compare-qra-run").endswith("qra-newer")
+            page.get_by_role("tab", name="Paired evaluation").click()
+            choose(page, "compare-qa-run", qa)
+            choose(page, "compare-qra-run", qra)
+            wait_until(page, "compare-eval-dataset", "v === 'dair-ai/emotion'")
+            choose(page, "compare-eval-split", "validation")
+            fill(page, "compare-eval-limit", 64)
+            page.locator("#compare-evaluate").click()
+            wait_until(page, "compare-eval-message", "v.startsWith('Evaluating qa-tiny and qra-tiny on dair-ai/emotion / validation (64 rows)')")
+            folder = launcher.paired_evaluations()[0]
+            wait_until(page, "compare-eval-state", "/: running/.test(v)")
+
+            page.reload(wait_until="load")
+            page.get_by_role("tab", name="Compare").click()
+            page.get_by_role("tab", name="Paired evaluation").click()
+            wait_until(page, "compare-eval-message", "v.startsWith('Reattached to qa-tiny--qra-tiny-validation')")
+            assert launcher.evaluation_folder_state(folder)["state"] == "running"  # reattached while it still ran
+            assert (value_of(page, "compare-eval-dir"), value_of(page, "compare-qa-run"), value_of(page, "compare-qra-run")) == (folder, qa, qra)
+            wait_until(page, "compare-eval-dataset", "v === 'dair-ai/emotion'")  # not clobbered by the Q→A run's default
+            assert (value_of(page, "compare-eval-split"), number_of(page, "compare-eval-limit")) == ("validation", 64)
+            screenshot(page, "reload-paired-evaluation.png")
+            page.wait_for_function("() => document.querySelector('#compare-eval-report')?.innerText.includes('McNemar')", timeout=JOB_MS)
+            assert value_of(page, "compare-eval-state") == "qa-tiny--qra-tiny-validation: finished"
+            assert (value_of(page, "compare-qa-run"), value_of(page, "compare-eval-split")) == (qa, "validation")  # the form stayed
+            screenshot(page, "reload-paired-evaluation-report.png")
+        finally:
+            stop_jobs_under_way()

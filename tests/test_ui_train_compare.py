@@ -13,18 +13,23 @@ from tests.ui_helpers import browser_page, launched, screenshot
 from training import rundir
 
 
-@pytest.fixture
-def classifier_runs(tiny_model_dir, tmp_path, shared_data):
+def train_classifier_runs(tiny_model_dir: str, scratch: Path) -> tuple[str, str]:
     """A finished tiny qa run and qra run inside the test's workspace, where the app lists them."""
     from reasonapp import settings
     from training.sft import TrainConfig, train
 
     runs = settings.workspace_dir() / "runs"
-    augmented = write_augmented(tmp_path / "augmented")
-    (tmp_path / "augmented" / "provenance.json").write_text(json.dumps({"source_dataset": "dair-ai/emotion"}))
+    augmented = write_augmented(scratch / "augmented")
+    (scratch / "augmented" / "provenance.json").write_text(json.dumps({"source_dataset": "dair-ai/emotion"}))
     qa = train(TrainConfig(task="qa", base_model=tiny_model_dir, output_dir=str(runs / "qa-tiny"), **{**FAST, "max_steps": 1}))
     qra = train(TrainConfig(task="qra", base_model=tiny_model_dir, dataset=augmented, output_dir=str(runs / "qra-tiny"), **{**FAST, "max_steps": 1}))
     return str(qa), str(qra)
+
+
+@pytest.fixture
+def classifier_runs(tiny_model_dir, tmp_path, shared_data):
+    """A finished tiny qa run and qra run inside the test's workspace, where the app lists them."""
+    return train_classifier_runs(tiny_model_dir, tmp_path)
 
 
 @pytest.fixture
@@ -562,3 +567,32 @@ def test_compare_evaluates_both_chosen_runs_together_and_shows_the_paired_report
     assert newest["value"] == str(failed)  # one that appears while the page is open is selected
     rundir.write_json(failed / "process.json", {"pid": os.getpid(), "command": ["evaluate"]})  # alive: running
     assert paired_evaluation_view(str(failed))[0].startswith("qa-tiny--qra-tiny-validation: running…")
+
+
+def test_a_reloaded_compare_tab_reattaches_to_the_paired_evaluation_under_way_and_else_keeps_its_form():
+    import os
+    import subprocess
+    import sys
+
+    import gradio as gr
+
+    from reasonapp.ui.compare import reattach_paired_evaluation, running_evaluation_settings
+    from training import launcher
+
+    assert reattach_paired_evaluation() == (gr.skip(),) * 7  # nothing launched: the form keeps its defaults
+    folder = launcher.evaluations_root() / "qa-a--qra-b-validation"
+    folder.mkdir(parents=True)
+    command = [sys.executable, "-m", "training", "evaluate", "--output-dir", str(folder), "--dataset", "/ws/datasets/tickets",
+               "--split", "validation", "--qa-run", "/ws/runs/qa-a", "--qra-run", "/ws/runs/qra-b", "--limit", "64"]
+    rundir.write_json(folder / "process.json", {"pid": os.getpid(), "command": command})  # alive: running
+    listing, qa, qra, dataset, split, limit, message = reattach_paired_evaluation()
+    assert listing["value"] == str(folder) and (qa, qra, dataset, split, limit) == ("/ws/runs/qa-a", "/ws/runs/qra-b", "/ws/datasets/tickets", "validation", 64)
+    assert message.startswith("Reattached to qa-a--qra-b-validation")
+    # a run picked afterwards (the reattached pair landing in the dropdowns) keeps the evaluation's settings; another pair does not
+    assert running_evaluation_settings("/ws/runs/qa-a", "/ws/runs/qra-b") == ("/ws/datasets/tickets", "validation", 64)
+    assert running_evaluation_settings("/ws/runs/qa-a", "/ws/runs/qra-other") == (gr.skip(),) * 3
+
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    rundir.write_json(folder / "process.json", {"pid": ended.pid, "command": [*command[:-2]]})  # ended, all rows
+    assert reattach_paired_evaluation() == (gr.skip(),) * 7 and running_evaluation_settings("/ws/runs/qa-a", "/ws/runs/qra-b") == (gr.skip(),) * 3

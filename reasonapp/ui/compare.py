@@ -334,11 +334,61 @@ def refresh_paired_evaluations(seen):
     return gr.update(choices=list(current)), current
 
 
+# -- a reloaded page reattaches to the paired evaluation under way ----------------------------------
+
+
+def launched_evaluation(folder: str | Path) -> dict:
+    """The runs and settings a paired evaluation was launched with, read from the command in its process.json."""
+    command = rundir.read_json(Path(folder) / "process.json", {}).get("command") or []
+    flags = dict(zip(command, command[1:], strict=False))
+    return {
+        "qa_run": flags.get("--qa-run"),
+        "qra_run": flags.get("--qra-run"),
+        "dataset": flags.get("--dataset", ""),
+        "split": flags.get("--split", "test"),
+        "limit": int(flags.get("--limit", 0)),  # none: all rows
+    }
+
+
+def paired_evaluation_under_way() -> str | None:
+    """The newest paired evaluation whose process still runs, else None."""
+    return next((folder for folder in launcher.paired_evaluations() if launcher.evaluation_folder_state(folder)["state"] == "running"), None)
+
+
+def reattach_paired_evaluation():
+    """Page load: (evaluation list, Q→A run, Q→RA run, dataset, split, rows, message): the evaluation under way selected,
+    its runs and settings back in the form. When none runs nothing changes (the form keeps its defaults)."""
+    folder = paired_evaluation_under_way()
+    if folder is None:
+        return (gr.skip(),) * 7
+    launched = launched_evaluation(folder)
+    message = f"Reattached to {Path(folder).name}, running since before this page opened: its runs and settings are in the form."
+    return (
+        gr.update(choices=launcher.paired_evaluations(), value=folder),
+        launched["qa_run"] or gr.skip(),
+        launched["qra_run"] or gr.skip(),
+        launched["dataset"],
+        launched["split"],
+        launched["limit"],
+        message,
+    )
+
+
+def running_evaluation_settings(qa_run: str | None, qra_run: str | None):
+    """After a run is picked (and its default dataset filled in): (dataset, split, rows) of the paired evaluation under
+    way on exactly these two runs, so a reattached page keeps them; unchanged when there is none."""
+    folder = paired_evaluation_under_way()
+    launched = launched_evaluation(folder) if folder else {}
+    if not folder or (launched["qa_run"], launched["qra_run"]) != (qa_run, qra_run):
+        return gr.skip(), gr.skip(), gr.skip()
+    return launched["dataset"], launched["split"], launched["limit"]
+
+
 def build_compare_tab(
     handlers: CompareHandlers, label_names: list[str], examples: list[str] | None = None, blocks: gr.Blocks | None = None
 ) -> tuple[gr.Dropdown, gr.Dataset]:
     """The tab; returns (gold-label filter, examples) for the app-wide dataset switch. With `blocks`, the preselected
-    runs start loading when the page opens."""
+    runs start loading when the page opens, and a paired evaluation under way is found again (runs, settings, progress)."""
     with gr.Row():
         # the newest finished run of each side is picked, so a text can be classified at once (the demo runs on a new workspace)
         qa_runs, qra_runs = finished_runs(SIDE_TASKS["qa"]), finished_runs(SIDE_TASKS["qra"])
@@ -430,10 +480,15 @@ def build_compare_tab(
     show.click(disagreements, [eval_dir, gold], table, api_name="compare_disagreements")
     pair_view = [pair_state, pair_report, pair_confusion, pair_f1]
     pair_seen, pairs_seen = gr.State(None), gr.State(None)
-    qa_run.change(paired_evaluation_defaults, qa_run, pair_dataset, api_visibility="private")
+    pair_settings = [pair_dataset, pair_split, pair_limit]
+    qa_run.change(paired_evaluation_defaults, qa_run, pair_dataset, api_visibility="private").then(
+        running_evaluation_settings, [qa_run, qra_run], pair_settings, api_visibility="private"
+    )
     pair_go.click(start_paired_evaluation, [qa_run, qra_run, pair_dataset, pair_split, pair_limit], [pair_dir, pair_message], api_name="compare_evaluate")
     pair_dir.change(paired_evaluation_view, pair_dir, pair_view, api_name="compare_evaluation")
     pair_timer = gr.Timer(POLL_SECONDS)
     pair_timer.tick(refresh_paired_evaluations, pairs_seen, [pair_dir, pairs_seen], api_visibility="private", show_progress="hidden")
     pair_timer.tick(poll_paired_evaluation, [pair_dir, pair_seen], [*pair_view, pair_seen], api_visibility="private", show_progress="hidden")
+    if blocks is not None:  # a page load (a reload) reattaches to the paired evaluation under way
+        blocks.load(reattach_paired_evaluation, None, [pair_dir, qa_run, qra_run, *pair_settings, pair_message], api_visibility="private")
     return gold, tries.dataset
