@@ -8,6 +8,7 @@ value that is not listed is refused with nothing created or written.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -45,17 +46,20 @@ def experiment_store(name: str = "tickets-review", folder: str = "store-01234567
     return make_store(path, "tickets", EXPERIMENT_ROWS, TICKET_LABELS)
 
 
-def paused_pipeline_job(store: Path, name: str = "tickets-review") -> Path:
-    """A pipeline job as `experiment --review --state-file` leaves it at the review pause (training.experiment.StageLog)."""
+def pipeline_job(store: Path, name: str = "tickets-review", state: str = "awaiting-review", started: str = "20260101-000000") -> Path:
+    """A pipeline job as `experiment --review --state-file` leaves it (training.experiment.StageLog): at the review pause,
+    or ended in another state."""
     from training.experiment import AwaitingReview, StageLog
 
-    job = settings.workspace_dir() / "jobs" / "pipeline-20260101-000000"
+    job = settings.workspace_dir() / "jobs" / f"pipeline-{started}"
     job.mkdir(parents=True)
     (job / "experiment.yaml").write_text(yaml.safe_dump({"name": name, "review": True}))
+    stamp = int(started.replace("-", "")) % 10**9  # jobs are listed newest first by when their YAML was written
+    os.utime(job / "experiment.yaml", (stamp, stamp))
     log = StageLog(job / "stages.json")
     log.note(review_store=str(store))
     log.current = "augment"
-    log.end("awaiting-review", str(AwaitingReview("Stage 2 is done")), "awaiting-review")
+    log.end(state, str(AwaitingReview("Stage 2 is done")) if state == "awaiting-review" else None, state)
     return job
 
 
@@ -92,12 +96,15 @@ def test_the_store_list_offers_the_app_store_first_then_each_experiment_store_ma
     assert choices[0] == ("workspace store (reasonings.sqlite)", str(app))
     assert choices[1] == ("experiment tickets-review (store-0123456789)", str(paused))
 
-    paused_pipeline_job(paused)
+    pipeline_job(paused)
     other = experiment_store("sizes", "store-abcdef0123")  # an experiment run from the CLI without a job: no state
     labels = dict((value, label) for label, value in handlers.store_choices())
     assert labels[str(paused)] == "experiment tickets-review (store-0123456789) · awaiting review (then Continue in the Pipeline tab)"
     assert labels[str(other)] == "experiment sizes (store-abcdef0123)"
     assert list(labels) == [str(app), str(other), str(paused)]  # by experiment name, a stable order for the timer
+
+    pipeline_job(paused, state="finished", started="20260102-000000")  # a newer job on it went past the pause
+    assert dict((value, label) for label, value in handlers.store_choices())[str(paused)] == "experiment tickets-review (store-0123456789)"
 
 
 def test_picking_an_experiment_store_offers_its_datasets_and_labels(handlers, stores):
@@ -237,7 +244,7 @@ def test_browser_picks_a_paused_experiment_store_and_accepts_a_row_there_by_shor
         page.wait_for_function("() => document.querySelector('#review-text textarea')?.value === 'i feel so happy today'")
         # a pipeline reaches its review pause while the page is open: its store joins the list (the tab's timer)
         paused = experiment_store("paused-now", "store-9999999999")
-        paused_pipeline_job(paused, "paused-now")
+        pipeline_job(paused, "paused-now")
         page.locator("#review-store input").click()
         option = page.get_by_role("option", name="experiment paused-now (store-9999999999) · awaiting review", exact=False)
         option.wait_for(timeout=15_000)

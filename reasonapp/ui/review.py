@@ -44,7 +44,7 @@ from reasonapp.ui.run_lists import (
     refresh_rgen_runs,
     rgen_run_choices,
 )
-from training import launcher
+from training import launcher, rundir
 from training.augment import BASE_PREFIX, MAX_EXPORT_NAME
 
 STATUS_CHOICES = ["pending", "accepted", "edited", "rejected", "all"]
@@ -141,25 +141,32 @@ def experiment_store_paths() -> list[str]:
     return [str(path) for path in sorted(settings.workspace_dir().glob(EXPERIMENT_STORES)) if path.is_file()]
 
 
-def _pipeline_states_by_store() -> dict[Path, str]:
-    """Each review store a pipeline job names, with the newest such job's state (awaiting-review, running, ...)."""
-    states: dict[Path, str] = {}
+def stores_awaiting_review() -> set[Path]:
+    """The review stores whose pipeline job (the newest job naming each store) waits at the review pause.
+
+    Each job's state file is read first and `launcher.pipeline_state` asked only about the jobs it says are paused,
+    so the Review tab's timer does not read every job's log on each tick.
+    """
+    seen, waiting = set(), set()
     for job in launcher.pipeline_jobs():  # newest first: it decides a store's state
-        state = launcher.pipeline_state(job)
-        if state["review_store"]:
-            states.setdefault(Path(state["review_store"]).resolve(), state["state"])
-    return states
+        record = rundir.read_json(Path(job) / launcher.PIPELINE_STAGES, {}) or {}
+        store = record.get("review_store")
+        if not store or Path(store).resolve() in seen:
+            continue
+        seen.add(Path(store).resolve())
+        if record.get("state") == "awaiting-review" and launcher.pipeline_state(job)["state"] == "awaiting-review":
+            waiting.add(Path(store).resolve())
+    return waiting
 
 
 def experiment_store_choices() -> list[tuple[str, str]]:
     """(label, path) of each experiment store: its experiment, its folder, and whether its pipeline awaits the review."""
     paths = experiment_store_paths()
-    states = _pipeline_states_by_store() if paths else {}
+    waiting = stores_awaiting_review() if paths else set()
     choices = []
     for path in paths:
         folder = Path(path).parent
-        state = states.get(Path(path).resolve())
-        note = {"awaiting-review": " · awaiting review (then Continue in the Pipeline tab)", None: ""}.get(state, f" · pipeline {state}")
+        note = " · awaiting review (then Continue in the Pipeline tab)" if Path(path).resolve() in waiting else ""
         choices.append((f"experiment {folder.parent.name} ({folder.name}){note}", path))
     return choices
 
