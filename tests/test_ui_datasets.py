@@ -3,6 +3,7 @@ reaching Overview, Train, Review and Compare; Compare refusing runs of different
 
 import contextvars
 import json
+import os
 import re
 
 import gradio as gr
@@ -137,6 +138,24 @@ def test_a_reload_restores_the_browsers_dataset_through_the_switch_and_a_deleted
     assert ("tickets (workspace)", saved) in dropdown["choices"]  # the list as the workspace is now
     assert message == f"Dataset: {saved} (3 labels: billing, bug, praise). (this browser's choice, kept from its last visit)"
     assert [str(part) for part in tabs] == [str(part) for part in picked[4:]]  # Overview, Train, Review, Stage 2, Compare
+
+    # a training run and a Stage 2 job under way keep the dataset fields their own tabs put back (their settings)
+    from reasonapp import settings
+    from training import rundir
+
+    alive = {"pid": os.getpid(), "command": ["python"]}
+    run = settings.workspace_dir() / "runs" / "qa-running"
+    rundir.write_config(run, {"task": "qa", "label_names": ["anger"], "base_model": "base"})
+    rundir.write_json(run / rundir.STATUS, {"state": "running"})
+    rundir.write_json(run / "process.json", alive)
+    job = settings.workspace_dir() / "jobs" / "stage2-running"
+    job.mkdir(parents=True)
+    (job / "launch.yaml").write_text("dataset: dair-ai/emotion\n")
+    rundir.write_json(job / "process.json", alive)
+    *_, train, review, stage2, _, _ = switch.restore(saved, DEFAULT_CLASSIFICATION_DATASET, "qa", "")
+    assert train == stage2 == gr.skip() and review["value"] == saved
+    shutil.rmtree(run)
+    shutil.rmtree(job)
 
     # nothing remembered, or the app's own dataset: the page stays as it opened, its list current
     for nothing in (None, "", DEFAULT_CLASSIFICATION_DATASET):

@@ -23,7 +23,8 @@ from reasonapp.errors import ReasonappError
 from reasonapp.ui.access import current_caller, current_policy
 from reasonapp.ui.compare import example_texts, gold_choices
 from reasonapp.ui.overview import dataset_line, dataset_table
-from reasonapp.ui.train import dataset_after_switch
+from reasonapp.ui.train import dataset_after_switch, run_under_way
+from training import launcher
 
 UPLOAD_TYPES = list(dataset_import.UPLOAD_FORMATS)
 
@@ -225,7 +226,8 @@ class DatasetSwitch:
     def restore(self, remembered: str | None, current: str, task: str | None, train_dataset: str | None):
         """Page load: the dataset this browser chose last time, through `switch` (the same outputs); the dropdown lists the
         workspace's datasets as they are now. One that no longer loads (deleted, or not offered to this caller) is
-        forgotten, and the page stays on the app's dataset saying why."""
+        forgotten, and the page stays on the app's dataset saying why. While a training run or a Stage 2 job is under
+        way, its tab's dataset field is left to that tab's reattach (the job's own settings)."""
         listed = dataset_choices(self.review.app_dataset)
         remembered = (remembered or "").strip()
         if not remembered or remembered == current:
@@ -235,8 +237,14 @@ class DatasetSwitch:
             reason = switched[3].removeprefix(f"Kept {current}: ")
             message = f"The dataset this browser chose last time does not load now ({reason}): back on {current}."
             return current, current, gr.update(choices=listed, value=current), message, *switched[4:]
+        tabs = list(switched[4:])  # overview line and table, Train dataset, Review filter, Stage 2 dataset, Compare gold, examples
+        # a job under way is reattached by its own tab with the settings it runs on: its field is left to that tab
+        if run_under_way():
+            tabs[2] = gr.skip()
+        if any(launcher.stage2_state(job)["state"] == "running" for job in launcher.stage2_jobs()):
+            tabs[4] = gr.skip()
         return (switched[0], switched[1], gr.update(choices=listed, value=remembered),
-                f"{switched[3]} (this browser's choice, kept from its last visit)", *switched[4:])
+                f"{switched[3]} (this browser's choice, kept from its last visit)", *tabs)
 
 
 def wire_dataset_switch(
