@@ -346,3 +346,34 @@ def test_browser_a_reload_keeps_the_switched_dataset_and_another_browser_keeps_i
         page.reload(wait_until="load")  # ...and forgets it
         on_the_default(page)
         assert page.locator("#app-dataset-message").inner_text().strip() == ""
+
+
+@pytest.mark.browser
+def test_browser_the_remembered_dataset_outlives_a_restart_of_the_app(tickets_csv, tmp_path, shared_data):
+    from contextlib import contextmanager
+
+    from reasonapp.ui.app import build_app, launch_settings
+    from tests.test_browser_journey import pick, value_of
+    from tests.ui_helpers import free_port
+
+    dataset_import.import_files([tickets_csv], "tickets")
+    port = free_port()  # the same address each time: a browser's storage is per address
+
+    @contextmanager
+    def served():
+        demo = build_app(store_path=str(tmp_path / "store.sqlite"))
+        demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_settings())
+        try:
+            yield demo.local_url
+        finally:
+            demo.close()
+
+    with browser_page() as page:
+        with served() as url:
+            page.goto(url, wait_until="load")
+            pick(page, "app-dataset", "tickets (workspace)")
+            page.wait_for_function("() => document.querySelector('#app-dataset-message')?.innerText.includes('3 labels: billing, bug, praise')")
+        with served() as url:  # the app served again (a new process would build the same way)
+            page.goto(url, wait_until="load")
+            page.wait_for_function("() => document.querySelector('#app-dataset-message')?.innerText.includes('kept from its last visit')")
+            assert value_of(page, "app-dataset") == "tickets (workspace)"
