@@ -118,6 +118,17 @@ def test_picking_an_experiment_store_offers_its_datasets_and_labels(handlers, st
     assert "covers the app's own store" not in handlers.sync_status(str(stores[0]))
 
 
+def test_the_app_wide_dataset_switch_lists_the_datasets_of_the_store_the_page_reviews(handlers, stores, shared_data):
+    from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET
+    from reasonapp.ui.datasets import DatasetSwitch
+
+    switch = DatasetSwitch(handlers)  # a page on the tickets store switches the app to emotion
+    review_filter = switch.switch(DEFAULT_CLASSIFICATION_DATASET, "tickets", "qa", "", str(stores[1]))[7]
+    assert review_filter["value"] == DEFAULT_CLASSIFICATION_DATASET and review_filter["choices"] == [DEFAULT_CLASSIFICATION_DATASET, "tickets"]
+    on_app_store = switch.switch(DEFAULT_CLASSIFICATION_DATASET, "tickets", "qa", "", str(stores[0]))[7]
+    assert on_app_store["choices"] == [DEFAULT_CLASSIFICATION_DATASET]
+
+
 def test_a_session_loaded_from_an_experiment_store_decides_there_and_leaves_the_app_store_alone(handlers, stores):
     from training.experiment import reviewed_rows
 

@@ -71,7 +71,7 @@ def build_app(
             with gr.Tab("Train", id="train"):
                 task, train_dataset = build_train_tab(base_model, demo_mode=demo, app_dataset=dataset, app_dataset_state=app_dataset)
             with gr.Tab("Review", id="review"):
-                review_dataset, stage2_dataset = build_review_tab(review, blocks, signed_in_names=on_space)
+                review_dataset, stage2_dataset, review_store = build_review_tab(review, blocks, signed_in_names=on_space)
             with gr.Tab("Compare", id="compare"):
                 compare = build_compare_tab(CompareHandlers(), data.label_names, example_texts(data), blocks)
             with gr.Tab("Pipeline", id="pipeline"):
@@ -79,7 +79,7 @@ def build_app(
         switch = DatasetSwitch(review)
         wire_dataset_switch(
             switch, chosen, app_dataset, remembered, switch_message, task, train_dataset,
-            [*overview, train_dataset, review_dataset, stage2_dataset, *compare], blocks,
+            [*overview, train_dataset, review_dataset, stage2_dataset, *compare], blocks, review_store,
         )
     guard_handlers(blocks)  # after every tab: no handler shows a bare "Error"
     enforce_access(blocks)  # and none runs for a caller whose role does not allow it (REASONAPP_ADMINS / _REVIEWERS)

@@ -194,10 +194,10 @@ class DatasetSwitch:
             raise ReasonappError(f"{choice[:200]!r} is not offered here: pick a dataset from the list (others are an admin's to open)")
         return load_classification_dataset(choice)
 
-    def switch(self, choice: str | None, current: str, task: str | None, train_dataset: str | None):
+    def switch(self, choice: str | None, current: str, task: str | None, train_dataset: str | None, review_store: str | None = None):
         """(this page's dataset, what the browser remembers, dropdown, message, overview line, overview table, Train
         dataset, Review dataset filter, Stage 2 dataset, Compare gold labels, Compare examples); a bad choice keeps the
-        current dataset."""
+        current dataset. The Review filter lists the datasets of the store the page reviews (`review_store`)."""
         choice = (choice or "").strip()
         unchanged = (gr.skip(),) * 7
         if not choice or choice == current:
@@ -206,7 +206,7 @@ class DatasetSwitch:
             data = self.load(choice)
         except ReasonappError as error:
             return current, gr.skip(), gr.update(value=current), f"Kept {current}: {error}", *unchanged
-        held = self.review.dataset_choices()
+        held = self.review.dataset_choices(review_store)
         message = f"Dataset: {choice} ({len(data.label_names)} labels: {', '.join(data.label_names)})."
         table = pd.DataFrame(dataset_table(data), columns=["split", "rows", *data.label_names])  # the columns are the new labels
         return (
@@ -223,7 +223,7 @@ class DatasetSwitch:
             gr.update(samples=[[text] for text in example_texts(data)]),
         )
 
-    def restore(self, remembered: str | None, current: str, task: str | None, train_dataset: str | None):
+    def restore(self, remembered: str | None, current: str, task: str | None, train_dataset: str | None, review_store: str | None = None):
         """Page load: the dataset this browser chose last time, through `switch` (the same outputs); the dropdown lists the
         workspace's datasets as they are now. One that no longer loads (deleted, or not offered to this caller) is
         forgotten, and the page stays on the app's dataset saying why. While a training run or a Stage 2 job is under
@@ -232,7 +232,7 @@ class DatasetSwitch:
         remembered = (remembered or "").strip()
         if not remembered or remembered == current:
             return current, gr.skip(), gr.update(choices=listed), gr.skip(), *(gr.skip(),) * 7
-        switched = self.switch(remembered, current, task, train_dataset)
+        switched = self.switch(remembered, current, task, train_dataset, review_store)
         if switched[0] != remembered:  # refused: `switch` said why after "Kept <current>: "
             reason = switched[3].removeprefix(f"Kept {current}: ")
             message = f"The dataset this browser chose last time does not load now ({reason}): back on {current}."
@@ -249,10 +249,11 @@ class DatasetSwitch:
 
 def wire_dataset_switch(
     switch: DatasetSwitch, dropdown: gr.Dropdown, state: gr.State, remembered: gr.BrowserState, message, task, train_dataset, outputs: list,
-    blocks: gr.Blocks,
+    blocks: gr.Blocks, review_store: gr.Dropdown,
 ) -> None:
     """A pick switches the page and the browser remembers it; a page load restores it. `outputs`: overview line,
     overview table, Train dataset, Review dataset, Stage 2 dataset, Compare gold, Compare examples."""
     targets = [state, remembered, dropdown, message, *outputs]
-    dropdown.change(switch.switch, [dropdown, state, task, train_dataset], targets, api_visibility="private")
-    blocks.load(switch.restore, [remembered, state, task, train_dataset], targets, api_visibility="private")
+    inputs = [state, task, train_dataset, review_store]
+    dropdown.change(switch.switch, [dropdown, *inputs], targets, api_visibility="private")
+    blocks.load(switch.restore, [remembered, *inputs], targets, api_visibility="private")

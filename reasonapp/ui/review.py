@@ -649,10 +649,10 @@ class ReviewHandlers:
         return self._resolve(session, reviewer, Status.REJECTED.value, None)
 
 
-def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names: bool = False) -> tuple[gr.Dropdown, gr.Textbox]:
+def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names: bool = False) -> tuple[gr.Dropdown, gr.Textbox, gr.Dropdown]:
     """The tab; with `signed_in_names` (a Space) decisions carry the signed-in user's name and no name field shows.
 
-    Returns (dataset filter, Stage 2 dataset) for the app-wide dataset switch; a new dataset filter reloads the queue.
+    Returns (dataset filter, Stage 2 dataset, Store) for the app-wide dataset switch; a new dataset filter reloads the queue.
     """
     session = gr.State(ReviewSession())
     with gr.Row():
@@ -841,4 +841,4 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     stage2_timer.tick(refresh_stores, stores_seen, [store, stores_seen], api_visibility="private", show_progress="hidden")
     # a page load (a reload) reattaches to the job under way: selected, its settings back in the form
     demo.load(handlers.stage2_reattach, None, [stage2_job, stage2_line, *stage2_form], api_visibility="private")
-    return dataset, stage2_dataset
+    return dataset, stage2_dataset, store
