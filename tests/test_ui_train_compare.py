@@ -68,7 +68,7 @@ def test_train_endpoints_start_monitor_stop_resume_and_evaluate(app_url, tiny_mo
     _, message, _ = client.predict(*form, api_name="/train_start")
     run_dir = message.removeprefix("Started ")
     status = wait_for(lambda: (s := client.predict(run_dir, api_name="/train_monitor"))[0].startswith("finished") and s)
-    assert "step 3/3" in status[0] and len(status[1]["data"]) == 3  # a loss point per step
+    assert "step 3/3" in status[0] and status[0].endswith(f" · run {Path(run_dir).name}") and len(status[1]["data"]) == 3  # a loss point per step
     assert (Path(run_dir) / "adapter" / "adapter_model.safetensors").is_file()
 
     assert "Evaluating" in client.predict(run_dir, 8, "", "test", api_name="/train_evaluate")

@@ -156,6 +156,20 @@ def start_evaluation(
     return output_dir
 
 
+def evaluation_settings(folder: str | Path) -> dict:
+    """The runs and settings an evaluation was launched with (`start_evaluation`), read back from its process.json:
+    what a reloaded page puts back into its form. Keys absent from the command are None (limit 0: all rows)."""
+    command = rundir.read_json(Path(folder) / "process.json", {}).get("command") or []
+    flags = dict(zip(command, command[1:], strict=False))
+    return {
+        "qa_run": flags.get("--qa-run"),
+        "qra_run": flags.get("--qra-run"),
+        "dataset": flags.get("--dataset"),
+        "split": flags.get("--split"),
+        "limit": int(flags.get("--limit", 0)),
+    }
+
+
 def _launched_at(folder: Path) -> float | None:
     """When an evaluation folder was last launched or reported (its process.json / report.md), None if neither is there."""
     marks = [path.stat().st_mtime for path in (folder / "process.json", folder / "report.md") if path.is_file()]

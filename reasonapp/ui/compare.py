@@ -338,16 +338,9 @@ def refresh_paired_evaluations(seen):
 
 
 def launched_evaluation(folder: str | Path) -> dict:
-    """The runs and settings a paired evaluation was launched with, read from the command in its process.json."""
-    command = rundir.read_json(Path(folder) / "process.json", {}).get("command") or []
-    flags = dict(zip(command, command[1:], strict=False))
-    return {
-        "qa_run": flags.get("--qa-run"),
-        "qra_run": flags.get("--qra-run"),
-        "dataset": flags.get("--dataset", ""),
-        "split": flags.get("--split", "test"),
-        "limit": int(flags.get("--limit", 0)),  # none: all rows
-    }
+    """The runs and settings a paired evaluation was launched with (the form's defaults where its command has none)."""
+    launched = launcher.evaluation_settings(folder)
+    return {**launched, "dataset": launched["dataset"] or "", "split": launched["split"] or "test"}
 
 
 def paired_evaluation_under_way() -> str | None:

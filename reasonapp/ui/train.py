@@ -155,6 +155,7 @@ def monitor(run_dir: str | None):
         line += f" · ETA {state['eta_s'] / 60:.1f} min"
     if state["metrics"] and state["metrics"][-1].get("tokens_per_s"):
         line += f" · {state['metrics'][-1]['tokens_per_s']:.0f} tokens/s"
+    line += f" · run {Path(run_dir).name}"  # which run this is, after a reload too
     points = [(m["step"], m["loss"]) for m in state["metrics"] if m.get("loss") is not None]
     evaluation = launcher.evaluation_state(run_dir)
     error = state["error"] or (f"Evaluation failed: {evaluation['error']}" if evaluation["error"] else "")
@@ -280,9 +281,8 @@ def evaluation_settings(run_dir: str | None):
     evaluation = launcher.evaluation_state(run_dir) if readable(run_dir) else {"state": None}
     if evaluation["state"] != "running":
         return gr.skip(), gr.skip(), gr.skip()
-    command = rundir.read_json(Path(evaluation["dir"]) / "process.json", {}).get("command") or []
-    flags = dict(zip(command, command[1:], strict=False))
-    return flags.get("--dataset", gr.skip()), flags.get("--split", gr.skip()), int(flags.get("--limit", 0))
+    launched = launcher.evaluation_settings(evaluation["dir"])
+    return launched["dataset"] or gr.skip(), launched["split"] or gr.skip(), launched["limit"]
 
 
 def build_train_tab(
