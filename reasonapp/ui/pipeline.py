@@ -330,4 +330,6 @@ def build_pipeline_tab(
     timer = gr.Timer(POLL_SECONDS)
     timer.tick(refresh_pipeline_jobs, jobs_seen, [job, jobs_seen], api_visibility="private", show_progress="hidden")
     timer.tick(pipeline_poll, [job, seen], [*view, seen], api_visibility="private", show_progress="hidden")
-    blocks.load(pipeline_reattach, page or None, [job, config, *sizes, config_yaml], api_visibility="private")
+    reattached = blocks.load(pipeline_reattach, page or None, [job, config, *sizes, config_yaml], api_visibility="private")
+    if app_dataset_state is not None:  # the YAML again on the page's dataset as it is now: a restored choice may have landed first
+        reattached.then(pipeline_yaml, [*form, *page], config_yaml, api_visibility="private", show_progress="hidden")
