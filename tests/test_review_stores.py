@@ -268,3 +268,21 @@ def test_browser_picks_a_paused_experiment_store_and_accepts_a_row_there_by_shor
         screenshot(page, "review-experiment-store.png")
     assert snapshot(paused)[0][1:3] == ("accepted", "A crash on start is a bug.")
     assert {row[1] for row in snapshot(app)} == {"pending"}
+
+
+@pytest.mark.browser
+def test_browser_another_dataset_in_the_filter_refreshes_the_quality_and_agreement_lines(stores, shared_data):
+    """The figures beside the queue follow a dataset change (the filter, or the app-wide switch and its restore on reload,
+    which set the same filter), not only Apply filters."""
+    from reasonapp.ui.app import build_app
+
+    app, experiment = stores
+    with launched(build_app(store_path=str(app))) as url, browser_page() as page:
+        page.goto(url, wait_until="load")
+        page.get_by_role("tab", name="Review").click()
+        page.wait_for_function("() => document.querySelector('#review-quality textarea')?.value.startsWith('2 reasonings')")
+        field = page.locator("#review-dataset input")
+        field.fill("tickets")  # a dataset the app store holds no rows of
+        field.press("Enter")
+        page.wait_for_function("() => document.querySelector('#review-quality textarea')?.value === 'No reasonings yet.'")
+        page.wait_for_function("() => document.querySelector('#review-message textarea')?.value.startsWith('0 rows match')")

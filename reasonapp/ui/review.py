@@ -793,9 +793,11 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     demo.load(handlers.quality_overview, [dataset, store], quality, api_visibility="private")
     apply.click(handlers.agreement, [dataset, store], agreement, api_name="review_agreement")
     demo.load(handlers.agreement, [dataset, store], agreement, api_visibility="private")
-    dataset.change(handlers.dataset_changed, [dataset, store], label, api_visibility="private").then(
-        handlers.load_queue, [*filters, reviewer, store], outputs, api_visibility="private"
-    )
+    # Another dataset (this filter, or the app-wide switch and its restore on reload): its labels, queue and figures.
+    chosen = dataset.change(handlers.dataset_changed, [dataset, store], label, api_visibility="private")
+    chosen.then(handlers.load_queue, [*filters, reviewer, store], outputs, api_visibility="private")
+    chosen.then(handlers.quality_overview, [dataset, store], quality, api_visibility="private")
+    chosen.then(handlers.agreement, [dataset, store], agreement, api_visibility="private")
     # Another store: its datasets and labels in the filters, its queue, figures and where its decisions persist.
     picked = store.input(handlers.choose_store, store, [dataset, label], api_visibility="private")
     picked.then(handlers.load_queue, [*filters, reviewer, store], outputs, api_visibility="private")
