@@ -7,6 +7,7 @@ dequantized once into a cached float32 safetensors directory that loads in well 
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import logging
@@ -156,9 +157,9 @@ def load_with_adapters(base: str, adapters: dict[str, str | Path], device: str |
     for adapter_name, adapter_dir in adapters.items():
         adapter_base_model(adapter_dir)  # a clear error before peft's
         if peft_model is None:
-            peft_model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name)
-        else:
-            peft_model.load_adapter(str(adapter_dir), adapter_name=adapter_name)
+            peft_model = PeftModel.from_pretrained(model, str(adapter_dir), adapter_name=adapter_name, low_cpu_mem_usage=True)
+        else:  # low_cpu_mem_usage: the LoRA weights start on the meta device, not randomly initialised then overwritten
+            peft_model.load_adapter(str(adapter_dir), adapter_name=adapter_name, low_cpu_mem_usage=True)
     peft_model.eval()
     return peft_model, tokenizer
 
@@ -193,16 +194,93 @@ def fold_adapter(peft_model, name: str) -> None:
     for adapter, config in peft_model.peft_config.items():
         if getattr(config, "use_rslora", False):
             raise ModelError(f"adapter {adapter} uses rsLoRA, whose scaling a 'cat' combination does not keep; not folding")
-    for other in [adapter for adapter in peft_model.peft_config if adapter != name]:
-        staged = f"{other}--minus--{name}"
-        peft_model.add_weighted_adapter([other, name], [1.0, -1.0], staged, combination_type="cat")
-        peft_model.delete_adapter(other)
-        peft_model.add_weighted_adapter([staged], [1.0], other, combination_type="linear")  # the same weights, renamed
-        peft_model.delete_adapter(staged)
-    for module in peft_model.modules():
-        if isinstance(module, LoraLayer) and name in module.lora_A:
-            weight = module.get_base_layer().weight
-            weight.data += module.get_delta_weight(name).to(weight.dtype)
-            module.lora_B[name].weight.data.zero_()
+    layers = [module for module in peft_model.modules() if isinstance(module, LoraLayer) and name in module.lora_A]
+    others = [adapter for adapter in peft_model.peft_config if adapter != name]
+    if all(_can_concatenate_in_place(layer, others) for layer in layers):
+        for layer in layers:
+            for other in others:
+                _concatenate_negated(layer, other, name)
+    else:  # an adapter missing where `name` has a LoRA, or not a plain LoRA Linear: PEFT builds the combination
+        for other in others:
+            staged = f"{other}--minus--{name}"
+            peft_model.add_weighted_adapter([other, name], [1.0, -1.0], staged, combination_type="cat")
+            peft_model.delete_adapter(other)
+            peft_model.add_weighted_adapter([staged], [1.0], other, combination_type="linear")  # the same weights, renamed
+            peft_model.delete_adapter(staged)
+    for layer in layers:
+        weight = layer.get_base_layer().weight
+        if _can_concatenate_in_place(layer, []):  # W += s B A in one pass over W (no delta matrix, no scaled copy)
+            weight.data.addmm_(layer.lora_B[name].weight.data, layer.lora_A[name].weight.data, alpha=layer.scaling[name])
+        else:
+            weight.data += layer.get_delta_weight(name).to(weight.dtype)
+        layer.lora_B[name].weight.data.zero_()
     peft_model.set_adapter(name)
     peft_model.eval()
+
+
+def _can_concatenate_in_place(layer, others: list[str]) -> bool:
+    from peft.tuners.lora import Linear
+
+    plain = type(layer) is Linear and not layer.fan_in_fan_out and not any(layer.use_dora.values())
+    return plain and all(other in layer.lora_A for other in others)
+
+
+def _concatenate_negated(layer, other: str, name: str) -> None:
+    """Make `other`'s LoRA in `layer` compute its update minus `name`'s: [A_o; A_n] and [s_o B_o, -s_n B_n],
+    scaling 1 (what PEFT's 'cat' combination builds), written into the layer instead of built as a new adapter:
+    PEFT's add/rename/delete walk every module of the model several times (~1 s of loading two runs here)."""
+    import torch
+
+    a = torch.cat([layer.lora_A[other].weight.data, layer.lora_A[name].weight.data], dim=0)
+    b = torch.cat([layer.lora_B[other].weight.data * layer.scaling[other], layer.lora_B[name].weight.data * -layer.scaling[name]], dim=1)
+    rank = a.shape[0]
+    lora_a = torch.nn.Linear(a.shape[1], rank, bias=False, device=a.device, dtype=a.dtype)
+    lora_b = torch.nn.Linear(rank, b.shape[0], bias=False, device=b.device, dtype=b.dtype)
+    lora_a.weight.data, lora_b.weight.data = a, b
+    layer.lora_A[other], layer.lora_B[other] = lora_a.requires_grad_(False), lora_b.requires_grad_(False)
+    layer.r[other], layer.lora_alpha[other], layer.scaling[other] = rank, rank, 1.0  # alpha = r: scaling 1, as 'cat' sets it
+
+
+ONEDNN_MIN_ROWS = 4  # below this MKL's sgemm is as fast or faster (1-3 rows: decoding, small batches)
+
+
+@functools.cache
+def _onednn_output_layer_class():
+    import torch
+
+    class OneDnnOutputLayer(torch.nn.Linear):
+        """The output layer (vocabulary x hidden) through oneDNN's matmul when a few rows ask for logits.
+
+        MKL's sgemm is slow at a few rows times 49k outputs: one Q->A request scores 11 positions (the text's
+        last token and the label tree), and MKL took ~15 ms of it where oneDNN takes ~7 (measured on this CPU,
+        4-11 rows; level at 1 and 16-352). Inference only: with autograd on it is a plain Linear, and so it is
+        under torch.compile, whose inductor fuses its own way (and cannot lower this op on a plain weight).
+        """
+
+        def forward(self, x):
+            rows = x.numel() // max(x.shape[-1], 1)
+            if rows >= ONEDNN_MIN_ROWS and not torch.is_grad_enabled() and not torch.compiler.is_compiling():
+                return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+            return super().forward(x)
+
+    return OneDnnOutputLayer
+
+
+def use_onednn_output_layer(model) -> bool:
+    """Compute `model`'s output layer through oneDNN for multi-row inference (`OneDnnOutputLayer`), in place.
+
+    Only a float32 CPU model whose output layer is a plain Linear; the weight (tied to the embeddings) is
+    kept, not copied. Returns whether it did; logits stay within float32 rounding (~1e-6) of MKL's.
+    """
+    import torch
+
+    layer = model.get_output_embeddings()
+    usable = (
+        type(layer) is torch.nn.Linear
+        and layer.weight.dtype == torch.float32
+        and layer.weight.device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+    )
+    if usable:
+        layer.__class__ = _onednn_output_layer_class()
+    return usable

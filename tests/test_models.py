@@ -55,14 +55,21 @@ def test_two_adapters_share_one_base_model(tiny_model_dir, tmp_path):
     assert shared.active_adapter == "qra"
 
 
-def test_folding_one_adapter_into_the_base_keeps_what_every_adapter_computes(tiny_model_dir, tmp_path):
+FEW, MANY = ["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj"]
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [{"qa": FEW, "qra": MANY}, {"qa": MANY, "qra": FEW}],
+    ids=["the other adapter covers the folded one's modules", "the folded adapter covers modules the other lacks"],
+)
+def test_folding_one_adapter_into_the_base_keeps_what_every_adapter_computes(tiny_model_dir, tmp_path, targets):
     import torch
     from peft import LoraConfig, get_peft_model
 
     from reasonapp.models import fold_adapter
 
     model, tokenizer = load_base_model(tiny_model_dir, device="cpu")  # float32: a fold is exact there
-    targets = {"qa": ["q_proj", "v_proj"], "qra": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj"]}
     for seed, (name, modules) in enumerate(targets.items()):
         torch.manual_seed(seed)  # random non-zero updates on different module sets and ranks
         config = LoraConfig(r=4 + 4 * seed, lora_alpha=8, target_modules=modules, init_lora_weights=False)
@@ -116,3 +123,25 @@ def test_folding_refuses_weights_that_would_round_the_adapter_away(tiny_model_di
 def test_directory_without_adapter_is_a_clear_error(tiny_model_dir, tmp_path):
     with pytest.raises(ModelError, match="holds no adapter"):
         load_with_adapters(tiny_model_dir, {"qa": tmp_path})
+
+
+def test_output_layer_through_onednn_gives_the_same_logits_and_keeps_the_tied_weight(tiny_model_dir):
+    import torch
+
+    from reasonapp.models import ONEDNN_MIN_ROWS, use_onednn_output_layer
+
+    model, tokenizer = load_base_model(tiny_model_dir, device="cpu")
+    ids = torch.tensor([tokenizer("i feel so alone tonight, and nobody calls me back")["input_ids"]])
+    assert ids.shape[1] >= ONEDNN_MIN_ROWS  # every position's logits: oneDNN's path
+    with torch.inference_mode():
+        expected = model(input_ids=ids).logits
+    weight = model.get_output_embeddings().weight
+    assert use_onednn_output_layer(model)
+    assert model.get_output_embeddings().weight is weight  # not copied: still tied to the embeddings
+    with torch.inference_mode():
+        assert (model(input_ids=ids).logits - expected).abs().max() < 1e-5
+        assert (model(input_ids=ids, logits_to_keep=1).logits - expected[:, -1:]).abs().max() < 1e-5  # one row: MKL's
+    model.train()
+    loss = model(input_ids=ids, labels=ids).loss  # autograd on: a plain Linear, gradients flow
+    loss.backward()
+    assert model.model.layers[0].mlp.down_proj.weight.grad is not None

@@ -92,7 +92,13 @@ class Classifiers:
 
     def __init__(self, runs: dict[str, str | Path], device: str | None = None, compile_scoring: bool | None = None):
         from reasonapp import settings
-        from reasonapp.models import fold_adapter, load_base_model, load_with_adapters, merges_are_exact
+        from reasonapp.models import (
+            fold_adapter,
+            load_base_model,
+            load_with_adapters,
+            merges_are_exact,
+            use_onednn_output_layer,
+        )
 
         if not runs:
             raise ModelError("no classifier runs given")
@@ -115,6 +121,8 @@ class Classifiers:
         for name, info in self.runs.items():
             if info.model_dir:
                 self._models[name] = load_base_model(str(info.model_dir), device)
+        for model, _ in self._models.values():
+            use_onednn_output_layer(model)  # a Q->A request's 11 scored positions: ~8 ms less on the CPU
         self.model, self.tokenizer = next(iter(self._models.values()))
         self._prefixes: dict[str, PrefixCache] = {}
         self._compiled_scorer = None
