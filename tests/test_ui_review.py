@@ -218,3 +218,26 @@ def test_the_queue_shows_one_dataset_at_a_time(store_path, shared_data):
         assert tickets[7] == "1 rows match" and tickets[0] == "the app crashes" and "reviewed 0 of 1" in tickets[5]
         exported = client.predict("tickets-export", True, "keep-all", "remove", "tickets", api_name="/review_export")
         assert exported.startswith("Exported 1 rows")
+
+
+def test_a_decision_from_a_page_still_showing_the_row_before_a_queue_reload_decides_nothing(store_path):
+    """The page sends its Row line with a decision. If a queue reload (another store, filter or dataset) reached the server
+    while the page still showed the row before it, the decision and its text would land on a row the reviewer never saw."""
+    from reasonapp.ui.review import ReviewHandlers
+
+    handlers = ReviewHandlers(str(store_path), LABELS, "emotion", "dair-ai/emotion")
+    shown = handlers.load_queue(*FILTERS, "dair-ai/emotion", "ann")
+    seen_meta, seen_reasoning = shown[5], shown[3]  # the page shows row 0
+    session = handlers.load_queue("pending", "fear", "", 0, 0, "any", "in order", "dair-ai/emotion", "ann")[0]  # reload: row 1
+    before = [(r.id, r.status, r.reasoning, r.version) for r in map(ReasoningStore(store_path).get, ReasoningStore(store_path).query_ids())]
+
+    for decide in (handlers.accept, handlers.save_edit, handlers.reject, handlers.undo):
+        result = decide(session, seen_reasoning + " edited", "ann", seen_meta)
+        assert result[-1].startswith("Not saved: the queue changed while this page still showed the row before it")
+        assert result[1] == ROWS[1][1]  # the queue's current row is shown now
+    after = [(r.id, r.status, r.reasoning, r.version) for r in map(ReasoningStore(store_path).get, ReasoningStore(store_path).query_ids())]
+    assert after == before
+
+    current_meta = handlers.view(session)[5]  # once the page shows row 1, the decision is its own
+    assert handlers.accept(session, ROWS[1][3], "ann", current_meta)[-1] == "Row 1: accepted."
+    assert handlers.accept(handlers.load_queue(*FILTERS, "dair-ai/emotion", "ann")[0], ROWS[0][3], "ann")[-1] == "Row 0: accepted."  # API: no line

@@ -95,6 +95,12 @@ class ResolveSession(ReviewSession):
     """One admin's list of rows in dispute and where they are in it (the Resolve view)."""
 
 
+def row_identity(row: StoredRow, version: int) -> tuple[str, str]:
+    """The parts of the Row line that name the row and the version the page shows; a decision sends the line back, so
+    a page still showing the row before a queue reload cannot decide the row after it."""
+    return f"version {version}", f"row {row.row_index} of {row.dataset}/{row.split}"
+
+
 VERSION_HEADERS = ["reviewer", "decision", "reasoning"]
 DECODINGS = ["greedy", "best-of-K sampling"]
 
@@ -342,9 +348,10 @@ class ReviewHandlers:
             return session, "", "", "", "", "", self.progress_line(session), self._counts_table(store, session.dataset), message or empty
         session.version = row.version
         generator = row.generator or {}
+        version, where = row_identity(row, row.version)
         meta = (
-            f"status: {row.status} · version {row.version} · reviewer: {row.reviewer or '–'} · "
-            f"row {row.row_index} of {row.dataset}/{row.split} · generator: {generator.get('rgen_run', '–')} "
+            f"status: {row.status} · {version} · reviewer: {row.reviewer or '–'} · "
+            f"{where} · generator: {generator.get('rgen_run', '–')} "
             f"(prompt v{generator.get('prompt_version', '?')})"
         )
         min_reviews = store.min_reviews()
@@ -390,9 +397,28 @@ class ReviewHandlers:
         return self.view(session)
 
     # -- decisions -------------------------------------------------------------------------
-    def _decide(self, session: ReviewSession, reviewer: str, status: str, reasoning: str | None, advance: bool = True):
+    def _page_behind(self, session: ReviewSession, shown_meta: str | None) -> bool:
+        """True when the page's Row line (`shown_meta`, sent with a decision) names another row or version than the one
+        this session is at: a queue reload (another store, filter or dataset) reached the server while the page still
+        showed the row before it. Without the line (an API caller) there is nothing to compare."""
+        if not shown_meta or session.row_id is None or session.version is None:
+            return False
+        version, where = row_identity(self._session_store(session).get(session.row_id), session.version)
+        return f"{version} ·" not in shown_meta or f"{where} ·" not in shown_meta
+
+    def _behind_view(self, session: ReviewSession, reasoning: str | None):
+        """Nothing decided: the queue's current row, and the reviewer's unsaved text in the message."""
+        unsaved = f" Your unsaved text: {reasoning[:300]!r}" if (reasoning or "").strip() else ""
+        message = "Not saved: the queue changed while this page still showed the row before it; nothing was decided. Here is the queue's current row."
+        return self.view(session, message + unsaved)
+
+    def _decide(
+        self, session: ReviewSession, reviewer: str, status: str, reasoning: str | None, advance: bool = True, shown_meta: str | None = None
+    ):
         if session.row_id is None:
             return self.view(session, "Nothing to review here.")
+        if self._page_behind(session, shown_meta):
+            return self._behind_view(session, reasoning)
         store = self._session_store(session)
         try:
             row = store.review(session.row_id, status, session.version, reviewer_name(reviewer), reasoning)
@@ -425,19 +451,23 @@ class ReviewHandlers:
             return f"Row {row.row_index}: your decision ({mine}) is recorded; reviewers disagree, so the row waits for an admin (Resolve)."
         return f"Row {row.row_index}: your decision ({mine}) is recorded ({len(decisions)} of {min_reviews} reviews)."
 
-    def accept(self, session, reasoning: str, reviewer: str):
-        return self._decide(session, reviewer, Status.ACCEPTED.value, reasoning)
+    def accept(self, session, reasoning: str, reviewer: str, shown_meta: str | None = None):
+        return self._decide(session, reviewer, Status.ACCEPTED.value, reasoning, shown_meta=shown_meta)
 
-    def reject(self, session, reasoning: str, reviewer: str):
-        return self._decide(session, reviewer, Status.REJECTED.value, None)
+    def reject(self, session, reasoning: str, reviewer: str, shown_meta: str | None = None):
+        return self._decide(session, reviewer, Status.REJECTED.value, None, shown_meta=shown_meta)
 
-    def save_edit(self, session, reasoning: str, reviewer: str):
+    def save_edit(self, session, reasoning: str, reviewer: str, shown_meta: str | None = None):
+        if self._page_behind(session, shown_meta):
+            return self._behind_view(session, reasoning)
         if session.row_id is not None and self._session_store(session).get(session.row_id).reasoning == reasoning:
             return self.view(session, "No change to save: edit the reasoning first, or accept it as it is.")
-        return self._decide(session, reviewer, Status.EDITED.value, reasoning)
+        return self._decide(session, reviewer, Status.EDITED.value, reasoning, shown_meta=shown_meta)
 
-    def undo(self, session, reasoning: str, reviewer: str):
+    def undo(self, session, reasoning: str, reviewer: str, shown_meta: str | None = None):
         # Undo the current row's last change, or else step back to the row just decided.
+        if self._page_behind(session, shown_meta):
+            return self._behind_view(session, None)
         store = self._session_store(session)
         target = session.row_id
         if target is None or store.get(target).status == Status.PENDING.value and len(store.history(target)) <= 1:
@@ -804,11 +834,12 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     picked.then(handlers.quality_overview, [dataset, store], quality, api_visibility="private")
     picked.then(handlers.agreement, [dataset, store], agreement, api_visibility="private")
     picked.then(handlers.sync_status, store, sync_line, api_visibility="private")
-    accept.click(handlers.accept, [session, reasoning, reviewer], outputs, api_name="review_accept")
-    save.click(handlers.save_edit, [session, reasoning, reviewer], outputs, api_name="review_save")
-    reject.click(handlers.reject, [session, reasoning, reviewer], outputs, api_name="review_reject")
+    # the Row line goes back with a decision: a page still showing the row before a queue reload decides nothing
+    accept.click(handlers.accept, [session, reasoning, reviewer, meta], outputs, api_name="review_accept")
+    save.click(handlers.save_edit, [session, reasoning, reviewer, meta], outputs, api_name="review_save")
+    reject.click(handlers.reject, [session, reasoning, reviewer, meta], outputs, api_name="review_reject")
     skip.click(handlers.skip, [session], outputs, api_name="review_skip")
-    undo.click(handlers.undo, [session, reasoning, reviewer], outputs, api_name="review_undo")
+    undo.click(handlers.undo, [session, reasoning, reviewer, meta], outputs, api_name="review_undo")
     regenerate.click(handlers.regenerate, [session, rgen_run], outputs, api_name="review_regenerate")
     bulk.click(handlers.bulk_preview, [*filters, reviewer, store], [confirm_box, confirm_text], api_visibility="private")
     confirm.click(handlers.bulk_accept, [session, reviewer, *filters, store], outputs, api_name="review_bulk_accept").then(
