@@ -103,3 +103,29 @@ def test_freed_tensors_go_back_to_the_system_on_glibc():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
     assert return_freed_tensors_to_the_system() is True
+
+
+def test_a_python_m_training_process_gives_large_tensors_transparent_huge_pages():
+    """`python -m training` sets torch's THP switch before torch loads; a 64 MB tensor then lies in huge pages."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not thp.exists() or "[never]" in thp.read_text():
+        pytest.skip("this kernel offers no transparent huge pages")
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['training', '--help']\n"
+        "try:\n    runpy.run_module('training', run_name='__main__')\n"  # what `python -m training --help` runs
+        "except SystemExit:\n    pass\n"
+        "import torch\n"
+        "x = torch.ones(16 << 20)\n"
+        "print(int(open('/proc/self/smaps_rollup').read().split('AnonHugePages:')[1].split()[0]))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env_without = {key: value for key, value in os.environ.items() if key != "THP_MEM_ALLOC_ENABLE"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env_without, check=True)
+    huge_kb = int(result.stdout.strip().splitlines()[-1])
+    assert huge_kb >= 32 << 10  # most of the 64 MB tensor

@@ -48,8 +48,10 @@ def in_child(function: str, **arguments) -> dict:
         "r['peak_rss_mb']=round(int(s.split('VmHWM:')[1].split()[0])/1024,1);"
         "print();print(bench.RESULT_MARK+json.dumps(r))"
     )
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    from training import PROCESS_ENV
+
+    root = str(Path(__file__).resolve().parents[1])  # a `python -m training` process's environment: what users get
+    env = {**PROCESS_ENV, **os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, "-c", code, function, json.dumps(arguments)], stdout=subprocess.PIPE, text=True, env=env)
     lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if result.returncode != 0 or not lines:
