@@ -329,6 +329,23 @@ def test_picked_runs_load_before_the_first_classify_and_the_page_says_what_is_lo
     assert list(handlers.preload(str(tmp_path / "gone"), None))[-1].startswith("Not loaded: ")
 
 
+def test_the_served_app_loads_the_preselected_runs_before_any_page_asks(classifier_runs, tmp_path, caplog):
+    from reasonapp.ui.compare import CompareHandlers
+
+    qa, qra = classifier_runs
+    handlers = CompareHandlers()
+    handlers.load_in_background(qa, qra).join(timeout=120)
+    said = list(handlers.preload(qa, qra))  # the page opening afterwards
+    assert said[-1] == "Ready: Q→A run `qa-tiny` and Q→RA run `qra-tiny`."  # nothing left to load
+    assert "Loaded the runs" not in list(handlers.predict("i feel wonderful", qa, qra))[-1][7]
+
+    assert handlers.load_in_background(None, None) is None
+    failing = CompareHandlers()
+    failing.load_in_background(str(tmp_path / "gone"), None).join(timeout=60)  # logged; the page says it when it opens
+    assert "not loaded at start" in caplog.text
+    assert list(failing.preload(str(tmp_path / "gone"), None))[-1].startswith("Not loaded: ")
+
+
 def test_compare_endpoints_predict_batch_disagreements_and_reports(app_url, classifier_runs, tmp_path):
     from gradio_client import Client, handle_file
 

@@ -37,9 +37,11 @@ def build_app(
     notice: str | None = None,
     sync=None,
     log_decisions: bool = True,
+    load_compare_runs_at_start: bool = False,
 ) -> gr.Blocks:
     """The app, opening on `dataset` (each page may switch to another); `notice` is a line under the title (e.g. that
-    the demo is open)."""
+    the demo is open). `load_compare_runs_at_start`: the Compare tab's preselected runs load while the server starts
+    (the served app; off where apps are only built, as in tests)."""
     data = load_classification_dataset(dataset)
     demo = demo_mode() if demo is None else demo
     review = ReviewHandlers(
@@ -73,7 +75,9 @@ def build_app(
             with gr.Tab("Review", id="review"):
                 review_dataset, stage2_dataset, review_store = build_review_tab(review, blocks, signed_in_names=on_space)
             with gr.Tab("Compare", id="compare"):
-                compare = build_compare_tab(CompareHandlers(), data.label_names, example_texts(data), blocks)
+                compare = build_compare_tab(
+                    CompareHandlers(), data.label_names, example_texts(data), blocks, load_at_start=load_compare_runs_at_start
+                )
             with gr.Tab("Pipeline", id="pipeline"):
                 build_pipeline_tab(blocks, base_model, demo_mode=demo, app_dataset=dataset, app_dataset_state=app_dataset)
         switch = DatasetSwitch(review)
@@ -149,6 +153,7 @@ def main() -> None:
         notice="\n\n".join(line for line in (notice, restored) if line) or None,
         sync=sync,
         log_decisions=store is None,  # the demo store's decisions are not synced into the user's own store
+        load_compare_runs_at_start=True,
     )
     demo.queue(default_concurrency_limit=2).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

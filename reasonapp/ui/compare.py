@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import tempfile
 import threading
 import time
@@ -28,6 +29,8 @@ from training import launcher, rundir
 from training.comparison import report_dirs
 from training.evaluate import SIDE_TASKS, check_same_labels, side_configs
 from training.rundir import finished_runs
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH_ROWS = 500
 EXAMPLES = [
@@ -108,6 +111,27 @@ class CompareHandlers:
             self._classifiers, self._key = load_classifiers(runs), key
             self.loaded_in_s = time.perf_counter() - started
         return self._classifiers
+
+    def load_in_background(self, qa_run: str | None, qra_run: str | None) -> threading.Thread | None:
+        """Start loading the runs the tab preselects while the server starts, before any page asks for them.
+
+        The first Compare request of a new app otherwise waits for the base model and both adapters (~2-3 s here,
+        longer while the page's other load handlers run). A page that opens meanwhile shows "Loading" until this
+        holds the lock no more, then "Ready". A failure is only logged: the page's own load says it plainly.
+        """
+        if not (qa_run or qra_run):
+            return None
+
+        def load():
+            with self._lock:
+                try:
+                    self.classifiers(qa_run, qra_run)
+                except ReasonappError as error:
+                    logger.warning("Compare: preselected runs not loaded at start: %s", error)
+
+        thread = threading.Thread(target=load, name="compare-warm-start", daemon=True)
+        thread.start()
+        return thread
 
     def preload(self, qa_run: str | None, qra_run: str | None):
         """Load the runs as soon as they are picked (and when the page opens), saying what loads meanwhile: the first
@@ -378,10 +402,15 @@ def running_evaluation_settings(qa_run: str | None, qra_run: str | None):
 
 
 def build_compare_tab(
-    handlers: CompareHandlers, label_names: list[str], examples: list[str] | None = None, blocks: gr.Blocks | None = None
+    handlers: CompareHandlers,
+    label_names: list[str],
+    examples: list[str] | None = None,
+    blocks: gr.Blocks | None = None,
+    load_at_start: bool = False,
 ) -> tuple[gr.Dropdown, gr.Dataset]:
     """The tab; returns (gold-label filter, examples) for the app-wide dataset switch. With `blocks`, the preselected
-    runs start loading when the page opens, and a paired evaluation under way is found again (runs, settings, progress)."""
+    runs start loading when the page opens, and a paired evaluation under way is found again (runs, settings, progress);
+    with `load_at_start` (the served app) they start loading at once, before any page opens."""
     with gr.Row():
         # the newest finished run of each side is picked, so a text can be classified at once (the demo runs on a new workspace)
         qa_runs, qra_runs = finished_runs(SIDE_TASKS["qa"]), finished_runs(SIDE_TASKS["qra"])
@@ -389,6 +418,8 @@ def build_compare_tab(
         qra_run = gr.Dropdown(qra_runs, value=qra_runs[0] if qra_runs else None, label="Q→RA run (or Hub id)", allow_custom_value=True, elem_id="compare-qra-run")
         refresh = gr.Button("Refresh lists", scale=0)
     loading = gr.Markdown(elem_id="compare-loading")
+    if load_at_start:
+        handlers.load_in_background(qa_run.value, qra_run.value)
     for picked in (qa_run, qra_run):
         picked.change(handlers.preload, [qa_run, qra_run], loading, api_visibility="private")
     if blocks is not None:
