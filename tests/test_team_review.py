@@ -527,6 +527,31 @@ def test_the_resolve_view_starts_from_any_reviewers_version_or_the_generated_one
     assert "Row 1: rejected, resolved by alice." in shown[5] and store.get(2).status == "rejected"
 
 
+def test_a_resolve_page_still_showing_the_dispute_before_a_reload_of_the_list_resolves_nothing(team_store, monkeypatch):
+    from reasonapp.ui.review import ReviewHandlers
+
+    monkeypatch.setenv("REASONAPP_MIN_REVIEWS", "2")
+    handlers = ReviewHandlers(str(team_store), LABELS, "emotion", "dair-ai/emotion")
+    store = handlers.store
+    for row_id in (1, 2):
+        decide(store, row_id, "bob", "edited", f"Bob's version of row {row_id}.")
+        decide(store, row_id, "carol", "edited", f"Carol's version of row {row_id}.")
+    session, *shown = handlers.disputes("dair-ai/emotion")
+    line_of_the_first = shown[5]
+    before = {row_id: (store.get(row_id).status, store.get(row_id).version, len(store.history(row_id))) for row_id in (1, 2)}
+    handlers.next_dispute(session)  # the server's list moved on (another page action) before this page re-rendered
+    for act, arguments in ((handlers.resolve, ("Bob's version of row 1.", "alice")), (handlers.resolve_reject, ("alice",))):
+        session, *shown = act(session, *arguments, line_of_the_first)
+        assert shown[5].startswith("Not resolved: the list of disputes changed while this page still showed another row")
+        assert {row_id: (store.get(row_id).status, store.get(row_id).version, len(store.history(row_id))) for row_id in (1, 2)} == before
+    unsaved = handlers.resolve(session, "Bob's version of row 1.", "alice", line_of_the_first)[6]
+    assert "Your unsaved text: \"Bob's version of row 1.\"" in unsaved and "Dispute 2 of 2, row " in unsaved
+
+    session, *shown = handlers.resolve(session, "Carol's version of row 2.", "alice", shown[5])  # the line it does show
+    assert store.get(2).status == "edited" and store.get(2).reasoning == "Carol's version of row 2."
+    assert handlers.resolve_reject(session, "alice")[6] == "Nothing to resolve here. 2 rows were in dispute; none is left here."  # API callers send no line
+
+
 def test_a_bad_min_reviews_setting_keeps_the_store_closed_and_the_tab_says_why(team_store, monkeypatch):
     from reasonapp.ui.review import ReviewHandlers
 

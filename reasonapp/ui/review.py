@@ -631,7 +631,8 @@ class ReviewHandlers:
         kept = [d for d in decisions if d.reasoning is not None]
         choices = ["(generated)", *(d.reviewer for d in kept)]
         start = kept[0] if kept else None
-        where = f"Dispute {session.position + 1} of {len(session.queue)}, row {row.row_index} of {row.dataset}: "
+        version, place = row_identity(row, row.version)
+        where = f"Dispute {session.position + 1} of {len(session.queue)}, {place} · {version}: "
         where += ", ".join(f"{d.reviewer} {d.decision}" for d in decisions) + "."
         return (
             session, row.text, row.label, {"headers": VERSION_HEADERS, "data": versions},
@@ -655,9 +656,18 @@ class ReviewHandlers:
             session.position = min(session.position + 1, len(session.queue))
         return self.dispute_view(session)
 
-    def _resolve(self, session: ResolveSession, reviewer: str, status: str, reasoning: str | None):
+    def _resolve(self, session: ResolveSession, reviewer: str, status: str, reasoning: str | None, shown_line: str | None = None):
         if session.row_id is None:
             return self.dispute_view(session, "Nothing to resolve here.")
+        if shown_line and session.version is not None:  # the page's Resolve line: does it show the row this session is at?
+            version, place = row_identity(self._session_store(session).get(session.row_id), session.version)
+            if f"{place} · {version}:" not in shown_line:
+                unsaved = f" Your unsaved text: {reasoning[:300]!r}" if (reasoning or "").strip() else ""
+                return self.dispute_view(
+                    session,
+                    "Not resolved: the list of disputes changed while this page still showed another row; nothing was "
+                    "decided. Here is the list's current row." + unsaved,
+                )
         try:
             row = self._session_store(session).resolve(session.row_id, session.version, reviewer_name(reviewer), status, reasoning)
         except ConflictError as conflict:
@@ -671,12 +681,15 @@ class ReviewHandlers:
         session.position += 1
         return self.dispute_view(session, f"Row {row.row_index}: {row.status}, resolved by {row.reviewer}.")
 
-    def resolve(self, session: ResolveSession, reasoning: str, reviewer: str):
-        """Finalise the row with the reasoning in the box: a reviewer's version, the generated one, or an admin's edit."""
-        return self._resolve(session, reviewer, Status.ACCEPTED.value, reasoning)
+    def resolve(self, session: ResolveSession, reasoning: str, reviewer: str, shown_line: str | None = None):
+        """Finalise the row with the reasoning in the box: a reviewer's version, the generated one, or an admin's edit.
 
-    def resolve_reject(self, session: ResolveSession, reviewer: str):
-        return self._resolve(session, reviewer, Status.REJECTED.value, None)
+        `shown_line`: the page's Resolve line, sent back as with the review decisions (`row_identity`), so a page still
+        showing the dispute before a reload of the list resolves nothing."""
+        return self._resolve(session, reviewer, Status.ACCEPTED.value, reasoning, shown_line)
+
+    def resolve_reject(self, session: ResolveSession, reviewer: str, shown_line: str | None = None):
+        return self._resolve(session, reviewer, Status.REJECTED.value, None, shown_line)
 
 
 def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names: bool = False) -> tuple[gr.Dropdown, gr.Textbox, gr.Dropdown]:
@@ -853,8 +866,8 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     resolve_outputs = [resolve_session, resolve_text, resolve_gold, versions, pick, final_reasoning, resolve_message]
     show_disputes.click(handlers.disputes, [dataset, store], resolve_outputs, api_name="review_disputes")
     pick.input(handlers.pick_version, [resolve_session, pick], final_reasoning, api_visibility="private")
-    keep.click(handlers.resolve, [resolve_session, final_reasoning, reviewer], resolve_outputs, api_name="review_resolve")
-    reject_row.click(handlers.resolve_reject, [resolve_session, reviewer], resolve_outputs, api_name="review_resolve_reject")
+    keep.click(handlers.resolve, [resolve_session, final_reasoning, reviewer, resolve_message], resolve_outputs, api_name="review_resolve")
+    reject_row.click(handlers.resolve_reject, [resolve_session, reviewer, resolve_message], resolve_outputs, api_name="review_resolve_reject")
     next_dispute.click(handlers.next_dispute, resolve_session, resolve_outputs, api_visibility="private")
 
     stage2_form = [stage2_source, stage2_prompt, stage2_dataset, stage2_split, stage2_rows, stage2_decoding, stage2_k, stage2_batch, stage2_key_env]
