@@ -54,12 +54,12 @@ class StoreError(ReasonappError):
 
 
 class ConflictError(StoreError):
-    """Someone saved this row after you loaded it; `current` is the newer row."""
+    """Someone saved this row after you loaded it; `current` is the newer row, named as the Row line names it."""
 
     def __init__(self, current: StoredRow):
         self.current = current
         super().__init__(
-            f"row {current.id} was changed by {current.reviewer or 'someone else'} after you opened it "
+            f"row {current.row_index} of {current.dataset}/{current.split} was changed by {current.reviewer or 'someone else'} after you opened it "
             f"(now version {current.version}, {current.status}); their text is shown, re-apply your edit to it"
         )
 

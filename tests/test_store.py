@@ -55,6 +55,7 @@ def test_second_reviewer_gets_a_conflict_with_the_newer_text(store):
     with pytest.raises(ConflictError) as conflict:
         store.review(row.id, "accepted", row.version, "bob", reasoning="Bob's version.")
     assert conflict.value.current.reasoning == "Ann's version." and "ann" in str(conflict.value)
+    assert str(conflict.value).startswith(f"row {row.row_index} of {row.dataset}/{row.split} was changed by ann")  # as the page names it
     assert store.get(row.id).reasoning == "Ann's version."
 
 
