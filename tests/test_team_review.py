@@ -508,15 +508,20 @@ def test_on_a_space_reviewers_decide_under_their_names_only_the_admin_resolves_a
     assert [r["reasoning"] for r in rows] == [GENERATED[0], "Missing the old dog he loved is sadness."]
 
 
-def test_the_resolve_view_starts_from_any_reviewers_version_or_the_generated_one_and_steps_through_disputes(team_store, monkeypatch):
+def two_disputes(team_store, monkeypatch):
+    """Review handlers on a team store (two reviews each) where bob and carol edited rows 1 and 2 differently."""
     from reasonapp.ui.review import ReviewHandlers
 
     monkeypatch.setenv("REASONAPP_MIN_REVIEWS", "2")
     handlers = ReviewHandlers(str(team_store), LABELS, "emotion", "dair-ai/emotion")
-    store = handlers.store
     for row_id in (1, 2):
-        decide(store, row_id, "bob", "edited", f"Bob's version of row {row_id}.")
-        decide(store, row_id, "carol", "edited", f"Carol's version of row {row_id}.")
+        decide(handlers.store, row_id, "bob", "edited", f"Bob's version of row {row_id}.")
+        decide(handlers.store, row_id, "carol", "edited", f"Carol's version of row {row_id}.")
+    return handlers, handlers.store
+
+
+def test_the_resolve_view_starts_from_any_reviewers_version_or_the_generated_one_and_steps_through_disputes(team_store, monkeypatch):
+    handlers, store = two_disputes(team_store, monkeypatch)
     session, *shown = handlers.disputes("dair-ai/emotion")
     assert session.queue == [1, 2] and shown[4] == "Bob's version of row 1." and "Dispute 1 of 2" in shown[5]
     assert handlers.pick_version(session, "carol") == "Carol's version of row 1."
@@ -528,14 +533,7 @@ def test_the_resolve_view_starts_from_any_reviewers_version_or_the_generated_one
 
 
 def test_a_resolve_page_still_showing_the_dispute_before_a_reload_of_the_list_resolves_nothing(team_store, monkeypatch):
-    from reasonapp.ui.review import ReviewHandlers
-
-    monkeypatch.setenv("REASONAPP_MIN_REVIEWS", "2")
-    handlers = ReviewHandlers(str(team_store), LABELS, "emotion", "dair-ai/emotion")
-    store = handlers.store
-    for row_id in (1, 2):
-        decide(store, row_id, "bob", "edited", f"Bob's version of row {row_id}.")
-        decide(store, row_id, "carol", "edited", f"Carol's version of row {row_id}.")
+    handlers, store = two_disputes(team_store, monkeypatch)
     session, *shown = handlers.disputes("dair-ai/emotion")
     line_of_the_first = shown[5]
     before = {row_id: (store.get(row_id).status, store.get(row_id).version, len(store.history(row_id))) for row_id in (1, 2)}
