@@ -13,6 +13,7 @@ rows in dispute with every reviewer's decision side by side, and the tab shows t
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,10 +96,15 @@ class ResolveSession(ReviewSession):
     """One admin's list of rows in dispute and where they are in it (the Resolve view)."""
 
 
-def row_identity(row: StoredRow, version: int) -> tuple[str, str]:
-    """The parts of the Row line that name the row and the version the page shows; a decision sends the line back, so
-    a page still showing the row before a queue reload cannot decide the row after it."""
-    return f"version {version}", f"row {row.row_index} of {row.dataset}/{row.split}"
+def row_identity(row: StoredRow, version: int) -> str:
+    """How the Row line and the Resolve line name the row and the version the page shows. A decision sends its line
+    back, so a page still showing the row before a queue (or dispute list) reload cannot decide the row after it."""
+    return f"row {row.row_index} of {row.dataset}/{row.split} · version {version}"
+
+
+def unsaved_text(reasoning: str | None) -> str:
+    """The reviewer's text that was not saved, for the message that says so."""
+    return f" Your unsaved text: {reasoning[:300]!r}" if (reasoning or "").strip() else ""
 
 
 VERSION_HEADERS = ["reviewer", "decision", "reasoning"]
@@ -348,10 +354,9 @@ class ReviewHandlers:
             return session, "", "", "", "", "", self.progress_line(session), self._counts_table(store, session.dataset), message or empty
         session.version = row.version
         generator = row.generator or {}
-        version, where = row_identity(row, row.version)
         meta = (
-            f"status: {row.status} · {version} · reviewer: {row.reviewer or '–'} · "
-            f"{where} · generator: {generator.get('rgen_run', '–')} "
+            f"status: {row.status} · reviewer: {row.reviewer or '–'} · "
+            f"{row_identity(row, row.version)} · generator: {generator.get('rgen_run', '–')} "
             f"(prompt v{generator.get('prompt_version', '?')})"
         )
         min_reviews = store.min_reviews()
@@ -397,20 +402,19 @@ class ReviewHandlers:
         return self.view(session)
 
     # -- decisions -------------------------------------------------------------------------
-    def _page_behind(self, session: ReviewSession, shown_meta: str | None) -> bool:
-        """True when the page's Row line (`shown_meta`, sent with a decision) names another row or version than the one
-        this session is at: a queue reload (another store, filter or dataset) reached the server while the page still
-        showed the row before it. Without the line (an API caller) there is nothing to compare."""
-        if not shown_meta or session.row_id is None or session.version is None:
+    def _page_behind(self, session: ReviewSession, shown_line: str | None) -> bool:
+        """True when the page's Row or Resolve line (sent with a decision) names another row or version than the one
+        this session is at: a reload of the queue or dispute list (another store, filter or dataset) reached the server
+        while the page still showed the row before it. Without the line (an API caller) there is nothing to compare."""
+        if not shown_line or session.row_id is None or session.version is None:
             return False
-        version, where = row_identity(self._session_store(session).get(session.row_id), session.version)
-        return f"{version} ·" not in shown_meta or f"{where} ·" not in shown_meta
+        shown = row_identity(self._session_store(session).get(session.row_id), session.version)
+        return re.search(re.escape(shown) + r"\b", shown_line) is None  # \b: version 1 is not version 12
 
     def _behind_view(self, session: ReviewSession, reasoning: str | None):
         """Nothing decided: the queue's current row, and the reviewer's unsaved text in the message."""
-        unsaved = f" Your unsaved text: {reasoning[:300]!r}" if (reasoning or "").strip() else ""
         message = "Not saved: the queue changed while this page still showed the row before it; nothing was decided. Here is the queue's current row."
-        return self.view(session, message + unsaved)
+        return self.view(session, message + unsaved_text(reasoning))
 
     def _decide(
         self, session: ReviewSession, reviewer: str, status: str, reasoning: str | None, advance: bool = True, shown_meta: str | None = None
@@ -631,8 +635,7 @@ class ReviewHandlers:
         kept = [d for d in decisions if d.reasoning is not None]
         choices = ["(generated)", *(d.reviewer for d in kept)]
         start = kept[0] if kept else None
-        version, place = row_identity(row, row.version)
-        where = f"Dispute {session.position + 1} of {len(session.queue)}, {place} · {version}: "
+        where = f"Dispute {session.position + 1} of {len(session.queue)}, {row_identity(row, row.version)}: "
         where += ", ".join(f"{d.reviewer} {d.decision}" for d in decisions) + "."
         return (
             session, row.text, row.label, {"headers": VERSION_HEADERS, "data": versions},
@@ -659,15 +662,12 @@ class ReviewHandlers:
     def _resolve(self, session: ResolveSession, reviewer: str, status: str, reasoning: str | None, shown_line: str | None = None):
         if session.row_id is None:
             return self.dispute_view(session, "Nothing to resolve here.")
-        if shown_line and session.version is not None:  # the page's Resolve line: does it show the row this session is at?
-            version, place = row_identity(self._session_store(session).get(session.row_id), session.version)
-            if f"{place} · {version}:" not in shown_line:
-                unsaved = f" Your unsaved text: {reasoning[:300]!r}" if (reasoning or "").strip() else ""
-                return self.dispute_view(
-                    session,
-                    "Not resolved: the list of disputes changed while this page still showed another row; nothing was "
-                    "decided. Here is the list's current row." + unsaved,
-                )
+        if self._page_behind(session, shown_line):
+            return self.dispute_view(
+                session,
+                "Not resolved: the list of disputes changed while this page still showed another row; nothing was "
+                "decided. Here is the list's current row." + unsaved_text(reasoning),
+            )
         try:
             row = self._session_store(session).resolve(session.row_id, session.version, reviewer_name(reviewer), status, reasoning)
         except ConflictError as conflict:
