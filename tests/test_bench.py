@@ -27,6 +27,7 @@ def test_quick_bench_reports_every_workload_as_json(tiny_model_dir, tmp_path, sh
     for task in ("rgen", "qa", "qra"):  # the defaults of `train`: memory-lean
         assert workloads["training_memory"][task]["gradient_checkpointing"] is True
         assert workloads["training_memory"][task]["tokens_per_s"] > 0
+        assert workloads["training_memory"][task]["activation_kb_per_token_per_layer"] > 0
     assert workloads["stage2"]["rows_per_s"] > 0 and workloads["stage2"]["plain"]["tokens_per_s"] > 0 and workloads["stage2"]["speedup"] > 0
     assert workloads["stage2"]["same_greedy_outputs_on_plain_rows"] == 1.0  # batching does not change greedy output
     assert workloads["training"]["tokens_per_s"] > 0 and workloads["training"]["plain"]["tokens_per_s"] > 0

@@ -129,3 +129,24 @@ def test_a_python_m_training_process_gives_large_tensors_transparent_huge_pages(
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env_without, check=True)
     huge_kb = int(result.stdout.strip().splitlines()[-1])
     assert huge_kb >= 32 << 10  # most of the 64 MB tensor
+
+
+def test_the_bench_counts_what_a_layer_keeps_per_token_without_changing_the_run(tiny_model_dir, tmp_path):
+    """Dropout's kept copies are counted; the RNG, the checkpoint flags and the mode are left as they were."""
+    import torch
+
+    from training.bench import activation_bytes_per_token
+
+    per_token = {}
+    for dropout in (0.0, 0.3):
+        config = TrainConfig(task="qa", base_model=tiny_model_dir, output_dir=str(tmp_path / f"run-{dropout}"), lora_dropout=dropout, **FAST)
+        model = build_trainer(config, tmp_path / f"run-{dropout}").model
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.eval()
+        torch.manual_seed(7)
+        per_token[dropout] = activation_bytes_per_token(model)
+        next_draw = torch.rand(4)
+        torch.manual_seed(7)
+        assert torch.equal(next_draw, torch.rand(4))  # its forward drew nothing from the training's RNG
+        assert model.is_gradient_checkpointing and not model.training
+    assert 0 < per_token[0.0] < per_token[0.3]
