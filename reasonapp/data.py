@@ -122,7 +122,7 @@ def _quiet_progress():
             datasets_logging.enable_progress_bar()
 
 
-def _check_utf8(path: str) -> None:
+def check_utf8(path: str) -> None:
     """Fail early and precisely: pyarrow accepts invalid UTF-8 and crashes later when text is read."""
     import codecs
 
@@ -151,7 +151,7 @@ def _load_directory(directory: Path) -> "datasets.DatasetDict":  # noqa: F821
         if Path(path).stat().st_size == 0:
             raise DataError(f"the {split} file {path} is empty: the dataset has no rows")
         if builder != "parquet":
-            _check_utf8(path)
+            check_utf8(path)
     try:
         with _quiet_progress():
             return datasets.load_dataset(builder, data_files=files)
@@ -175,7 +175,7 @@ def _load_json_with_pandas(files: dict[str, str]) -> "datasets.DatasetDict":  # 
     return datasets.DatasetDict(splits)
 
 
-def _load_source(source: str) -> tuple["datasets.DatasetDict", str]:  # noqa: F821
+def load_source(source: str) -> tuple["datasets.DatasetDict", str]:  # noqa: F821
     """Load splits from a local directory, the Hub, or the mirror; returns the splits and where from."""
     import datasets
 
@@ -317,7 +317,7 @@ def load_classification_dataset(
     labels: list[str] | None = None,
 ) -> ClassificationData:
     """Load a text-classification dataset; see the module docstring for where it is looked for."""
-    splits, origin = _load_source(source)
+    splits, origin = load_source(source)
     for split_name, split in splits.items():
         missing = [c for c in (text_column, label_column) if c not in split.column_names]
         if missing:
@@ -344,7 +344,7 @@ REASONING_COLUMNS = ("question", "answer", "reasoning")
 
 def load_reasoning_dataset(source: str = DEFAULT_REASONING_DATASET) -> ReasoningData:
     """Load (question, answer, reasoning) triples for Stage 1 R-Gen training."""
-    splits, origin = _load_source(source)
+    splits, origin = load_source(source)
     for split_name, split in splits.items():
         missing = [c for c in REASONING_COLUMNS if c not in split.column_names]
         if missing:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reasonapp import settings
-from reasonapp.data import SPLIT_ALIASES, _check_utf8, _load_source, load_classification_dataset
+from reasonapp.data import SPLIT_ALIASES, check_utf8, load_classification_dataset, load_source
 from reasonapp.errors import ConfigError, DataError
 
 UPLOAD_FORMATS = (".csv", ".jsonl", ".json", ".parquet")
@@ -142,7 +142,7 @@ def _check_file(path: Path) -> None:
         raise DataError(f"{name} is empty: it has no rows")
     if path.suffix.lower() != ".parquet":
         try:
-            _check_utf8(str(path))
+            check_utf8(str(path))
         except DataError as error:
             raise DataError(str(error).replace(str(path), name)) from None
 
@@ -224,7 +224,7 @@ def read_source(source: str) -> RawData:
     source = (source or "").strip()
     if not source:
         raise DataError("give a Hub id (e.g. dair-ai/emotion) or a directory of train/validation/test files")
-    splits, where = _load_source(source)
+    splits, where = load_source(source)
     frames = {name: split.to_pandas() for name, split in splits.items()}
     frames = {name: frame for name, frame in frames.items() if len(frame)}
     if not frames:
