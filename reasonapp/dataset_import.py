@@ -262,9 +262,16 @@ class ImportPlan:
         sizes = ", ".join(f"{split} {len(frame)}" for split, frame in self.splits.items())
         method = self.split_method
         if method["method"] == "stratified":
+            missing = [s for s in ("validation", "test") if method[f"{s}_fraction"] > 0 and s not in self.splits]
+            warning = (
+                f" No {' and no '.join(missing)} rows: too few rows to split off {' or '.join(missing)} and keep a training row "
+                "of every label; Evaluate needs a test split, so add rows or import separate split files."
+                if missing
+                else ""
+            )
             return (
                 f"One file split by label (stratified), seed {method['seed']}: validation {method['validation_fraction']:.0%}, "
-                f"test {method['test_fraction']:.0%}, the rest train. Rows: {sizes}."
+                f"test {method['test_fraction']:.0%}, the rest train. Rows: {sizes}.{warning}"
             )
         return f"Splits as given ({method['method']}). Rows: {sizes}."
 
@@ -368,24 +375,39 @@ def _labels_of_upload(raw: RawData, label_column: str, label_names: list[str] | 
 
 def stratified_split(labels: list[str], validation_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
     """Row indices per split, each label's rows shuffled with `seed` and cut by the fractions; every label keeps at
-    least one training row. Rows keep their file order within a split."""
+    least one training row. Rows keep their file order within a split.
+
+    Each split's size is its share of all rows, rounded (10 rows at 10%: one row), handed to the labels by their
+    shares, the largest remainders first: rounding each label on its own gave a 10-row file of three labels no
+    validation or test row at all.
+    """
     import numpy as np
 
     rng = np.random.default_rng(seed)
     by_label: dict[str, list[int]] = {}
     for index, label in enumerate(labels):
         by_label.setdefault(label, []).append(index)
+    names = sorted(by_label)
+    spare = {label: len(by_label[label]) - 1 for label in names}  # train keeps one row of every label
+    taken: dict[str, dict[str, int]] = {}
+    for split, fraction in (("test", test_fraction), ("validation", validation_fraction)):
+        wanted = {label: len(by_label[label]) * fraction for label in names}
+        counts = {label: min(int(wanted[label]), spare[label]) for label in names}
+        left = min(int(len(labels) * fraction + 0.5), sum(spare.values())) - sum(counts.values())
+        for label in sorted(names, key=lambda name: (-(wanted[name] - int(wanted[name])), names.index(name))):
+            if left <= 0:
+                break
+            if counts[label] < spare[label]:
+                counts[label] += 1
+                left -= 1
+        for label in names:
+            spare[label] -= counts[label]
+        taken[split] = counts
     parts: dict[str, list[int]] = {split: [] for split in SPLITS}
-    for label in sorted(by_label):
+    for label in names:
         indices = np.array(by_label[label])
         rng.shuffle(indices)
-        n = len(indices)
-        n_test, n_validation = int(n * test_fraction + 0.5), int(n * validation_fraction + 0.5)
-        while n_test + n_validation > n - 1:  # a label with few rows: train keeps one
-            if n_validation >= n_test and n_validation > 0:
-                n_validation -= 1
-            else:
-                n_test -= 1
+        n_test, n_validation = taken["test"][label], taken["validation"][label]
         parts["test"] += indices[:n_test].tolist()
         parts["validation"] += indices[n_test : n_test + n_validation].tolist()
         parts["train"] += indices[n_test + n_validation :].tolist()

@@ -93,6 +93,29 @@ def test_fractions_are_kept_per_label_and_every_label_keeps_training_rows():
     assert sorted(i for rows in parts.values() for i in rows) == list(range(len(labels)))
 
 
+def test_a_small_file_still_gets_its_share_of_validation_and_test_rows_across_labels():
+    """10 rows of three labels at 10% / 10%: one test and one validation row, not none (rounding per label gave 0)."""
+    labels = ["neg"] * 4 + ["neu"] * 3 + ["pos"] * 3
+    parts = dataset_import.stratified_split(labels, 0.1, 0.1, seed=0)
+    assert {split: len(rows) for split, rows in parts.items()} == {"train": 8, "validation": 1, "test": 1}
+    assert {labels[i] for i in parts["train"]} == {"neg", "neu", "pos"}
+    assert sorted(i for rows in parts.values() for i in rows) == list(range(len(labels)))
+    labels = ["a"] * 34 + ["b"] * 33 + ["c"] * 33  # shares of the whole: 10 and 20 rows, each label within one of its own
+    parts = dataset_import.stratified_split(labels, 0.2, 0.1, seed=3)
+    assert (len(parts["test"]), len(parts["validation"])) == (10, 20)
+    for name, count in (("a", 34), ("b", 33), ("c", 33)):
+        assert abs(sum(labels[i] == name for i in parts["test"]) - count * 0.1) < 1
+
+
+def test_a_file_too_small_to_split_says_it_has_no_test_split_before_it_is_saved(tmp_path):
+    upload = write_csv(tmp_path / "tiny.csv", [("good", "pos"), ("bad", "neg"), ("fine", "neu")])
+    plan = dataset_import.plan_import(dataset_import.read_upload([upload]))
+    assert set(plan.splits) == {"train"}  # every label keeps its one training row
+    assert "No validation and no test rows" in plan.split_note() and "Evaluate needs a test split" in plan.split_note()
+    big = dataset_import.plan_import(dataset_import.read_upload([write_csv(tmp_path / "big.csv", ticket_rows())]))
+    assert "No " not in big.split_note()
+
+
 def test_one_file_per_split_keeps_the_splits_as_given(tmp_path):
     rows = ticket_rows(12)
     files = [
