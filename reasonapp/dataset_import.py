@@ -437,6 +437,8 @@ def plan_import(
     text_column = text_column or raw.text_column
     label_column = label_column or raw.label_column
     if not text_column or not label_column:
+        if len(raw.columns) < 2:
+            raise DataError(f"the data has one column ({raw.columns}): it needs a text column and a label column")
         raise DataError(f"choose the text column and the label column (columns: {raw.columns})")
     if text_column == label_column:
         raise DataError(f"the text and the label are both {text_column!r}: choose two different columns")

@@ -177,6 +177,7 @@ def bad_uploads(tmp_path: Path) -> dict:
     return {
         "no text column": ([write_csv(up / "a" / "t.csv", [(label, label) for _, label in rows], header=("id", "category"))], {"text_column": "message"}, "has no text column 'message'"),
         "no label column": ([write_csv(up / "b" / "t.csv", [(t,) for t, _ in rows], header=("message",))], {"label_column": "category"}, "has no label column 'category'"),
+        "one column only": ([write_csv(up / "k" / "t.csv", [(t,) for t, _ in rows], header=("text",))], {}, "has one column (['text']): it needs a text column and a label column"),
         "mixed label types": ([write_jsonl(up / "c" / "t.jsonl", [{"text": t, "label": 1 if i % 2 else label} for i, (t, label) in enumerate(rows)])], {},
                               "mixes integer ids"),
         "empty file": ([empty_file(up / "d" / "t.csv")], {}, "t.csv is empty"),
@@ -206,7 +207,7 @@ def corrupt_utf8(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "case",
-    ["no text column", "no label column", "mixed label types", "empty file", "header only", "over the size limit", "non-UTF-8 bytes",
+    ["no text column", "no label column", "one column only", "mixed label types", "empty file", "header only", "over the size limit", "non-UTF-8 bytes",
      "label only in test", "missing labels", "unnamed split files", "a fraction label"],
 )
 def test_a_bad_upload_is_refused_with_a_clear_message_and_writes_nothing(case, tmp_path, workspace, monkeypatch):
