@@ -176,6 +176,28 @@ def test_stop_is_refused_and_its_button_off_for_a_run_that_is_not_running():
     assert (running / rundir.STOP_FILE).exists()
 
 
+def test_a_folder_that_is_not_a_run_is_called_so_by_monitor_stop_and_resume(tmp_path):
+    """A typed or API-given folder without a run's files is not shown as a run 'starting' (nor '/' as a blank name)."""
+    from reasonapp.errors import RunDirError
+    from reasonapp.ui.train import monitor, resume, stop
+    from training import launcher
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "passwd").write_text("root:x:0:0")
+    for folder in (tmp_path / "etc", tmp_path / "missing", Path("/")):
+        line, _, log, _, stop_button = monitor(str(folder))
+        assert line == f"{folder} is not a training run (no config.json, status.json or launch record there)."
+        assert log == "" and stop_button["interactive"] is False
+        assert stop(str(folder)) == line and resume(str(folder)) == line
+        with pytest.raises(RunDirError, match="is not a training run"):
+            launcher.stop_training(folder)
+    assert not (tmp_path / "etc" / rundir.STOP_FILE).exists()
+
+    launched = tmp_path / "qa-launched"  # the app has launched it; its trainer has not written anything yet
+    rundir.write_json(launched / "process.json", {"pid": 0})
+    assert monitor(str(launched))[0].startswith("starting · step 0/?")
+
+
 def test_run_lists_refresh_themselves_when_a_run_is_launched_starts_or_ends():
     import yaml
 

@@ -106,6 +106,8 @@ def stop_training(run_dir: str | Path) -> Path:
     starting clears it when its trainer begins.
     """
     run_dir = Path(run_dir)
+    if not rundir.is_run_dir(run_dir):
+        raise RunDirError(rundir.not_a_run_message(run_dir))
     state = run_state(run_dir)["state"]
     if state != "running":
         raise RunDirError(f"{run_dir.name} is {state}, not running: there is nothing to stop.")

@@ -73,6 +73,16 @@ def write_config(run_dir: Path, config: dict) -> None:
     write_json(run_dir / CONFIG, config)
 
 
+def is_run_dir(path: str | Path) -> bool:
+    """Whether `path` holds a training run, launched or running or done: its config, status or launch record."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).is_file() for name in (CONFIG, STATUS, *LAUNCHER_FILES))
+
+
+def not_a_run_message(path: str | Path) -> str:
+    return f"{path} is not a training run (no {CONFIG}, {STATUS} or launch record there)."
+
+
 def check_can_write(run_dir: Path, config: dict, resume: bool) -> None:
     """Refuse to train into a directory that holds something else; allow resuming the same run."""
     if not run_dir.exists() or not any(p.name not in LAUNCHER_FILES for p in run_dir.iterdir()):

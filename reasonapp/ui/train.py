@@ -146,6 +146,8 @@ def monitor(run_dir: str | None):
     """(status line, loss plot data, log tail, error, Stop button) for the selected run; Stop is live only while it runs."""
     if not run_dir or not readable(run_dir):
         return "Pick a run, or start one.", loss_frame([]), "", "", gr.update(interactive=False)
+    if not rundir.is_run_dir(run_dir):
+        return rundir.not_a_run_message(run_dir), loss_frame([]), "", "", gr.update(interactive=False)
     state = launcher.run_state(run_dir)
     total = state["total_steps"]
     line = f"{state['state']} · step {state['step']}/{total or '?'}"
@@ -175,6 +177,8 @@ def stop(run_dir: str | None) -> str:
 def resume(run_dir: str | None) -> str:
     if not run_dir:
         return "No run selected."
+    if not rundir.is_run_dir(run_dir):
+        return rundir.not_a_run_message(run_dir)
     state = launcher.run_state(run_dir)["state"]
     if state in ("running", "starting", "finished"):
         return f"{Path(run_dir).name} is {state}; nothing to resume."
