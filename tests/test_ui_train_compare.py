@@ -351,6 +351,22 @@ def test_picked_runs_load_before_the_first_classify_and_the_page_says_what_is_lo
     assert list(handlers.preload(str(tmp_path / "gone"), None))[-1].startswith("Not loaded: ")
 
 
+def test_a_prediction_says_when_the_runs_labels_are_not_those_of_the_pages_dataset(classifier_runs, tmp_path):
+    """Runs trained on emotions, a page switched to a dataset of other labels: the note says so; on emotions it does not."""
+    from reasonapp import dataset_import
+    from reasonapp.ui.compare import CompareHandlers
+    from tests.test_dataset_import import ticket_rows, write_csv
+
+    qa, qra = classifier_runs
+    tickets = str(dataset_import.import_files([write_csv(tmp_path / "up" / "tickets.csv", ticket_rows(5))], "tickets"))
+    handlers = CompareHandlers()
+    run_labels = ", ".join(handlers.classifiers(qa, qra).runs["qa"].labels.names)
+    note = list(handlers.predict("my card payment failed", qa, qra, tickets))[-1][7]
+    assert f"These runs answer with {run_labels}; this page's dataset, {tickets}, has billing, bug, praise" in note
+    assert "These runs answer" not in list(handlers.predict("i feel wonderful", qa, qra, "dair-ai/emotion"))[-1][7]
+    assert "These runs answer" not in list(handlers.predict("i feel wonderful", qa, qra))[-1][7]  # an API caller: no page
+
+
 def test_the_served_app_loads_the_preselected_runs_before_any_page_asks(classifier_runs, tmp_path, caplog):
     from reasonapp.ui.compare import CompareHandlers
 

@@ -76,7 +76,8 @@ def build_app(
                 review_dataset, stage2_dataset, review_store = build_review_tab(review, blocks, signed_in_names=on_space)
             with gr.Tab("Compare", id="compare"):
                 compare = build_compare_tab(
-                    CompareHandlers(), data.label_names, example_texts(data), blocks, load_at_start=load_compare_runs_at_start
+                    CompareHandlers({dataset: data.label_names}), data.label_names, example_texts(data), blocks,
+                    load_at_start=load_compare_runs_at_start, page_dataset=app_dataset,
                 )
             with gr.Tab("Pipeline", id="pipeline"):
                 build_pipeline_tab(blocks, base_model, demo_mode=demo, app_dataset=dataset, app_dataset_state=app_dataset)

@@ -88,11 +88,29 @@ def resolve_run(value: str | None) -> str | None:
 class CompareHandlers:
     """Loads the chosen runs once (shared, read-only) and answers predictions one at a time."""
 
-    def __init__(self):
+    def __init__(self, dataset_labels: dict[str, list[str]] | None = None):
         self._lock = threading.Lock()
         self._key: tuple | None = None
         self._classifiers = None
         self.loaded_in_s: float | None = None  # set when the last `classifiers` call loaded models, else None
+        self._dataset_labels = {name: list(labels) for name, labels in (dataset_labels or {}).items()}  # read once each
+
+    def labels_note(self, classifiers, page_dataset: str | None) -> str:
+        """A line when the runs answer with other labels than the page's dataset has: then they cannot be right on it."""
+        if not page_dataset:
+            return ""
+        if page_dataset not in self._dataset_labels:
+            from reasonapp.data import load_classification_dataset
+
+            try:
+                self._dataset_labels[page_dataset] = list(load_classification_dataset(page_dataset).label_names)
+            except ReasonappError:
+                return ""
+        theirs = self._dataset_labels[page_dataset]
+        ours = list(next(iter(classifiers.runs.values())).labels.names)
+        if set(ours) == set(theirs):
+            return ""
+        return f"These runs answer with {', '.join(ours)}; this page's dataset, {page_dataset}, has {', '.join(theirs)}: not the labels these runs know."
 
     def classifiers(self, qa_run: str | None, qra_run: str | None):
         from training.predict import load_classifiers
@@ -151,8 +169,9 @@ class CompareHandlers:
         yield f"Ready: {names}" + (f", loaded in {loaded:.1f} s." if loaded is not None else ".")
 
     # -- one text -----------------------------------------------------------------------------
-    def predict(self, text: str, qa_run: str | None, qra_run: str | None):
-        """Streams (qa label, qa probabilities, qa latency, reasoning, qra label, qra latency, agreement, note)."""
+    def predict(self, text: str, qa_run: str | None, qra_run: str | None, page_dataset: str | None = None):
+        """Streams (qa label, qa probabilities, qa latency, reasoning, qra label, qra latency, agreement, note); the note
+        also says when the runs' labels are not those of the page's dataset (`page_dataset`)."""
         text = text or ""
         if not text.strip():
             raise gr.Error("Type a text to classify.")
@@ -165,6 +184,7 @@ class CompareHandlers:
                 raise gr.Error(str(error)) from error
             if self.loaded_in_s is not None:  # the wait the latencies below leave out (a compile, with REASONAPP_COMPILE=1)
                 note = " ".join(filter(None, [note, f"Loaded the runs in {self.loaded_in_s:.1f} s (once per pair of runs)."]))
+            note = " ".join(filter(None, [note, self.labels_note(classifiers, page_dataset)]))
             qa_label, qa_latency, probs = "", "", empty_probs
             if "qa" in classifiers.runs:
                 started = time.perf_counter()
@@ -407,10 +427,12 @@ def build_compare_tab(
     examples: list[str] | None = None,
     blocks: gr.Blocks | None = None,
     load_at_start: bool = False,
+    page_dataset: gr.State | None = None,
 ) -> tuple[gr.Dropdown, gr.Dataset]:
     """The tab; returns (gold-label filter, examples) for the app-wide dataset switch. With `blocks`, the preselected
     runs start loading when the page opens, and a paired evaluation under way is found again (runs, settings, progress);
-    with `load_at_start` (the served app) they start loading at once, before any page opens."""
+    with `load_at_start` (the served app) they start loading at once, before any page opens. `page_dataset`: the page's
+    dataset (a State), so a prediction can say when the runs' labels are not that dataset's."""
     with gr.Row():
         # the newest finished run of each side is picked, so a text can be classified at once (the demo runs on a new workspace)
         qa_runs, qra_runs = finished_runs(SIDE_TASKS["qa"]), finished_runs(SIDE_TASKS["qra"])
@@ -498,8 +520,9 @@ def build_compare_tab(
     gr.Timer(POLL_SECONDS).tick(refresh_compare_lists, seen, [*lists, seen], api_visibility="private", show_progress="hidden")
     show_report.click(comparison_report, report_dir, [report_text, curve], api_name="compare_report")
     outputs = [qa_label, probs, qa_latency, reasoning, qra_label, qra_latency, agreement, note]
-    go.click(handlers.predict, [text, qa_run, qra_run], outputs, api_name="compare_predict", concurrency_limit=1)
-    text.submit(handlers.predict, [text, qa_run, qra_run], outputs, api_visibility="private", concurrency_limit=1)
+    one_text = [text, qa_run, qra_run, *([page_dataset] if page_dataset is not None else [])]  # a State: not an API input
+    go.click(handlers.predict, one_text, outputs, api_name="compare_predict", concurrency_limit=1)
+    text.submit(handlers.predict, one_text, outputs, api_visibility="private", concurrency_limit=1)
     run_batch.click(handlers.predict_file, [upload, qa_run, qra_run], [batch_table, download, batch_note], api_name="compare_batch", concurrency_limit=1)
     show.click(disagreements, [eval_dir, gold], table, api_name="compare_disagreements")
     pair_view = [pair_state, pair_report, pair_confusion, pair_f1]
