@@ -66,7 +66,7 @@ def test_a_bad_upload_shows_why_in_the_message_and_save_writes_nothing(tmp_path,
 
     text_only = write_csv(tmp_path / "up2" / "notes.csv", [(t,) for t, _ in ticket_rows(3)], header=("note",))
     *_, message = read_dataset([str(text_only)], "", *SETTINGS)
-    assert message.startswith("Not ready to save: choose the text column and the label column")
+    assert message == "Not ready to save: the data has one column (['note']): it needs a text column and a label column"
 
 
 def review_handlers(store_path=None):
