@@ -67,3 +67,29 @@ def test_batched_generation_from_the_shared_prefix_gives_the_plain_greedy_output
     shared = generate(model, tokenizer, conversations, decoding, batch_size=3)
     plain = generate(model, tokenizer, conversations, decoding, batch_size=3, share_prefix=False)
     assert shared == plain and len(set(shared)) > 1
+
+
+def test_rows_that_finish_early_leave_the_batch_and_every_row_gets_what_generate_gives_it_alone(smollm2_dir):
+    """A batch decodes only its unfinished rows (Stage 2's reasonings are short, but a batch ran as long as its longest
+    row, ~70% of the decoded rows padding), and each row's greedy text is still transformers' `generate`'s for it alone."""
+    from reasonapp.models import load_base_model
+    from training.generation import Decoding, generate
+
+    model, tokenizer = load_base_model(smollm2_dir, device="cpu")  # float32: exact to 1e-4
+    texts = ["i feel fine", "a much longer text about being rather scared of the dark at night", "ok", "im so angry", "i miss him"]
+    conversations = [get_format("qa").messages(text, EMOTIONS) for text in texts]
+    decoding = Decoding(max_new_tokens=40)
+    calls = []  # (rows, tokens) of every forward pass
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        batched = generate(model, tokenizer, conversations, decoding, batch_size=5)
+    finally:
+        hook.remove()
+    rows_per_step = [rows for rows, tokens in calls if tokens == 1]  # the decoding steps, after the prefix and the prompts
+    assert max(rows_per_step) == 5 and min(rows_per_step) < 5, calls  # rows left the batch as they finished
+    assert rows_per_step == sorted(rows_per_step, reverse=True)
+
+    for conversation, text in zip(conversations, batched, strict=True):
+        prompt = tokenizer(render_prompt(tokenizer, conversation), add_special_tokens=False, return_tensors="pt")
+        alone = model.generate(**prompt, **decoding.generate_kwargs(), pad_token_id=tokenizer.pad_token_id)
+        assert text == tokenizer.decode(alone[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True).strip()

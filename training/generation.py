@@ -81,7 +81,9 @@ def generate(
     The prompts' shared prefix (chat template and instruction; `prefix`, or found among the prompts) is
     computed once: each batch starts from a copy of its KV cache, with the padding placed between the
     prefix and each row's own tokens, where the attention mask hides it. Same greedy outputs as
-    `share_prefix=False` (tested); Stage 2 on the real R-Gen: 6.3 rows/s against 5.2.
+    `share_prefix=False` (tested); Stage 2 on the real R-Gen: 6.3 rows/s against 5.2. Greedy decoding drops each
+    row from its batch once it has finished (`_decode_greedily`: 4.37 -> 6.74 rows/s on 256 Stage 2 rows, the same
+    texts); sampling goes through transformers' `generate`.
     """
     import torch
 
@@ -101,14 +103,61 @@ def generate(
             inputs["attention_mask"] = torch.cat([torch.ones_like(shared_ids), inputs["attention_mask"]], dim=1)
             inputs["past_key_values"] = prefix.expanded(model, rows)
         with torch.inference_mode():
-            generated = model.generate(**inputs, **decoding.generate_kwargs(), pad_token_id=tokenizer.pad_token_id)
-        new_tokens = generated[:, inputs["input_ids"].shape[1] :]
+            if decoding.do_sample:
+                generated = model.generate(**inputs, **decoding.generate_kwargs(), pad_token_id=tokenizer.pad_token_id)
+                new_tokens = generated[:, inputs["input_ids"].shape[1] :].tolist()
+            else:
+                new_tokens = _decode_greedily(model, inputs, _stop_ids(model, tokenizer), decoding.max_new_tokens)
         for row, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
             outputs[row] = text.strip()
         done += len(batch)
         if progress:
             progress(done, len(prompts))
     return outputs
+
+
+def _stop_ids(model, tokenizer) -> set[int]:
+    """The tokens that end a completion: the model's end-of-sequence tokens and the tokenizer's."""
+    stop_ids = model.generation_config.eos_token_id
+    return set(stop_ids if isinstance(stop_ids, list) else [stop_ids]) | {tokenizer.eos_token_id}
+
+
+def _decode_greedily(model, inputs: dict, stop_ids: set[int], max_new_tokens: int) -> list[list[int]]:
+    """Greedy decoding of one left-padded batch, each row leaving the batch as soon as it has finished.
+
+    transformers' `generate` keeps computing a finished row (feeding it padding) until the batch's longest row
+    ends. Stage 2's reasonings average ~12-15 tokens but a batch of 32 runs as long as its longest (58 in a
+    measured batch): ~70% of the decoded row-steps were padding. `inputs` as `generate` takes them (input_ids and
+    attention_mask over the whole prompt, optionally `past_key_values` already holding its first tokens);
+    the tokens are those of generate's greedy search (tested), without the stop token.
+    """
+    import torch
+
+    mask = inputs["attention_mask"]
+    cache = inputs.get("past_key_values")
+    cached = cache.get_seq_length() if cache is not None else 0
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate derives them from the mask
+    feed, feed_positions = inputs["input_ids"][:, cached:], positions[:, cached:]
+    rows = list(range(feed.shape[0]))  # the input row of each row still decoding
+    tokens: list[list[int]] = [[] for _ in rows]
+    for _ in range(max_new_tokens):
+        out = model(input_ids=feed, attention_mask=mask, position_ids=feed_positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        chosen = out.logits[:, -1].argmax(-1).tolist()
+        going = [i for i, token in enumerate(chosen) if token not in stop_ids]
+        for i in going:
+            tokens[rows[i]].append(chosen[i])
+        if not going:
+            break
+        if len(going) < len(rows):  # the finished rows leave the batch, their cache with them
+            keep = torch.tensor(going, device=mask.device)
+            cache.batch_select_indices(keep)
+            mask, feed_positions = mask[keep], feed_positions[keep]
+            rows = [rows[i] for i in going]
+        feed = torch.tensor([[chosen[i]] for i in going], device=mask.device)
+        feed_positions = feed_positions[:, -1:] + 1
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+    return tokens
 
 
 def stream(
@@ -131,8 +180,7 @@ def stream(
     if prefix is not None and prefix.covers([prompt_ids]):
         cache = prefix.expanded(model, 1)
         prompt_ids = prompt_ids[len(prefix.ids) :]
-    stop_ids = model.generation_config.eos_token_id
-    stop_ids = set(stop_ids if isinstance(stop_ids, list) else [stop_ids]) | {tokenizer.eos_token_id}
+    stop_ids = _stop_ids(model, tokenizer)
     feed = torch.tensor([prompt_ids], device=device)
     generated: list[int] = []
     shown = ""
