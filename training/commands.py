@@ -65,7 +65,7 @@ def _add_augment_arguments(parser) -> None:
     parser.add_argument("--limit", type=int, help="a fixed random sample of this many rows (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--store", help="review store file (default: <workspace>/reasonings.sqlite)")
-    parser.add_argument("--batch-size", type=int, default=16, help="rows per batch of a local R-Gen (an endpoint takes --concurrency)")
+    parser.add_argument("--batch-size", type=int, default=32, help="rows decoded together by a local R-Gen (an endpoint takes --concurrency)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="the most tokens of one reasoning (an endpoint's max_tokens)")
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     parser.add_argument("--temperature", type=float, default=0.7)

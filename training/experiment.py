@@ -45,7 +45,7 @@ DEFAULTS = {
     "n_train": 1000,
     "reasoning_format": "qra",
     "rgen": {},
-    "augment": {"batch_size": 16, "max_new_tokens": 64},
+    "augment": {"batch_size": 16, "max_new_tokens": 64},  # 16, not the CLI's 32: the Stage 2 cache key hashes this section
     "qa": {},
     "qra": {},
     "evaluate": {"split": "test", "limit": None, "batch_size": 16},

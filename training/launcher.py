@@ -341,7 +341,7 @@ class Stage2Settings:
     limit: int = 0  # 0: every row of the split
     prompt_variant: str = "default"
     candidates: int = 1  # 1: greedy; K > 1: sample K a row and keep the one with the fewest quality flags
-    batch_size: int = 16
+    batch_size: int = 32  # rows decoded together by a local R-Gen: 6.7 rows/s at 32 against 5.1 at 16 (256 Stage 2 rows)
     max_new_tokens: int = 64
     seed: int = 0
     api_key_env: str = ""  # an endpoint teacher's key: the NAME of the environment variable holding it, never the key

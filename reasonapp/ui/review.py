@@ -799,7 +799,7 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
                     stage2_split = gr.Textbox(value="train", label="Split", max_lines=1, elem_id="stage2-split")
                 with gr.Row():
                     stage2_rows = gr.Number(value=0, precision=0, minimum=0, label="Rows", info="0 = all", elem_id="stage2-rows")
-                    stage2_batch = gr.Number(value=16, precision=0, minimum=1, label="Batch size", elem_id="stage2-batch")
+                    stage2_batch = gr.Number(value=32, precision=0, minimum=1, label="Batch size", elem_id="stage2-batch")
                 with gr.Row():
                     stage2_decoding = gr.Radio(DECODINGS, value="greedy", label="Decoding", elem_id="stage2-decoding")
                     stage2_k = gr.Number(value=4, precision=0, minimum=2, label="K (best-of-K)", elem_id="stage2-k",
