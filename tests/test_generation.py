@@ -97,9 +97,10 @@ def test_rows_that_finish_early_leave_the_batch_and_every_row_gets_what_generate
 
 def test_a_model_whose_own_generation_config_changes_greedy_search_is_decoded_by_generate(smollm2_dir):
     """The row-dropping loop takes the argmax; a model whose generation config adds to greedy search (a repetition
-    penalty, as some instruct models ship with) gets transformers' `generate`, penalty and all, as before."""
+    penalty, as some instruct models ship with) gets transformers' `generate`, penalty and all, as before; so does the
+    streamed Q->RA view."""
     from reasonapp.models import load_base_model
-    from training.generation import Decoding, generate
+    from training.generation import Decoding, generate, stream
 
     model, tokenizer = load_base_model(smollm2_dir, device="cpu")  # float32: exact to 1e-4
     conversations = [get_format("qra").messages(text, EMOTIONS) for text in ("i feel so alone tonight", "what a lovely surprise")]
@@ -112,3 +113,4 @@ def test_a_model_whose_own_generation_config_changes_greedy_search_is_decoded_by
         prompt = tokenizer(render_prompt(tokenizer, conversation), add_special_tokens=False, return_tensors="pt")
         alone = model.generate(**prompt, **decoding.generate_kwargs(), pad_token_id=tokenizer.pad_token_id)
         assert text == tokenizer.decode(alone[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        assert list(stream(model, tokenizer, conversation, decoding))[-1] == text  # the live view too

@@ -184,9 +184,10 @@ def stream(
 
     With a `prefix` that the prompt starts with, decoding starts from a copy of its KV cache and only
     the rest of the prompt is computed before the first token. Greedy decoding runs in the caller's
-    thread; sampling goes through `generate` on a helper thread with a streamer.
+    thread; sampling, and greedy search that the model's own generation config changes (a repetition penalty),
+    go through `generate` on a helper thread with a streamer.
     """
-    if decoding.do_sample:
+    if decoding.do_sample or not _greedy_is_argmax(model):
         yield from _stream_on_thread(model, tokenizer, messages, decoding)
         return
     import torch
