@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from reasonapp import settings
@@ -177,7 +178,16 @@ def merges_are_exact(model) -> bool:
     return next(model.parameters()).dtype == torch.float32
 
 
-def fold_adapter(peft_model, name: str) -> None:
+@dataclass
+class Fold:
+    """What `fold_adapter` changed, so that `unfold_adapter` can give back the model as loaded."""
+
+    name: str
+    lora_b: dict[str, "torch.Tensor"]  # noqa: F821 - each folded layer's B before it was zeroed, by module path
+    others: dict[str, dict[str, tuple]] | None  # per module path and other adapter, its LoRA before the combination; None: PEFT combined it
+
+
+def fold_adapter(peft_model, name: str) -> Fold:
     """Add adapter `name` to the base weights for good, keeping every adapter computing what it did.
 
     Unmerged, a LoRA runs ~210 small extra modules per forward pass: ~17 ms of a ~100 ms Q->A label scoring
@@ -187,6 +197,7 @@ def fold_adapter(peft_model, name: str) -> None:
     its own name; merging and unmerging it for generation works as before. Only for float32 weights
     (`merges_are_exact`).
     """
+    import torch
     from peft.tuners.lora import LoraLayer
 
     if not merges_are_exact(peft_model):
@@ -194,28 +205,106 @@ def fold_adapter(peft_model, name: str) -> None:
     for adapter, config in peft_model.peft_config.items():
         if getattr(config, "use_rslora", False):
             raise ModelError(f"adapter {adapter} uses rsLoRA, whose scaling a 'cat' combination does not keep; not folding")
-    layers = [module for module in peft_model.modules() if isinstance(module, LoraLayer) and name in module.lora_A]
+    layers = {path: module for path, module in peft_model.named_modules() if isinstance(module, LoraLayer) and name in module.lora_A}
     others = [adapter for adapter in peft_model.peft_config if adapter != name]
-    if all(_can_concatenate_in_place(layer, others) for layer in layers):
-        for layer in layers:
+    fold = Fold(name, {path: layer.lora_B[name].weight.data for path, layer in layers.items()}, {})
+    if all(_can_concatenate_in_place(layer, others) for layer in layers.values()):
+        for path, layer in layers.items():
+            fold.others[path] = {other: _lora_of(layer, other) for other in others}
             for other in others:
                 _concatenate_negated(layer, other, name)
     else:  # an adapter missing where `name` has a LoRA, or not a plain LoRA Linear: PEFT builds the combination
+        fold.others = None
         for other in others:
             staged = f"{other}--minus--{name}"
             peft_model.add_weighted_adapter([other, name], [1.0, -1.0], staged, combination_type="cat")
             peft_model.delete_adapter(other)
             peft_model.add_weighted_adapter([staged], [1.0], other, combination_type="linear")  # the same weights, renamed
             peft_model.delete_adapter(staged)
-    for layer in layers:
+    for layer in layers.values():
         weight = layer.get_base_layer().weight
         if _can_concatenate_in_place(layer, []):  # W += s B A in one pass over W (no delta matrix, no scaled copy)
             weight.data.addmm_(layer.lora_B[name].weight.data, layer.lora_A[name].weight.data, alpha=layer.scaling[name])
         else:
             weight.data += layer.get_delta_weight(name).to(weight.dtype)
-        layer.lora_B[name].weight.data.zero_()
+        layer.lora_B[name].weight.data = torch.zeros_like(layer.lora_B[name].weight.data)  # the original stays in `fold`
     peft_model.set_adapter(name)
     peft_model.eval()
+    return fold
+
+
+def unfold_adapter(peft_model, fold: Fold | None) -> bool:
+    """Give back the model as `load_with_adapters` loaded it: every adapter's own LoRA, and base weights read back
+    from the checkpoint, bit for bit (undoing `fold`, with None only what merges for generation left: float32
+    rounding). So a new pick of runs in the Compare tab swaps only the adapters that change and folds again,
+    instead of loading the base model anew. False, nothing changed, where it cannot be done here: adapters PEFT
+    combined (`fold.others` None), or a checkpoint that cannot be read."""
+    from peft.tuners.lora import LoraLayer
+
+    if fold is not None and fold.others is None:
+        return False
+    if not _restore_base_weights(peft_model):
+        return False
+    if fold is not None:
+        layers = dict(peft_model.named_modules())
+        for path, b in fold.lora_b.items():
+            layer: LoraLayer = layers[path]
+            layer.lora_B[fold.name].weight.data = b
+            for other, (lora_a, lora_b, rank, alpha, scaling) in fold.others[path].items():
+                layer.lora_A[other], layer.lora_B[other] = lora_a, lora_b
+                layer.r[other], layer.lora_alpha[other], layer.scaling[other] = rank, alpha, scaling
+    return True
+
+
+def _restore_base_weights(peft_model) -> bool:
+    """Read the base weights of every layer an adapter wraps back from the checkpoint (a bfloat16 one widens to
+    float32 exactly, as loading does). False, nothing changed, when the checkpoint cannot be read here."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+    from safetensors import safe_open
+
+    written = {  # by their names in the checkpoint
+        f"{path.removeprefix('base_model.model.')}.{key}": parameter
+        for path, module in peft_model.named_modules()
+        if isinstance(module, LoraLayer)
+        for key, parameter in module.get_base_layer().named_parameters(recurse=False)
+    }
+    files = _checkpoint_files(peft_model.get_base_model().name_or_path, {key: tuple(p.shape) for key, p in written.items()})
+    if files is None:
+        return False
+    with torch.no_grad():
+        for file in sorted(set(files.values())):
+            with safe_open(file, "pt") as checkpoint:
+                for key in (key for key, where in files.items() if where == file):
+                    written[key].copy_(checkpoint.get_tensor(key))
+    return True
+
+
+def _checkpoint_files(name_or_path: str, shapes: dict[str, tuple]) -> dict[str, str] | None:
+    """The safetensors file (of one or of shards) holding each of these tensors with this shape; None if any is not."""
+    from safetensors import safe_open
+    from transformers.utils import cached_file
+
+    try:
+        single = cached_file(name_or_path, "model.safetensors", _raise_exceptions_for_missing_entries=False)
+        if single:
+            files = dict.fromkeys(shapes, single)
+        else:
+            index = cached_file(name_or_path, "model.safetensors.index.json", _raise_exceptions_for_missing_entries=False)
+            weight_map = json.loads(Path(index).read_text())["weight_map"] if index else {}
+            if not all(key in weight_map for key in shapes):
+                return None
+            files = {key: cached_file(name_or_path, weight_map[key]) for key in shapes}
+        for file in set(files.values()):
+            with safe_open(file, "pt") as checkpoint:
+                present = set(checkpoint.keys())
+                for key in (key for key, where in files.items() if where == file):
+                    if key not in present or tuple(checkpoint.get_slice(key).get_shape()) != shapes[key]:
+                        return None
+        return files
+    except (OSError, ValueError, KeyError) as error:
+        logger.info("checkpoint of %s not readable here (%s): loading it anew", name_or_path, error)
+        return None
 
 
 def _can_concatenate_in_place(layer, others: list[str]) -> bool:
@@ -225,10 +314,15 @@ def _can_concatenate_in_place(layer, others: list[str]) -> bool:
     return plain and all(other in layer.lora_A for other in others)
 
 
+def _lora_of(layer, adapter: str) -> tuple:
+    return layer.lora_A[adapter], layer.lora_B[adapter], layer.r[adapter], layer.lora_alpha[adapter], layer.scaling[adapter]
+
+
 def _concatenate_negated(layer, other: str, name: str) -> None:
     """Make `other`'s LoRA in `layer` compute its update minus `name`'s: [A_o; A_n] and [s_o B_o, -s_n B_n],
     scaling 1 (what PEFT's 'cat' combination builds), written into the layer instead of built as a new adapter:
-    PEFT's add/rename/delete walk every module of the model several times (~1 s of loading two runs here)."""
+    PEFT's add/rename/delete walk every module of the model several times (~1 s of loading two runs here).
+    New modules: the old ones stay as they were, for `unfold_adapter`."""
     import torch
 
     a = torch.cat([layer.lora_A[other].weight.data, layer.lora_A[name].weight.data], dim=0)

@@ -1,6 +1,7 @@
 """Evaluation: known metric values on hand-built predictions, and the full report from tiny runs."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -163,6 +164,66 @@ def test_generation_runs_on_merged_adapter_weights_and_leaves_the_adapters_as_th
     abandoned.close()  # a reader that goes away mid-stream
     assert not any(getattr(layer, "merged_adapters", None) for layer in classifiers.model.modules())
     assert abs(classifiers.score("qa", texts) - before).max() < 1e-6
+
+
+def another_run(run_dir, target, seed: int):
+    """A copy of a run with other adapter weights: another run of the same task on the same base model."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(run_dir, target)
+    weights = target / rundir.ADAPTER / "adapter_model.safetensors"
+    generator = torch.Generator().manual_seed(seed)
+    save_file({key: value + 0.05 * torch.randn(value.shape, generator=generator) for key, value in load_file(weights).items()}, weights)
+    return target
+
+
+def test_classifiers_switched_to_other_runs_in_place_hold_what_loading_those_runs_gives(tiny_runs, tmp_path):
+    from tests.test_models import same_weights
+    from training.generation import Decoding
+    from training.predict import Classifiers
+
+    qa, qra = tiny_runs
+    qa_2, qra_2 = another_run(qa, tmp_path / "qa-2", seed=1), another_run(qra, tmp_path / "qra-2", seed=2)
+    texts, decoding = ["i feel fine", "i am furious about it"], Decoding(max_new_tokens=12)
+    classifiers = Classifiers({"qa": qa, "qra": qra}, device="cpu")
+    base = classifiers.model.get_base_model()
+    for runs in (
+        {"qa": qa, "qra": qra_2},  # a new Q->RA pick: its adapter beside the folded Q->A one
+        {"qa": qa_2, "qra": qra_2},  # a new Q->A pick: the folded run changes
+        {"qa": qa_2},
+        {"qa": qa, "qra": qra},
+    ):
+        classifiers.score("qa", texts)  # used before the switch: kept prefix caches, merges for generation
+        if "qra" in classifiers.runs:
+            list(classifiers.stream("qra", texts[1], decoding))
+        assert classifiers.switch(runs)
+        fresh = Classifiers(runs, device="cpu")
+        assert classifiers.model.get_base_model() is base  # the same base model, not loaded again
+        assert {name: info.run_dir for name, info in classifiers.runs.items()} == {name: Path(run) for name, run in runs.items()}
+        assert same_weights(classifiers.model.state_dict(), fresh.model.state_dict())  # bit for bit
+        assert (classifiers.score("qa", texts) == fresh.score("qa", texts)).all()
+        if "qra" in runs:
+            assert list(classifiers.stream("qra", texts[1], decoding))[-1] == list(fresh.stream("qra", texts[1], decoding))[-1]
+        del fresh
+
+
+def test_classifiers_that_cannot_switch_in_place_let_go_of_their_model(tiny_runs, tiny_model_dir, tmp_path):
+    import shutil
+
+    from training.predict import Classifiers, load_classifiers
+
+    qa, qra = tiny_runs
+    elsewhere = shutil.copytree(tiny_model_dir, tmp_path / "another-base")  # the same weights under another name
+    other_base = another_run(qa, tmp_path / "qa-other-base", seed=3)
+    config = rundir.read_config(other_base)
+    rundir.write_config(other_base, {**config, "base_model": str(elsewhere)})
+    classifiers = Classifiers({"qa": qa, "qra": qra}, device="cpu")
+    assert not classifiers.switch({"qa": other_base}) and classifiers.model is None  # no second model held beside a new one
+    loaded = load_classifiers({"qa": other_base}, previous=Classifiers({"qa": qa}, device="cpu"))
+    assert loaded.runs["qa"].base_model == str(elsewhere) and loaded.score("qa", ["i feel fine"]).shape == (1, 6)
 
 
 def test_compiled_scoring_gives_the_eager_label_probabilities(tiny_runs):

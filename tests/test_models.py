@@ -58,6 +58,25 @@ def test_two_adapters_share_one_base_model(tiny_model_dir, tmp_path):
 FEW, MANY = ["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj"]
 
 
+def random_adapters(tiny_model_dir, root, targets=None, seed=0) -> dict:
+    """LoRA adapters with random non-zero updates on these modules (by name; ranks 4, 8, ...), saved under `root`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load_base_model(tiny_model_dir, device="cpu")
+    for index, (name, modules) in enumerate((targets or {"qa": FEW, "qra": MANY}).items()):
+        torch.manual_seed(seed + index)
+        peft_model = get_peft_model(model, LoraConfig(r=4 + 4 * index, lora_alpha=8, target_modules=modules, init_lora_weights=False))
+        peft_model.save_pretrained(root / name)
+        model = peft_model.unload()
+    return {name: root / name for name in targets or {"qa": FEW, "qra": MANY}}
+
+
+def same_weights(ours: dict, theirs: dict) -> bool:
+    """Two state dicts with the same tensors, bit for bit."""
+    return ours.keys() == theirs.keys() and all(ours[key].equal(theirs[key]) for key in ours)
+
+
 @pytest.mark.parametrize(
     "targets",
     [{"qa": FEW, "qra": MANY}, {"qa": MANY, "qra": FEW}],
@@ -65,19 +84,12 @@ FEW, MANY = ["q_proj", "v_proj"], ["q_proj", "k_proj", "v_proj", "o_proj", "gate
 )
 def test_folding_one_adapter_into_the_base_keeps_what_every_adapter_computes(tiny_model_dir, tmp_path, targets):
     import torch
-    from peft import LoraConfig, get_peft_model
 
     from reasonapp.models import fold_adapter
 
-    model, tokenizer = load_base_model(tiny_model_dir, device="cpu")  # float32: a fold is exact there
-    for seed, (name, modules) in enumerate(targets.items()):
-        torch.manual_seed(seed)  # random non-zero updates on different module sets and ranks
-        config = LoraConfig(r=4 + 4 * seed, lora_alpha=8, target_modules=modules, init_lora_weights=False)
-        peft_model = get_peft_model(model, config)
-        peft_model.save_pretrained(tmp_path / name)
-        model = peft_model.unload()
-    adapters = {name: tmp_path / name for name in targets}
-    reference, _ = load_with_adapters(tiny_model_dir, adapters, device="cpu")
+    _, tokenizer = load_base_model(tiny_model_dir, device="cpu")
+    adapters = random_adapters(tiny_model_dir, tmp_path, targets)  # random non-zero updates on different modules and ranks
+    reference, _ = load_with_adapters(tiny_model_dir, adapters, device="cpu")  # float32: a fold is exact there
     folded, _ = load_with_adapters(tiny_model_dir, adapters, device="cpu")
     fold_adapter(folded, "qa")
     ids = torch.tensor([tokenizer("i feel so alone tonight")["input_ids"]])
@@ -104,6 +116,39 @@ def test_folding_one_adapter_into_the_base_keeps_what_every_adapter_computes(tin
     assert (logits(folded) - expected["qra"]).abs().max() < 1e-4
     folded.unmerge_adapter()
     assert set(folded.peft_config) == {"qa", "qra"}
+
+
+def test_unfolding_gives_back_every_adapter_and_the_base_weights_as_loaded_after_merges(tiny_model_dir, tmp_path):
+    from reasonapp.models import fold_adapter, unfold_adapter
+
+    adapters = random_adapters(tiny_model_dir, tmp_path)
+    loaded, _ = load_with_adapters(tiny_model_dir, adapters, device="cpu")
+    model, _ = load_with_adapters(tiny_model_dir, adapters, device="cpu")
+    fold = fold_adapter(model, "qa")
+    model.merge_adapter(["qra"])
+    model.unmerge_adapter()
+    q_proj = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert not q_proj.base_layer.weight.equal(loaded.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight)
+    assert q_proj.r["qra"] == 4 + 8  # the other adapter as its difference from the folded one
+
+    assert unfold_adapter(model, fold)
+    assert same_weights(model.state_dict(), loaded.state_dict())  # bit for bit: base weights, both LoRAs, their ranks' shapes
+    assert q_proj.r["qra"] == 8 and q_proj.scaling["qra"] == 1.0 and q_proj.scaling["qa"] == 2.0  # alpha 8 over ranks 8 and 4
+    fold_adapter(model, "qa")  # and it folds again as before
+
+
+def test_unfolding_changes_nothing_where_it_cannot_be_done(tiny_model_dir, tmp_path):
+    from reasonapp.models import fold_adapter, unfold_adapter
+
+    model, _ = load_with_adapters(tiny_model_dir, random_adapters(tiny_model_dir, tmp_path / "a"), device="cpu")
+    fold = fold_adapter(model, "qa")
+    folded = {key: value.clone() for key, value in model.state_dict().items()}
+    model.get_base_model().name_or_path = str(tmp_path / "moved-away")  # its checkpoint is not there any more
+    assert not unfold_adapter(model, fold)
+    assert same_weights(model.state_dict(), folded)
+
+    combined, _ = load_with_adapters(tiny_model_dir, random_adapters(tiny_model_dir, tmp_path / "b", {"qa": MANY, "qra": FEW}), device="cpu")
+    assert not unfold_adapter(combined, fold_adapter(combined, "qa"))  # PEFT combined the other adapter: no way back
 
 
 def test_folding_refuses_weights_that_would_round_the_adapter_away(tiny_model_dir):

@@ -351,6 +351,20 @@ def test_picked_runs_load_before_the_first_classify_and_the_page_says_what_is_lo
     assert list(handlers.preload(str(tmp_path / "gone"), None))[-1].startswith("Not loaded: ")
 
 
+def test_a_new_pick_of_runs_switches_the_loaded_classifiers_in_place(classifier_runs):
+    from reasonapp.ui.compare import CompareHandlers
+    from tests.test_evaluate import another_run
+
+    qa, qra = classifier_runs
+    qra_2 = str(another_run(qra, Path(qra).parent / "qra-tiny-2", seed=1))
+    handlers = CompareHandlers()
+    loaded = handlers.classifiers(qa, qra)
+    said = list(handlers.preload(qa, qra_2))
+    assert said[-1].startswith("Ready: Q→A run `qa-tiny` and Q→RA run `qra-tiny-2`, loaded in ")
+    assert handlers.classifiers(qa, qra_2) is loaded and loaded.runs["qra"].run_dir.name == "qra-tiny-2"  # only its adapter loaded
+    assert list(handlers.predict("i feel wonderful", qa, qra_2))[-1][0]
+
+
 def test_a_prediction_says_when_the_runs_labels_are_not_those_of_the_pages_dataset(classifier_runs, tmp_path):
     """Runs trained on emotions, a page switched to a dataset of other labels: the note says so; on emotions it does not."""
     from reasonapp import dataset_import

@@ -309,7 +309,7 @@ class PrefixCache:
         if self._cache is None:
             with torch.inference_mode():
                 ids = torch.tensor([self.ids], device=_device(model))
-                self._cache = model(input_ids=ids, use_cache=True).past_key_values
+                self._cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values  # no logits wanted
         if all(type(layer) is DynamicLayer for layer in self._cache.layers):
             cache = copy.copy(self._cache)
             cache.layers = [copy.copy(layer) for layer in self._cache.layers]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reasonapp.errors import ModelError, RunDirError
+from reasonapp.models import Fold
 from reasonapp.prompts import PROMPT_VERSION, LabelSpace, Prediction, get_format, render_prompt
 from training import rundir
 from training.generation import Decoding, PrefixCache, ProgressCallback, common_prefix, generate, score_labels, stream
@@ -68,15 +69,18 @@ def _adapter_layers_enabled(peft_model) -> bool:
     return not next(module for module in peft_model.modules() if isinstance(module, LoraLayer)).disable_adapters
 
 
-def load_classifiers(runs: dict[str, str | Path], backend: str | None = None):
+def load_classifiers(runs: dict[str, str | Path], backend: str | None = None, previous=None):
     """Classifiers on the chosen backend (`REASONAPP_BACKEND` when not given): both answer `score`,
-    `predict`, `stream` and `parse` for the same runs."""
+    `predict`, `stream` and `parse` for the same runs. `previous`: the classifiers these replace, switched to
+    the new runs in place where they can be (`Classifiers.switch`); else they let go of their models first."""
     from reasonapp import settings
 
     if (backend or settings.inference_backend()) == "llama.cpp":
         from training.llamacpp import LlamaCppClassifiers
 
         return LlamaCppClassifiers(runs)
+    if isinstance(previous, Classifiers) and previous.switch(runs):
+        return previous
     return Classifiers(runs)
 
 
@@ -92,6 +96,18 @@ class Classifiers:
 
     def __init__(self, runs: dict[str, str | Path], device: str | None = None, compile_scoring: bool | None = None):
         from reasonapp import settings
+
+        if not runs:
+            raise ModelError("no classifier runs given")
+        self._device = device
+        self._load({name: RunInfo.from_run_dir(path, name) for name, path in runs.items()})
+        if settings.compile_scoring() if compile_scoring is None else compile_scoring:
+            self.compile_scoring()
+
+    def _load(self, runs: dict[str, RunInfo], shared: tuple | None = None, prefixes: dict | None = None) -> None:
+        """Hold these runs: adapter runs on one shared base model (`shared`: that model, already holding exactly
+        their adapters, as loaded, and its tokenizer), the first label-scoring one folded in on float32 weights.
+        `prefixes`: prompt-prefix caches still valid for these runs."""
         from reasonapp.models import (
             fold_adapter,
             load_base_model,
@@ -100,34 +116,81 @@ class Classifiers:
             use_onednn_output_layer,
         )
 
-        if not runs:
-            raise ModelError("no classifier runs given")
-        self.runs = {name: RunInfo.from_run_dir(path, name) for name, path in runs.items()}
-        adapters = {name: info for name, info in self.runs.items() if info.adapter_dir}
+        adapters = {name: info for name, info in runs.items() if info.adapter_dir}
+        bases = {info.base_model for info in adapters.values()}
+        if len(bases) > 1:
+            raise ModelError(f"adapter runs to compare must share a base model, got {sorted(bases)}")
+        self.runs = runs
         self._models: dict[str, tuple] = {}
-        self._folded: str | None = None  # the label-scoring run whose adapter lives in the base weights
+        self._fold: Fold | None = None  # the label-scoring run whose adapter lives in the base weights
         self._merge_for_generation = False
         if adapters:
-            bases = {info.base_model for info in adapters.values()}
-            if len(bases) > 1:
-                raise ModelError(f"adapter runs to compare must share a base model, got {sorted(bases)}")
-            shared = load_with_adapters(bases.pop(), {n: i.adapter_dir for n, i in adapters.items()}, device)
+            shared = shared or load_with_adapters(bases.pop(), {n: i.adapter_dir for n, i in adapters.items()}, self._device)
             self._models.update({name: shared for name in adapters})
             self._merge_for_generation = merges_are_exact(shared[0])
             scorers = [name for name, info in adapters.items() if get_format(info.task).answers_with_label_only]
             if scorers and self._merge_for_generation:
-                fold_adapter(shared[0], scorers[0])
-                self._folded = scorers[0]
-        for name, info in self.runs.items():
+                self._fold = fold_adapter(shared[0], scorers[0])
+        for name, info in runs.items():
             if info.model_dir:
-                self._models[name] = load_base_model(str(info.model_dir), device)
+                self._models[name] = load_base_model(str(info.model_dir), self._device)
         for model, _ in self._models.values():
             use_onednn_output_layer(model)  # a Q->A request scores 11 positions: ~14 ms less on the CPU (README)
         self.model, self.tokenizer = next(iter(self._models.values()))
-        self._prefixes: dict[str, PrefixCache] = {}
+        self._prefixes: dict[str, PrefixCache] = dict(prefixes or {})
         self._compiled_scorer = None
-        if settings.compile_scoring() if compile_scoring is None else compile_scoring:
-            self.compile_scoring()
+        if self._fold is not None:  # its prompt prefix's cache now, not in the first request (~150 ms here)
+            self._use(self._fold.name)
+            self._prefix(self._fold.name).expanded(self.model, 1)
+
+    @property
+    def _folded(self) -> str | None:
+        return self._fold.name if self._fold else None
+
+    def switch(self, runs: dict[str, str | Path]) -> bool:
+        """Hold these runs instead, in place, loading only the adapters that differ: the Compare tab's new pick.
+
+        The loaded model goes back to what loading gave (`unfold_adapter`: every adapter's own LoRA, the base
+        weights read back from the checkpoint), the adapters of runs that change are swapped (~0.3 s each here)
+        and the label-scoring one is folded in again: bit for bit what a new `Classifiers(runs)` holds (tested),
+        in ~0.6 s for one new run against ~1.7 s for a whole new load. False when these runs cannot share this
+        object's base model (another base model, a fully fine-tuned run, a compiled scorer, a checkpoint not
+        readable here): then this object has let go of its models, so load anew.
+        """
+        from reasonapp.models import adapter_base_model, unfold_adapter
+
+        new = {name: RunInfo.from_run_dir(path, name) for name, path in runs.items()}
+        changed = [name for name, info in new.items() if name not in self.runs or info.run_dir != self.runs[name].run_dir]
+        for name in changed:
+            if new[name].adapter_dir:
+                adapter_base_model(new[name].adapter_dir)  # a clear error before anything changes
+        shared = next(iter(self._models.values()), None)
+        same_base = {info.base_model for info in new.values()} == {info.base_model for info in self.runs.values()}
+        adapter_runs_only = all(info.adapter_dir for info in [*new.values(), *self.runs.values()])
+        writes_weights = self._merge_for_generation  # float32: folds and merges wrote into the base weights
+        possible = new and shared and same_base and adapter_runs_only and self._compiled_scorer is None
+        if not possible or (writes_weights and not unfold_adapter(shared[0], self._fold)):
+            self._let_go()
+            return False
+        model = shared[0]
+        staying = [name for name in model.peft_config if name in new and name not in changed]
+        if staying:
+            model.set_adapter(staying[0])  # none of those about to go is active (PEFT warns)
+        for name in [*changed, *(name for name in self.runs if name not in new)]:
+            if name in model.peft_config:
+                model.delete_adapter(name)
+        for name in changed:
+            model.load_adapter(str(new[name].adapter_dir), adapter_name=name, low_cpu_mem_usage=True)
+        model.set_adapter(next(iter(new)))
+        model.eval()
+        scorers = [name for name, info in new.items() if get_format(info.task).answers_with_label_only]
+        same_fold = scorers[:1] == ([self._folded] if self._folded else []) and self._folded not in changed
+        kept = {name: prefix for name, prefix in self._prefixes.items() if name in new and name not in changed}
+        self._load(new, shared, kept if same_fold else None)  # the same run folded in: the others compute as before
+        return True
+
+    def _let_go(self) -> None:
+        self._models, self._prefixes, self._compiled_scorer, self.model, self._fold = {}, {}, None, None, None
 
     def compile_scoring(self) -> None:
         """Score the folded run through `torch.compile` (inductor) from now on; other runs stay eager.

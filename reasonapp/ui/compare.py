@@ -124,9 +124,9 @@ class CompareHandlers:
             check_same_labels(runs)
             if "qa" in runs:  # only a qa run can be scored there: a clear error before any model loads
                 side_configs({"qa": runs["qa"]})
-            self._classifiers, self._key = None, None  # free the old model before loading the next
+            previous, self._classifiers, self._key = self._classifiers, None, None  # switched in place, or let go
             started = time.perf_counter()
-            self._classifiers, self._key = load_classifiers(runs), key
+            self._classifiers, self._key = load_classifiers(runs, previous=previous), key
             self.loaded_in_s = time.perf_counter() - started
         return self._classifiers
 
