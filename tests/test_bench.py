@@ -20,7 +20,7 @@ def test_quick_bench_reports_every_workload_as_json(tiny_model_dir, tmp_path, sh
     }
     results = run_bench(runs["rgen"], runs["qa"], runs["qra"], augmented, quick=True)
     workloads = results["workloads"]
-    assert set(workloads) == {"stage2", "training", "training_memory", "predictions", "memory"}
+    assert set(workloads) == {"stage2", "training", "training_memory", "predictions", "memory", "compare_pick"}
     each_process = [workloads[name] for name in ("stage2", "training", "predictions", "memory")] + list(workloads["training_memory"].values())
     assert all(workload["peak_rss_mb"] > 100 for workload in each_process)  # every workload in a process of its own
     assert results["peak_rss_mb"] == max(results["peak_rss_mb"], *(workload["peak_rss_mb"] for workload in each_process))
@@ -35,6 +35,8 @@ def test_quick_bench_reports_every_workload_as_json(tiny_model_dir, tmp_path, sh
     llama_cpp = workloads["predictions"]["llama_cpp"]  # the tiny test model has no GGUF: said, not guessed
     assert llama_cpp["installed"] is False or "no GGUF file" in llama_cpp["not_measured"]
     assert workloads["memory"]["rss_mb"] > 0
+    picks = workloads["compare_pick"]  # a new Q->RA run, then a new Q->A run, against a whole load of the pair
+    assert all(picks[f"{name}_s"] > 0 and picks[f"{name}_first_qa_ms"] > 0 for name in ("whole_load", "new_qra_run", "new_qa_run"))
     json.dumps(results)  # one JSON object
 
 

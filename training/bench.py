@@ -80,6 +80,7 @@ WORKLOAD_RUNS = {  # the runs each workload reads
     "training_memory": ("--qra-run", "--augmented"),
     "predictions": ("--qa-run", "--qra-run"),
     "memory": ("--qa-run", "--qra-run"),
+    "compare_pick": ("--qa-run", "--qra-run"),
 }
 
 
@@ -536,6 +537,44 @@ def bench_memory(qa_run: str, qra_run: str) -> dict:
     return {"workload": "app_memory_two_adapters", **{k: round(v, 1) for k, v in figures.items()}}
 
 
+def bench_compare_pick(qa_run: str, qra_run: str, rounds: int) -> dict:
+    """Picking runs in the Compare tab: the seconds until a new pair answers, and its first Q->A request.
+
+    A pair loaded from nothing (the first pick, or what every pick cost before `Classifiers.switch`), then a new
+    Q->RA run, then a new Q->A run, as a user picks them one after the other. The new runs are copies of the given
+    ones in other directories: what a pick does does not depend on the adapters' values. Medians of `rounds`.
+    """
+    import shutil
+    import statistics
+    import tempfile
+
+    from training.predict import load_classifiers
+
+    text = "i was so thrilled when the letter finally arrived"
+    figures: dict[str, list[float]] = {}
+
+    def timed(name: str, runs: dict, previous=None):
+        started = time.perf_counter()
+        classifiers = load_classifiers(runs, backend="transformers", previous=previous)
+        figures.setdefault(f"{name}_s", []).append(time.perf_counter() - started)
+        started = time.perf_counter()
+        classifiers.score("qa", [text])
+        figures.setdefault(f"{name}_first_qa_ms", []).append((time.perf_counter() - started) * 1000)
+        return classifiers
+
+    with tempfile.TemporaryDirectory(prefix="reasonapp-bench-") as scratch:
+        qa_new, qra_new = (shutil.copytree(run, Path(scratch) / f"picked-{Path(run).name}") for run in (qa_run, qra_run))
+        for _ in range(rounds):
+            loaded = timed("whole_load", {"qa": qa_run, "qra": qra_run})
+            loaded = timed("new_qra_run", {"qa": qa_run, "qra": qra_new}, previous=loaded)
+            loaded = timed("new_qa_run", {"qa": qa_new, "qra": qra_new}, previous=loaded)
+            del loaded  # one model at a time, as in the app
+    result = {"workload": "compare_pick", "rounds": rounds}
+    result.update({name: round(statistics.median(values), 3 if name.endswith("_s") else 1) for name, values in figures.items()})
+    result["two_picks_s"] = round(result["new_qa_run_s"] + result["new_qra_run_s"], 3)
+    return result
+
+
 def run_bench(rgen_run: str, qa_run: str, qra_run: str, augmented: str, quick: bool = False, only: list[str] | None = None) -> dict:
     """The selected workloads (default: all but stage2_endpoint, which needs llama-cpp-python's server), each given
     only the runs it uses and run in a process of its own (`in_child`: its peak RSS is its own); `rgen_run` may be
@@ -545,7 +584,7 @@ def run_bench(rgen_run: str, qa_run: str, qra_run: str, augmented: str, quick: b
     from training import rundir
     from training.augment import BASE_PREFIX
 
-    selected = only or ["stage2", "training", "training_memory", "predictions", "memory"]
+    selected = only or ["stage2", "training", "training_memory", "predictions", "memory", "compare_pick"]
     unknown = sorted(set(selected) - set(WORKLOAD_RUNS))
     if unknown:
         raise ConfigError(f"unknown bench workloads {unknown}; choose from {sorted(WORKLOAD_RUNS)}")
@@ -590,6 +629,8 @@ def run_bench(rgen_run: str, qa_run: str, qra_run: str, augmented: str, quick: b
         )
     if "memory" in selected:
         workloads["memory"] = bench_memory(qa_run, qra_run)
+    if "compare_pick" in selected:
+        workloads["compare_pick"] = in_child("bench_compare_pick", qa_run=qa_run, qra_run=qra_run, rounds=2 if quick else 5)
     children = [w.get("peak_rss_mb", 0) for w in workloads.values()] + [w.get("peak_rss_mb", 0) for w in workloads.get("training_memory", {}).values()]
     results["peak_rss_mb"] = round(max([_peak_rss_mb(), *children]), 1)
     results["wall_s"] = round(time.time() - started, 1)

@@ -227,7 +227,7 @@ def _add_bench_arguments(parser) -> None:
     parser.add_argument("--qra-run", help="Q->RA run (prediction and memory workloads)")
     parser.add_argument("--augmented", help="augmented dataset (training workload)")
     parser.add_argument("--quick", action="store_true", help="small sizes: a run of a few minutes")
-    parser.add_argument("--only", help="comma-separated workloads: stage2, training, training_memory, predictions, memory (the default set), stage2_endpoint")
+    parser.add_argument("--only", help="comma-separated workloads: stage2, training, training_memory, predictions, memory, compare_pick (the default set), stage2_endpoint")
     parser.add_argument("--output", default="docs/bench.json", help="where to write the JSON too")
 
 
