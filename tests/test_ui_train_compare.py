@@ -346,7 +346,7 @@ def test_picked_runs_load_before_the_first_classify_and_the_page_says_what_is_lo
     assert said[-1].startswith("Ready: Q→A run `qa-tiny` and Q→RA run `qra-tiny`, loaded in ") and said[-1].endswith(" s.")
     first = list(handlers.predict("i feel wonderful", qa, qra))[-1]
     assert first[0] and "Loaded the runs" not in first[7]  # the first Classify found them loaded
-    assert list(handlers.preload(qa, qra))[-1] == "Ready: Q→A run `qa-tiny` and Q→RA run `qra-tiny`."  # already loaded
+    assert list(handlers.preload(qa, qra)) == ["Ready: Q→A run `qa-tiny` and Q→RA run `qra-tiny`."]  # already loaded: no "Loading"
     assert list(handlers.preload(None, None)) == [""]
     assert list(handlers.preload(str(tmp_path / "gone"), None))[-1].startswith("Not loaded: ")
 
@@ -360,6 +360,7 @@ def test_a_new_pick_of_runs_switches_the_loaded_classifiers_in_place(classifier_
     handlers = CompareHandlers()
     loaded = handlers.classifiers(qa, qra)
     said = list(handlers.preload(qa, qra_2))
+    assert said[0] == "Loading Q→RA run `qra-tiny-2`: its adapter, onto the base model already loaded …"
     assert said[-1].startswith("Ready: Q→A run `qa-tiny` and Q→RA run `qra-tiny-2`, loaded in ")
     assert handlers.classifiers(qa, qra_2) is loaded and loaded.runs["qra"].run_dir.name == "qra-tiny-2"  # only its adapter loaded
     assert list(handlers.predict("i feel wonderful", qa, qra_2))[-1][0]

@@ -158,7 +158,9 @@ class CompareHandlers:
         if not names:
             yield ""
             return
-        yield f"Loading {names}: the base model and the adapters …"
+        line = self._loading_line(qa_run, qra_run)
+        if line != "":  # "": these runs are the ones loaded
+            yield line or f"Loading {names}: the base model and the adapters …"
         with self._lock:
             try:
                 self.classifiers(qa_run, qra_run)
@@ -167,6 +169,25 @@ class CompareHandlers:
                 return
             loaded = self.loaded_in_s
         yield f"Ready: {names}" + (f", loaded in {loaded:.1f} s." if loaded is not None else ".")
+
+    def _loading_line(self, qa_run: str | None, qra_run: str | None) -> str | None:
+        """What a pick beside a loaded pair loads: only the new runs' adapters, when they share its base model
+        (`Classifiers.switch`); "" when these are the runs loaded; None when it is not known here (then the whole
+        load is said)."""
+        loaded, classifiers = dict(self._key or ()), self._classifiers
+        picked = {side: run for side, run in (("qa", qa_run), ("qra", qra_run)) if run}
+        if picked == loaded:
+            return ""
+        new = {side: run for side, run in picked.items() if loaded.get(side) != run}
+        if not (loaded and new) or not hasattr(classifiers, "switch") or not all(Path(run).is_dir() for run in new.values()):
+            return None
+        try:
+            if {rundir.read_config(Path(run)).get("base_model") for run in new.values()} != {info.base_model for info in classifiers.runs.values()}:
+                return None
+        except ReasonappError:  # not a run: the load says so
+            return None
+        names = " and ".join(f"{'Q→A' if side == 'qa' else 'Q→RA'} run `{Path(run).name}`" for side, run in new.items())
+        return f"Loading {names}: {'its adapter' if len(new) == 1 else 'their adapters'}, onto the base model already loaded …"
 
     # -- one text -----------------------------------------------------------------------------
     def predict(self, text: str, qa_run: str | None, qra_run: str | None, page_dataset: str | None = None):
