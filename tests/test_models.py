@@ -170,23 +170,53 @@ def test_directory_without_adapter_is_a_clear_error(tiny_model_dir, tmp_path):
         load_with_adapters(tiny_model_dir, {"qa": tmp_path})
 
 
-def test_output_layer_through_onednn_gives_the_same_logits_and_keeps_the_tied_weight(tiny_model_dir):
+def test_weights_through_onednn_give_the_same_logits_keep_the_tied_weight_and_see_later_writes(tiny_model_dir):
     import torch
 
-    from reasonapp.models import ONEDNN_MIN_ROWS, use_onednn_output_layer
+    from reasonapp.models import ONEDNN_MIN_ROWS, use_onednn_linears
 
     model, tokenizer = load_base_model(tiny_model_dir, device="cpu")
     ids = torch.tensor([tokenizer("i feel so alone tonight, and nobody calls me back")["input_ids"]])
-    assert ids.shape[1] >= ONEDNN_MIN_ROWS  # every position's logits: oneDNN's path
+    assert ids.shape[1] >= ONEDNN_MIN_ROWS  # every position's logits: the output layer's oneDNN path too
     with torch.inference_mode():
         expected = model(input_ids=ids).logits
     weight = model.get_output_embeddings().weight
-    assert use_onednn_output_layer(model)
+    plain = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    assert use_onednn_linears(model) == len(plain) == 7 * model.config.num_hidden_layers + 1
+    assert use_onednn_linears(model) == 0  # once is enough
     assert model.get_output_embeddings().weight is weight  # not copied: still tied to the embeddings
     with torch.inference_mode():
         assert (model(input_ids=ids).logits - expected).abs().max() < 1e-5
-        assert (model(input_ids=ids, logits_to_keep=1).logits - expected[:, -1:]).abs().max() < 1e-5  # one row: MKL's
+        assert (model(input_ids=ids, logits_to_keep=1).logits - expected[:, -1:]).abs().max() < 1e-5  # one row
+        model.model.layers[0].mlp.down_proj.weight.mul_(2)  # a write into the weights (a merge, a fold) counts at once
+        assert (model(input_ids=ids).logits - expected).abs().max() > 1e-3
+        model.model.layers[0].mlp.down_proj.weight.div_(2)
     model.train()
     loss = model(input_ids=ids, labels=ids).loss  # autograd on: a plain Linear, gradients flow
     loss.backward()
     assert model.model.layers[0].mlp.down_proj.weight.grad is not None
+
+
+def test_onednn_leaves_the_lora_factors_to_peft_and_computes_the_adapters_as_before(tiny_model_dir, tmp_path):
+    import torch
+
+    from reasonapp.models import use_onednn_linears
+
+    adapters = random_adapters(tiny_model_dir, tmp_path)
+    model, tokenizer = load_with_adapters(tiny_model_dir, adapters)
+    ids = torch.tensor([tokenizer("i feel so alone tonight")["input_ids"]])
+    expected = {}
+    with torch.inference_mode():
+        for name in adapters:
+            model.set_adapter(name)
+            expected[name] = model(input_ids=ids).logits
+    use_onednn_linears(model)
+    for name, module in model.named_modules():
+        if ".lora_" in name and isinstance(module, torch.nn.Linear):
+            assert type(module) is torch.nn.Linear, name
+        elif name.endswith("q_proj.base_layer"):
+            assert type(module).__name__.startswith("OneDnnLinear"), name
+    with torch.inference_mode():
+        for name in adapters:
+            model.set_adapter(name)
+            assert (model(input_ids=ids).logits - expected[name]).abs().max() < 1e-5, name

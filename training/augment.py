@@ -42,18 +42,18 @@ def rgen_config(run_dir: str | Path) -> dict:
 
 def load_rgen(run_dir: str | Path, device: str | None = None):
     """(model, tokenizer, config) of an R-Gen run, its adapter merged into float32 weights; or a bare base model."""
-    from reasonapp.models import load_base_model, load_with_adapters, merges_are_exact
+    from reasonapp.models import load_base_model, load_with_adapters, merges_are_exact, use_onednn_linears
 
     config = rgen_config(run_dir)
     if not config["stage1"]:
         model, tokenizer = load_base_model(config["base_model"], device)
-        return model, tokenizer, config
-    run_dir = Path(run_dir)
-    adapter = run_dir / rundir.ADAPTER
-    model, tokenizer = load_with_adapters(config["base_model"], {"rgen": adapter}, device)
-    # R-Gen only generates: folding the adapter into float32 weights once saves PEFT's per-layer LoRA work
-    # at every decoding step (~50 ms a step on this CPU). bfloat16 weights (a GPU) would round it away.
-    return (model.merge_and_unload() if merges_are_exact(model) else model), tokenizer, config
+    else:
+        model, tokenizer = load_with_adapters(config["base_model"], {"rgen": Path(run_dir) / rundir.ADAPTER}, device)
+        # R-Gen only generates: folding the adapter into float32 weights once saves PEFT's per-layer LoRA work
+        # at every decoding step (~50 ms a step on this CPU). bfloat16 weights (a GPU) would round it away.
+        model = model.merge_and_unload() if merges_are_exact(model) else model
+    use_onednn_linears(model)  # decoding steps 22-35% faster on the CPU (README)
+    return model, tokenizer, config
 
 
 def generate_reasonings(
