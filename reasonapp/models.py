@@ -7,6 +7,7 @@ dequantized once into a cached float32 safetensors directory that loads in well 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -387,3 +388,19 @@ def use_onednn_linears(model) -> int:
             module.__class__ = _onednn_linear_class(ONEDNN_MIN_ROWS if module is output_layer else 1)
             swapped += 1
     return swapped
+
+
+@contextlib.contextmanager
+def plain_linears(model):
+    """Within the block, `model`'s weight matrices run as plain Linears again (MKL's sgemm on the CPU): how a
+    benchmark measures the plain path against `use_onednn_linears`."""
+    import torch
+
+    swapped = {module: type(module) for module in model.modules() if type(module).__name__.startswith("OneDnnLinear")}
+    for module in swapped:
+        module.__class__ = torch.nn.Linear
+    try:
+        yield model
+    finally:
+        for module, kind in swapped.items():
+            module.__class__ = kind

@@ -42,6 +42,16 @@ def test_augment_fills_the_store_and_a_killed_run_resumes_without_duplicates(rge
     assert again["generated"] == 0 and again["skipped"] == 20
 
 
+def test_rgen_is_loaded_merged_with_every_weight_matrix_through_onednn(rgen_run):
+    import torch
+
+    from training.augment import load_rgen
+
+    model, _, config = load_rgen(rgen_run, device="cpu")
+    assert config["stage1"] and not any(".lora_" in name for name, _ in model.named_modules())  # merged: no LoRA left
+    assert {type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.Linear)} == {"OneDnnLinear1", "OneDnnLinear4"}
+
+
 def test_a_wrong_rgen_run_is_refused_before_the_store_is_touched(tmp_path, shared_data):
     from reasonapp.errors import RunDirError
     from training import rundir

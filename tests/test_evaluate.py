@@ -164,6 +164,8 @@ def test_generation_runs_on_merged_adapter_weights_and_leaves_the_adapters_as_th
     abandoned.close()  # a reader that goes away mid-stream
     assert not any(getattr(layer, "merged_adapters", None) for layer in classifiers.model.modules())
     assert abs(classifiers.score("qa", texts) - before).max() < 1e-6
+    projection = classifiers.model.base_model.model.model.layers[0].self_attn.q_proj.base_layer
+    assert type(projection).__name__.startswith("OneDnnLinear")  # every weight matrix through oneDNN on the CPU
 
 
 def another_run(run_dir, target, seed: int):

@@ -173,7 +173,7 @@ def test_directory_without_adapter_is_a_clear_error(tiny_model_dir, tmp_path):
 def test_weights_through_onednn_give_the_same_logits_keep_the_tied_weight_and_see_later_writes(tiny_model_dir):
     import torch
 
-    from reasonapp.models import ONEDNN_MIN_ROWS, use_onednn_linears
+    from reasonapp.models import ONEDNN_MIN_ROWS, plain_linears, use_onednn_linears
 
     model, tokenizer = load_base_model(tiny_model_dir, device="cpu")
     ids = torch.tensor([tokenizer("i feel so alone tonight, and nobody calls me back")["input_ids"]])
@@ -191,6 +191,9 @@ def test_weights_through_onednn_give_the_same_logits_keep_the_tied_weight_and_se
         model.model.layers[0].mlp.down_proj.weight.mul_(2)  # a write into the weights (a merge, a fold) counts at once
         assert (model(input_ids=ids).logits - expected).abs().max() > 1e-3
         model.model.layers[0].mlp.down_proj.weight.div_(2)
+    with plain_linears(model):  # a benchmark's plain path: MKL's matmuls for the block, then oneDNN's again
+        assert sum(type(m) is torch.nn.Linear for m in model.modules()) == len(plain)
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
     model.train()
     loss = model(input_ids=ids, labels=ids).loss  # autograd on: a plain Linear, gradients flow
     loss.backward()
