@@ -123,6 +123,8 @@ def test_skip_reject_bulk_accept_and_export_endpoints(app_url, store_path, tmp_p
     assert skipped[0].startswith("<script>") and "row 2 of 3" in skipped[5]
     rejected = client.predict("", "ann", api_name="/review_reject")
     assert "Row 1: rejected." in rejected[7]
+    past_the_end = client.predict(api_name="/review_skip")  # the queue held 3 rows: skipped, rejected, skipped
+    assert past_the_end[7].startswith("End of this queue of 3 rows") and "Apply filters" in past_the_end[7]
     nothing = client.predict("export", False, "keep-all", "remove", api_name="/review_export")
     assert nothing.startswith("Not exported") and "--include-pending" in nothing
     bulk = client.predict("ann", "pending", "all", "", 0, 0, "any", "in order", api_name="/review_bulk_accept")
@@ -131,6 +133,7 @@ def test_skip_reject_bulk_accept_and_export_endpoints(app_url, store_path, tmp_p
     assert exported.startswith("Exported 2 rows") and str(tmp_path / "workspace" / "exports" / "export") in exported
     again = client.predict("export", False, "keep-all", "remove", api_name="/review_export")
     assert again.startswith("Not exported") and "already holds an export" in again
+    assert "tick “Replace an earlier export of this name”" in again and "another export name" in again and "--" not in again
     reviewed = ReasoningStore(store_path)  # a reviewer's edit that only restates the label
     reviewed.review(1, "edited", reviewed.get(1).version, "ann", reasoning="Joy is a positive emotion.")
     filtered = client.predict("clean", False, "drop-label-restating", "blank", api_name="/review_export")

@@ -96,6 +96,21 @@ class ResolveSession(ReviewSession):
     """One admin's list of rows in dispute and where they are in it (the Resolve view)."""
 
 
+# the export errors name the CLI's flags; the page has a checkbox and a name field for them
+_CLI_TO_PAGE = {
+    "pass --overwrite to replace it": "tick “Replace an earlier export of this name” to replace it",
+    "an empty or new --out": "a new export name",
+    "another --out": "another export name",
+}
+
+
+def in_page_words(message: str) -> str:
+    """An export error as the Review tab's export form says it (its checkbox and name field, not CLI flags)."""
+    for cli, page in _CLI_TO_PAGE.items():
+        message = message.replace(cli, page)
+    return message
+
+
 def row_identity(row: StoredRow, version: int) -> str:
     """How the Row line and the Resolve line name the row and the version the page shows. A decision sends its line
     back, so a page still showing the row before a queue (or dispute list) reload cannot decide the row after it."""
@@ -350,7 +365,10 @@ class ReviewHandlers:
             row = store.get(session.row_id)
         if row is None:
             session.version = None
-            empty = "No rows here. Generate reasonings with `python -m training augment`, or change the filters."
+            if session.queue and session.position >= len(session.queue):  # skipped past the last row
+                empty = f"End of this queue of {len(session.queue)} rows; rows you skipped are as they were: Apply filters to load the queue again."
+            else:
+                empty = "No rows here. Generate reasonings with `python -m training augment`, or change the filters."
             return session, "", "", "", "", "", self.progress_line(session), self._counts_table(store, session.dataset), message or empty
         session.version = row.version
         generator = row.generator or {}
@@ -539,7 +557,7 @@ class ReviewHandlers:
             out = workspace_export_dir((name or "").strip() or "reviewed")
             provenance = export_store(source, out, include_pending, policy, dropped=dropped, dataset=dataset or None, overwrite=overwrite)
         except ReasonappError as error:
-            return f"Not exported: {error}"
+            return f"Not exported: {in_page_words(str(error))}"
         dropped_note = f"; {provenance['dropped_by_policy']} reasonings dropped by {policy}" if policy != "keep-all" else ""
         task = "multitask" if dropped == "blank" else "Q→RA"
         return f"Exported {provenance['rows']} rows ({provenance['exported_status']}{dropped_note}) to {out}; train {task} on it with --dataset {out}"
