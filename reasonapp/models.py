@@ -347,10 +347,11 @@ def _onednn_linear_class(min_rows: int):
         """A Linear computed by oneDNN's matmul in inference, by MKL's sgemm (a plain Linear) under autograd.
 
         At the few rows a CPU forward pass has while predicting or decoding (1-64), with weights read from memory
-        rather than cache, oneDNN's matmul is faster than MKL's on this CPU: SmolLM2's projections 36.7 -> 25.3 ms a
-        token at 1 row, 70.7 -> 56.4 ms at 32 (all 210 weights); the output layer (49k outputs) 15 -> 7 ms at 11 rows
-        but slower at 2-3, hence its `min_rows`. Under torch.compile it is a plain Linear: inductor fuses its own
-        way (and cannot lower this op on a plain weight). Outputs within float32 rounding (~1e-6) of MKL's.
+        rather than cache, oneDNN's matmul is faster than MKL's on an AMD EPYC: SmolLM2's projections 36.7 -> 25.3 ms
+        a token at 1 row, 70.7 -> 56.4 ms at 32 (all 210 weights). The output layer (49k outputs) was measured on an
+        earlier Intel CPU: 15 -> 7 ms at 11 rows but slower at 2-3, hence its `min_rows`. Under torch.compile it is a
+        plain Linear: inductor fuses its own way (and cannot lower this op on a plain weight). Outputs within float32
+        rounding (~1e-6) of MKL's.
         """
 
         def forward(self, x):
@@ -369,7 +370,8 @@ def use_onednn_linears(model) -> int:
     Every float32 CPU `torch.nn.Linear` but the LoRA factors (rank-r matrices, nothing to gain): the projections,
     including those PEFT wraps, and the output layer from `ONEDNN_MIN_ROWS` rows. Weights are kept, not copied (the
     output layer stays tied to the embeddings), and read at every call, so merges and folds into them still count.
-    Measured on SmolLM2 (README): a decoding step -22% (32 rows) to -35% (4 rows), a 31-token forward -30%.
+    Measured on SmolLM2 on an AMD EPYC (README): a decoding step -22% (32 rows) to -35% (4 rows), a 31-token
+    forward -30%; on an Intel CPU not measured.
     """
     import torch
 
