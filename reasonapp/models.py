@@ -398,7 +398,8 @@ def plain_linears(model):
     benchmark measures the plain path against `use_onednn_linears`."""
     import torch
 
-    swapped = {module: type(module) for module in model.modules() if type(module).__name__.startswith("OneDnnLinear")}
+    kinds = {_onednn_linear_class(1), _onednn_linear_class(ONEDNN_MIN_ROWS)}
+    swapped = {module: type(module) for module in model.modules() if type(module) in kinds}
     for module in swapped:
         module.__class__ = torch.nn.Linear
     try:
