@@ -295,6 +295,10 @@ def test_the_whole_journey_in_the_browser(app, tmp_path, tiny_model_dir):
 
         # 8. one prediction: both sides answer with one of the ticket labels (Q->RA after its streamed reasoning)
         page.get_by_role("tab", name="One text").click()
+        fill(page, "compare-text", "   ")  # an empty text is refused at the text box; no output fails
+        page.locator("#compare-go").click()
+        page.wait_for_function("() => document.querySelector('#compare-text .validation-error')?.innerText.includes('Type a text')")
+        assert page.locator("#compare-qa-label .error").count() == 0  # no "Error" badge on the outputs
         fill(page, "compare-text", "I was billed twice for the same seat this month")
         page.locator("#compare-go").click()
         qa_label = wait_until(page, "compare-qa-label", "v.length > 0")

@@ -33,6 +33,7 @@ from training.rundir import finished_runs
 logger = logging.getLogger(__name__)
 
 MAX_BATCH_ROWS = 500
+NO_TEXT = "Type a text to classify."
 EXAMPLES = [
     "i feel so grateful to have friends who show up when it matters",
     "i was shocked to find the door wide open when i came home",
@@ -195,7 +196,7 @@ class CompareHandlers:
         also says when the runs' labels are not those of the page's dataset (`page_dataset`)."""
         text = text or ""
         if not text.strip():
-            raise gr.Error("Type a text to classify.")
+            raise gr.Error(NO_TEXT)  # a caller past the events' validator
         note = f"The text is {len(text):,} characters; the models read its first {MAX_TEXT_CHARS:,}." if len(text) > MAX_TEXT_CHARS else ""
         empty_probs = pd.DataFrame({"label": [], "probability": []})
         with self._lock:
@@ -267,6 +268,12 @@ class CompareHandlers:
         result.to_csv(out, index=False)
         note = f"First {MAX_BATCH_ROWS} of {len(frame)} rows." if len(frame) > MAX_BATCH_ROWS else f"{len(result)} rows."
         return result, str(out), note
+
+
+def text_given(text: str | None, *other_inputs) -> list[dict]:
+    """Gradio's validator for Compare's text: an empty text is refused at the text box, before the queue, instead of
+    failing the prediction (which marks every output with an error badge); API callers get a `ValidationError`."""
+    return [gr.validate(bool((text or "").strip()), NO_TEXT), *(gr.validate(True, "") for _ in other_inputs)]
 
 
 def evaluation_choices() -> list[str]:
@@ -542,8 +549,8 @@ def build_compare_tab(
     show_report.click(comparison_report, report_dir, [report_text, curve], api_name="compare_report")
     outputs = [qa_label, probs, qa_latency, reasoning, qra_label, qra_latency, agreement, note]
     one_text = [text, qa_run, qra_run, *([page_dataset] if page_dataset is not None else [])]  # a State: not an API input
-    go.click(handlers.predict, one_text, outputs, api_name="compare_predict", concurrency_limit=1)
-    text.submit(handlers.predict, one_text, outputs, api_visibility="private", concurrency_limit=1)
+    go.click(handlers.predict, one_text, outputs, api_name="compare_predict", concurrency_limit=1, validator=text_given)
+    text.submit(handlers.predict, one_text, outputs, api_visibility="private", concurrency_limit=1, validator=text_given)
     run_batch.click(handlers.predict_file, [upload, qa_run, qra_run], [batch_table, download, batch_note], api_name="compare_batch", concurrency_limit=1)
     show.click(disagreements, [eval_dir, gold], table, api_name="compare_disagreements")
     pair_view = [pair_state, pair_report, pair_confusion, pair_f1]

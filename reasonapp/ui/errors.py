@@ -47,6 +47,8 @@ def _action_name(fn: Callable, api_name: str | None) -> str:
 
 def _raise_for(error: BaseException, action: str) -> None:
     if isinstance(error, gr.Error):
+        if error.__cause__ is None or isinstance(error.__cause__, ReasonappError):
+            error.print_exception = False  # an input the user can fix: the page says it, the log needs no traceback
         raise error
     if not isinstance(error, ReasonappError):
         logger.exception("handler %s failed", action)
