@@ -258,22 +258,34 @@ class ImportPlan:
         return counts
 
     def split_note(self) -> str:
-        """One line for the page: how the splits were made and their sizes."""
-        sizes = ", ".join(f"{split} {len(frame)}" for split, frame in self.splits.items())
-        method = self.split_method
-        if method["method"] == "stratified":
-            missing = [s for s in ("validation", "test") if method[f"{s}_fraction"] > 0 and s not in self.splits]
-            warning = (
-                f" No {' and no '.join(missing)} rows: too few rows to split off {' or '.join(missing)} and keep a training row "
-                "of every label; Evaluate needs a test split, so add rows or import separate split files."
-                if missing
-                else ""
-            )
-            return (
-                f"One file split by label (stratified), seed {method['seed']}: validation {method['validation_fraction']:.0%}, "
-                f"test {method['test_fraction']:.0%}, the rest train. Rows: {sizes}.{warning}"
-            )
+        """One line for the page and the CLI: how the splits were made and their sizes."""
+        return split_note(self.split_method, self.label_counts())
+
+
+def split_note(method: dict, label_counts: dict[str, dict[str, int]]) -> str:
+    """How a dataset's splits were made (`ImportPlan.split_method`, or the provenance's `split`) and their sizes, with a
+    warning where a stratified split left a split, or a label in a split, without rows: too few rows to cut them."""
+    sizes = ", ".join(f"{split} {sum(counts.values())}" for split, counts in label_counts.items())
+    if method["method"] != "stratified":
         return f"Splits as given ({method['method']}). Rows: {sizes}."
+    missing = [s for s in ("validation", "test") if method[f"{s}_fraction"] > 0 and s not in label_counts]
+    warnings = []
+    if missing:
+        warnings.append(
+            f" No {' and no '.join(missing)} rows: too few rows to split off {' or '.join(missing)} and keep a training row "
+            "of every label; Evaluate needs a test split, so add rows or import separate split files."
+        )
+    for split in ("test", "validation"):
+        absent = [label for label, count in label_counts.get(split, {}).items() if count == 0]
+        if absent:
+            warnings.append(
+                f" The {split} split has no rows of {', '.join(absent)} (too few rows of {'it' if len(absent) == 1 else 'them'} "
+                f"to split off){': its accuracy leaves them out' if split == 'test' else ''}; add rows or import separate split files."
+            )
+    return (
+        f"One file split by label (stratified), seed {method['seed']}: validation {method['validation_fraction']:.0%}, "
+        f"test {method['test_fraction']:.0%}, the rest train. Rows: {sizes}.{''.join(warnings)}"
+    )
 
 
 def _is_missing(value) -> bool:

@@ -113,7 +113,22 @@ def test_a_file_too_small_to_split_says_it_has_no_test_split_before_it_is_saved(
     assert set(plan.splits) == {"train"}  # every label keeps its one training row
     assert "No validation and no test rows" in plan.split_note() and "Evaluate needs a test split" in plan.split_note()
     big = dataset_import.plan_import(dataset_import.read_upload([write_csv(tmp_path / "big.csv", ticket_rows())]))
-    assert "No " not in big.split_note()
+    assert "No " not in big.split_note() and "no rows of" not in big.split_note()
+
+
+def test_a_split_too_small_to_hold_every_label_names_the_labels_it_lacks(tmp_path, workspace, capsys):
+    from training.cli import main
+
+    upload = write_csv(tmp_path / "twelve.csv", ticket_rows(4))  # 12 rows, 10%: one test row, one validation row
+    plan = dataset_import.plan_import(dataset_import.read_upload([upload]))
+    (test_label,) = set(plan.splits["test"]["label"])
+    lacking = ", ".join(sorted({"billing", "bug", "praise"} - {test_label}))
+    assert f"The test split has no rows of {lacking} (too few rows of them to split off): its accuracy leaves them out" in plan.split_note()
+    assert "The validation split has no rows of" in plan.split_note()
+
+    assert main(["data-import", str(upload), "--name", "twelve", "--label-column", "category"]) == 0
+    out = capsys.readouterr().out
+    assert f"The test split has no rows of {lacking}" in out and "label 'category'\n" in out  # chosen, so not "guessed"
 
 
 def test_one_file_per_split_keeps_the_splits_as_given(tmp_path):
@@ -285,7 +300,9 @@ def test_the_cli_imports_the_same_way_and_refuses_a_bad_upload_with_exit_2(tmp_p
     upload = write_csv(tmp_path / "up" / "tickets.csv", ticket_rows(10))
     assert main(["data-import", str(upload), "--name", "tickets", "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    assert "labels billing, bug, praise; rows train 24, validation 3, test 3" in out and "'seed': 3" in out
+    assert "labels billing, bug, praise; rows train 24, validation 3, test 3" in out and "seed 3" in out
+    assert "columns: text 'message' (guessed; --text-column to choose another), label 'category' (guessed;" in out
+    assert "the rest train. Rows: train 24, validation 3, test 3." in out and "no rows of" not in out
     assert load_classification_dataset(str(workspace / "datasets" / "tickets")).label_names == ["billing", "bug", "praise"]
 
     before = listing(workspace)

@@ -157,7 +157,12 @@ def data_import(args) -> int:
         saved = dataset_import.import_files(args.files, args.name, **settings)
     provenance = json.loads((saved / dataset_import.PROVENANCE).read_text(encoding="utf-8"))
     rows = ", ".join(f"{split} {count}" for split, count in provenance["rows"].items())
-    print(f"saved {saved}: labels {', '.join(provenance['label_names'])}; rows {rows}; split: {provenance['split']}")
+    columns = ", ".join(
+        f"{role} {provenance[f'{role}_column']!r}{'' if given else ' (guessed; --' + role + '-column to choose another)'}"
+        for role, given in (("text", args.text_column), ("label", args.label_column))
+    )
+    print(f"saved {saved}: labels {', '.join(provenance['label_names'])}; rows {rows}; columns: {columns}")
+    print(dataset_import.split_note(provenance["split"], provenance["label_counts"]))
     print(f"use it with --dataset {saved}")
     return 0
 
