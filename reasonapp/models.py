@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,13 @@ from reasonapp import settings
 from reasonapp.errors import ModelError
 
 logger = logging.getLogger(__name__)
+# Warnings of PEFT (0.21) that users can do nothing about, on every adapter load, training run or checkpoint; only
+# these messages are silenced. It probes `model.is_gradient_checkpointing`, which transformers 5 deprecated; and at
+# every save it looks up the base model's config on the Hub (to see whether the vocabulary grew, which our LoRA
+# adapters never do: no embedding is targeted), warning twice when the Hub is unreachable.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+warnings.filterwarnings("ignore", message="Unable to fetch remote file due to the following error", category=UserWarning)
+warnings.filterwarnings("ignore", message="Could not find a config file in .* will assume that the vocabulary was not modified", category=UserWarning)
 
 DEFAULT_BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PAPER_BASE_MODEL = "meta-llama/Llama-3.2-1B-Instruct"

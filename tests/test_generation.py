@@ -114,3 +114,22 @@ def test_a_model_whose_own_generation_config_changes_greedy_search_is_decoded_by
         alone = model.generate(**prompt, **decoding.generate_kwargs(), pad_token_id=tokenizer.pad_token_id)
         assert text == tokenizer.decode(alone[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         assert list(stream(model, tokenizer, conversation, decoding))[-1] == text  # the live view too
+
+
+def test_every_fast_path_hands_the_model_its_kv_cache_by_the_current_name(smollm2_dir):
+    """transformers 5 renamed `past_key_values` to `cache` and removes the old name in 5.40: scoring, streaming and
+    batched generation from the kept prefix must not lean on it (each use warned on every CLI command)."""
+    import warnings
+
+    from reasonapp.models import load_base_model
+    from training.generation import Decoding, generate, score_labels, stream
+
+    model, tokenizer = load_base_model(smollm2_dir, device="cpu")
+    conversations = [get_format("qra").messages(text, EMOTIONS) for text in ("i feel fine", "im so angry")]
+    prefix = _prefix_of(tokenizer, get_format("qra"), EMOTIONS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score_labels(model, tokenizer, conversations, EMOTIONS.names, batch_size=2, prefix=prefix)
+        list(stream(model, tokenizer, conversations[0], Decoding(max_new_tokens=4), prefix))
+        generate(model, tokenizer, conversations, Decoding(max_new_tokens=4), batch_size=2)
+    assert [str(w.message) for w in caught if "past_key_values" in str(w.message)] == []

@@ -150,3 +150,21 @@ def test_the_bench_counts_what_a_layer_keeps_per_token_without_changing_the_run(
         assert torch.equal(next_draw, torch.rand(4))  # its forward drew nothing from the training's RNG
         assert model.is_gradient_checkpointing and not model.training
     assert 0 < per_token[0.0] < per_token[0.3]
+
+
+def test_the_training_arguments_use_transformers_5s_names_and_checkpoint_by_the_run_config(tmp_path):
+    """`gradient_checkpointing*` are deprecated aliases in transformers 5 (gone in 6): the run's setting goes in under
+    `activation_checkpointing*`, and both names read the same; no pinned memory without a GPU to copy to."""
+    import warnings
+
+    import torch
+
+    from training.sft import sft_config
+
+    for checkpointing in (True, False):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            args = sft_config(TrainConfig(task="qa", gradient_checkpointing=checkpointing), tmp_path)
+        assert [str(w.message) for w in caught if "deprecated" in str(w.message)] == []
+        assert args.activation_checkpointing is checkpointing and args.gradient_checkpointing is checkpointing
+        assert args.activation_checkpointing_kwargs == {"use_reentrant": False} and args.dataloader_pin_memory is torch.cuda.is_available()

@@ -102,7 +102,7 @@ def generate(
             shared_ids = torch.tensor(prefix.ids, device=inputs["input_ids"].device).expand(rows, p)
             inputs["input_ids"] = torch.cat([shared_ids, inputs["input_ids"]], dim=1)
             inputs["attention_mask"] = torch.cat([torch.ones_like(shared_ids), inputs["attention_mask"]], dim=1)
-            inputs["past_key_values"] = prefix.expanded(model, rows)
+            inputs["cache"] = prefix.expanded(model, rows)
         with torch.inference_mode():
             if decoding.do_sample or not _greedy_is_argmax(model):
                 generated = model.generate(**inputs, **decoding.generate_kwargs(), pad_token_id=tokenizer.pad_token_id)
@@ -145,21 +145,21 @@ def _decode_greedily(model, inputs: dict, stop_ids: set[int], max_new_tokens: in
     transformers' `generate` keeps computing a finished row (feeding it padding) until the batch's longest row
     ends. Stage 2's reasonings average ~14 tokens but a batch of 32 often ran to the 64-token limit: 62% of the
     decoded row-steps were padding (256 rows). `inputs` as `generate` takes them (input_ids and
-    attention_mask over the whole prompt, optionally `past_key_values` already holding its first tokens);
+    attention_mask over the whole prompt, optionally `cache` already holding its first tokens);
     the tokens are those of generate's greedy search (tested), without the stop token.
     """
     import torch
 
     mask = inputs["attention_mask"]
-    cache = inputs.get("past_key_values")
+    cache = inputs.get("cache")
     cached = cache.get_seq_length() if cache is not None else 0
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate derives them from the mask
     feed, feed_positions = inputs["input_ids"][:, cached:], positions[:, cached:]
     rows = list(range(feed.shape[0]))  # the input row of each row still decoding
     tokens: list[list[int]] = [[] for _ in rows]
     for _ in range(max_new_tokens):
-        out = model(input_ids=feed, attention_mask=mask, position_ids=feed_positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        out = model(input_ids=feed, attention_mask=mask, position_ids=feed_positions, cache=cache, use_cache=True, logits_to_keep=1)
+        cache = out.cache
         chosen = out.logits[:, -1].argmax(-1).tolist()
         going = [i for i, token in enumerate(chosen) if token not in stop_ids]
         for i in going:
@@ -204,8 +204,8 @@ def stream(
     shown = ""
     with torch.inference_mode():
         for _ in range(decoding.max_new_tokens):
-            out = model(input_ids=feed, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache = out.past_key_values
+            out = model(input_ids=feed, cache=cache, use_cache=True, logits_to_keep=1)
+            cache = out.cache
             token = int(out.logits[0, -1].argmax())
             if token in stop_ids:
                 break
@@ -309,7 +309,7 @@ class PrefixCache:
         if self._cache is None:
             with torch.inference_mode():
                 ids = torch.tensor([self.ids], device=_device(model))
-                self._cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values  # no logits wanted
+                self._cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).cache  # no logits wanted
         if all(type(layer) is DynamicLayer for layer in self._cache.layers):
             cache = copy.copy(self._cache)
             cache.layers = [copy.copy(layer) for layer in self._cache.layers]
@@ -414,7 +414,7 @@ def score_labels(
                 input_ids=input_ids,
                 attention_mask=mask[:, None],
                 position_ids=position_ids,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=cache is not None,
                 logits_to_keep=keep,
             )

@@ -229,9 +229,10 @@ def sft_config(config: TrainConfig, run_dir: Path):
         report_to="none",
         disable_tqdm=True,
         dataloader_num_workers=0,
+        dataloader_pin_memory=on_gpu,  # pinned memory is for copies to a GPU (on a CPU, torch warns on every run)
         ddp_find_unused_parameters=False,
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},  # recomputes with the same RNG state: same dropout masks
+        activation_checkpointing=config.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False},  # recomputes with the same RNG state: same dropout masks
     )
 
 
