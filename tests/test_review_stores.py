@@ -118,6 +118,27 @@ def test_picking_an_experiment_store_offers_its_datasets_and_labels(handlers, st
     assert "covers the app's own store" not in handlers.sync_status(str(stores[0]))
 
 
+def test_the_review_filter_stays_on_the_pages_dataset_and_an_empty_queue_says_what_the_store_holds(stores):
+    """An app opened on a dataset the app's store has no rows of reviews that dataset (an empty queue that says how to
+    fill it), not the store's first dataset unasked: an export from the page would have exported that one."""
+    from reasonapp.ui.review import ReviewHandlers
+
+    tickets_app = ReviewHandlers(str(stores[0]), TICKET_LABELS, "tickets", "tickets")  # the store holds emotion rows only
+    assert tickets_app.default_dataset() == "tickets" and tickets_app.dataset_choices(chosen="tickets") == ["tickets", "dair-ai/emotion"]
+    session, *_, message = tickets_app.load_queue(*FILTERS, "tickets", "ann", str(stores[0]))
+    assert session.queue == [] and message.startswith("0 rows match")
+    empty = tickets_app.view(session)[-1]
+    assert empty.startswith("No rows of tickets in this store yet: generate its reasonings") and empty.endswith("in Dataset: dair-ai/emotion.")
+
+    # a store pick keeps the page's dataset where the store holds it, or on the app's store; an experiment's store
+    # without it shows its own
+    handlers = ReviewHandlers(str(stores[0]), LABELS, "emotion", "dair-ai/emotion")
+    assert handlers.choose_store(str(stores[1]), "tickets")[0]["value"] == "tickets"
+    assert handlers.choose_store(str(stores[1]), "dair-ai/emotion")[0]["value"] == "tickets"
+    on_app_store, labels = handlers.choose_store(str(stores[0]), "tickets")  # a page switched to tickets
+    assert on_app_store["value"] == "tickets" and on_app_store["choices"] == ["tickets", "dair-ai/emotion"] and labels["choices"] == ["all"]
+
+
 def test_the_app_wide_dataset_switch_lists_the_datasets_of_the_store_the_page_reviews(handlers, stores, shared_data):
     from reasonapp.data import DEFAULT_CLASSIFICATION_DATASET
     from reasonapp.ui.datasets import DatasetSwitch

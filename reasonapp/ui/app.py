@@ -73,7 +73,7 @@ def build_app(
             with gr.Tab("Train", id="train"):
                 task, train_dataset = build_train_tab(base_model, demo_mode=demo, app_dataset=dataset, app_dataset_state=app_dataset)
             with gr.Tab("Review", id="review"):
-                review_dataset, stage2_dataset, review_store = build_review_tab(review, blocks, signed_in_names=on_space)
+                review_dataset, stage2_dataset, review_store = build_review_tab(review, blocks, signed_in_names=on_space, page_dataset=app_dataset)
             with gr.Tab("Compare", id="compare"):
                 compare = build_compare_tab(
                     CompareHandlers({dataset: data.label_names}), data.label_names, example_texts(data), blocks,

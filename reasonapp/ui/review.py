@@ -278,16 +278,17 @@ class ReviewHandlers:
     def _session_store(self, session: ReviewSession) -> ReasoningStore:
         return self.open_store(session.store)
 
-    def choose_store(self, store: str | None):
+    def choose_store(self, store: str | None, page_dataset: str | None = None):
         """A page picks a store: the Dataset filter offers that store's datasets and the Label filter their labels (the
-        queue reloads next). A refused store changes neither; the queue's reload says why."""
+        queue reloads next), on the page's dataset where `default_dataset` keeps it. A refused store changes neither;
+        the queue's reload says why."""
         try:
             opened = self.open_store(store)
         except StoreError:
             return gr.skip(), gr.skip()
-        datasets, chosen = self.dataset_choices(store), self.default_dataset(store)
+        chosen = self.default_dataset(store, page_dataset)
         labels = opened.label_names(chosen) if chosen else self.label_names
-        return gr.update(choices=datasets, value=chosen), gr.update(choices=["all", *labels], value="all")
+        return gr.update(choices=self.dataset_choices(store, chosen), value=chosen), gr.update(choices=["all", *labels], value="all")
 
     def sync_status(self, store: str | None = None) -> str:
         """Where decisions persist: the sync repo and when it was last written, or the store's file alone."""
@@ -305,18 +306,26 @@ class ReviewHandlers:
         where = self._store.path if self._store else "the store"
         return f"Decisions are kept in {where} only; on a Space set REASONAPP_SYNC_REPO so they survive a restart (see README)."
 
-    def dataset_choices(self, store: str | None = None) -> list[str]:
-        """The store's datasets, the app's own first (its rows are what the other tabs show)."""
+    def dataset_choices(self, store: str | None = None, chosen: str | None = None) -> list[str]:
+        """The store's datasets, the app's own first (its rows are what the other tabs show); `chosen` first of all,
+        held or not (the filter's value)."""
         try:
             held = self.open_store(store).datasets()
         except StoreError:
             held = []
-        first = [self.app_dataset] if self.app_dataset in held else []
-        return first + [d for d in held if d != self.app_dataset]
+        first = [d for d in dict.fromkeys([chosen, self.app_dataset]) if d and (d == chosen or d in held)]
+        return first + [d for d in held if d not in first]
 
-    def default_dataset(self, store: str | None = None) -> str | None:
-        choices = self.dataset_choices(store)
-        return choices[0] if choices else self.app_dataset
+    def default_dataset(self, store: str | None = None, page_dataset: str | None = None) -> str | None:
+        """The Review filter's dataset on `store`: the page's dataset (the app's, unless this page switched) wherever
+        the store holds its rows, and always on the app's own store, since Stage 2 writes the page's dataset there
+        (an empty queue says so, rather than showing another dataset's rows unasked); otherwise, on an experiment's
+        store, the store's first dataset."""
+        wanted = page_dataset or self.app_dataset
+        held = self.dataset_choices(store)
+        if wanted and (wanted in held or self.is_app_store(store)):
+            return wanted
+        return held[0] if held else wanted
 
     def dataset_changed(self, dataset: str | None, store: str | None = None):
         """The Label filter offers the chosen dataset's labels."""
@@ -367,6 +376,13 @@ class ReviewHandlers:
             session.version = None
             if session.queue and session.position >= len(session.queue):  # skipped past the last row
                 empty = f"End of this queue of {len(session.queue)} rows; rows you skipped are as they were: Apply filters to load the queue again."
+            elif session.dataset and store.counts(session.dataset)["total"] == 0:
+                others = [d for d in store.datasets() if d != session.dataset]
+                empty = (
+                    f"No rows of {session.dataset} in this store yet: generate its reasonings (Generate reasonings, below, or "
+                    f"`python -m training augment --dataset {session.dataset}`)"
+                    + (f", or pick a dataset this store holds in Dataset: {', '.join(others)}." if others else ".")
+                )
             else:
                 empty = "No rows here. Generate reasonings with `python -m training augment`, or change the filters."
             return session, "", "", "", "", "", self.progress_line(session), self._counts_table(store, session.dataset), message or empty
@@ -710,8 +726,11 @@ class ReviewHandlers:
         return self._resolve(session, reviewer, Status.REJECTED.value, None, shown_line)
 
 
-def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names: bool = False) -> tuple[gr.Dropdown, gr.Textbox, gr.Dropdown]:
-    """The tab; with `signed_in_names` (a Space) decisions carry the signed-in user's name and no name field shows.
+def build_review_tab(
+    handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names: bool = False, page_dataset: gr.State | None = None
+) -> tuple[gr.Dropdown, gr.Textbox, gr.Dropdown]:
+    """The tab; with `signed_in_names` (a Space) decisions carry the signed-in user's name and no name field shows;
+    `page_dataset` (the page's dataset, a State) is the one a store pick keeps in the Dataset filter where it can.
 
     Returns (dataset filter, Stage 2 dataset, Store) for the app-wide dataset switch; a new dataset filter reloads the queue.
     """
@@ -725,7 +744,7 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
             )
             with gr.Row():
                 dataset = gr.Dropdown(
-                    handlers.dataset_choices(), value=handlers.default_dataset(), label="Dataset", allow_custom_value=True,
+                    handlers.dataset_choices(chosen=handlers.default_dataset()), value=handlers.default_dataset(), label="Dataset", allow_custom_value=True,
                     elem_id="review-dataset", info="rows of this dataset only",
                 )
                 status = gr.Radio(STATUS_CHOICES, value="pending", label="Status")
@@ -860,7 +879,7 @@ def build_review_tab(handlers: ReviewHandlers, demo: gr.Blocks, signed_in_names:
     chosen.then(handlers.quality_overview, [dataset, store], quality, api_visibility="private")
     chosen.then(handlers.agreement, [dataset, store], agreement, api_visibility="private")
     # Another store: its datasets and labels in the filters, its queue, figures and where its decisions persist.
-    picked = store.input(handlers.choose_store, store, [dataset, label], api_visibility="private")
+    picked = store.input(handlers.choose_store, [store, *([page_dataset] if page_dataset is not None else [])], [dataset, label], api_visibility="private")
     picked.then(handlers.load_queue, [*filters, reviewer, store], outputs, api_visibility="private")
     picked.then(handlers.quality_overview, [dataset, store], quality, api_visibility="private")
     picked.then(handlers.agreement, [dataset, store], agreement, api_visibility="private")
