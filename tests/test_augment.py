@@ -50,6 +50,7 @@ def test_rgen_is_loaded_merged_with_every_weight_matrix_through_onednn(rgen_run)
     model, _, config = load_rgen(rgen_run, device="cpu")
     assert config["stage1"] and not any(".lora_" in name for name, _ in model.named_modules())  # merged: no LoRA left
     assert {type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.Linear)} == {"OneDnnLinear1", "OneDnnLinear4"}
+    assert all(m.packed is not None for m in model.modules() if isinstance(m, torch.nn.Linear))  # its weights never change again
 
 
 def test_a_wrong_rgen_run_is_refused_before_the_store_is_touched(tmp_path, shared_data):

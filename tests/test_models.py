@@ -200,6 +200,44 @@ def test_weights_through_onednn_give_the_same_logits_keep_the_tied_weight_and_se
     assert model.model.layers[0].mlp.down_proj.weight.grad is not None
 
 
+def test_packed_weights_give_the_same_logits_up_to_their_row_limit_and_step_aside_for_writes(tiny_model_dir, monkeypatch):
+    """`pack_onednn_weights`: oneDNN's blocked copy of each weight, for weights that no longer change. It computes what
+    the weights compute; above `PACKED_MAX_ROWS` rows, for a replaced weight, after `unpack_onednn_weights` and inside
+    `packed_weights_suspended` the layers read their weights again. A write into a weight is not seen by the copy:
+    the documented contract, shown here so that a change to it is a decision."""
+    import torch
+
+    from reasonapp import models
+    from reasonapp.models import pack_onednn_weights, packed_weights_suspended, unpack_onednn_weights, use_onednn_linears
+
+    model, tokenizer = load_base_model(tiny_model_dir, device="cpu")
+    ids = torch.tensor([tokenizer("i feel so alone tonight, and nobody calls me back")["input_ids"]])
+    use_onednn_linears(model)
+    down = model.model.layers[0].mlp.down_proj
+    with torch.inference_mode():
+        expected = model(input_ids=ids).logits
+        assert pack_onednn_weights(model) == 7 * model.config.num_hidden_layers + 1  # the output layer's too
+        assert down.packed is not None and model.get_output_embeddings().packed is not None
+        assert (model(input_ids=ids).logits - expected).abs().max() < 1e-5
+        assert (model(input_ids=ids, logits_to_keep=1).logits - expected[:, -1:]).abs().max() < 1e-5
+
+        down.weight.mul_(2)  # a write into the weight: the packed copy still computes the weights from before it
+        assert (model(input_ids=ids).logits - expected).abs().max() < 1e-5
+        with packed_weights_suspended(model):  # ...which is what a merge undone on the way out relies on
+            doubled = model(input_ids=ids).logits
+            assert (doubled - expected).abs().max() > 1e-3
+        assert down.packed is not None and (model(input_ids=ids).logits - expected).abs().max() < 1e-5
+        monkeypatch.setattr(models, "PACKED_MAX_ROWS", ids.shape[1] - 1)  # more rows than packed copies serve
+        assert (model(input_ids=ids).logits - doubled).abs().max() < 1e-5
+        monkeypatch.undo()
+
+        down.weight.data = down.weight.data.clone()  # a weight replaced by another tensor: the copy steps aside
+        assert (model(input_ids=ids).logits - doubled).abs().max() < 1e-5
+        down.weight.div_(2)
+        assert unpack_onednn_weights(model) == 7 * model.config.num_hidden_layers + 1 and down.packed is None
+        assert (model(input_ids=ids).logits - expected).abs().max() < 1e-5
+
+
 def test_onednn_leaves_the_lora_factors_to_peft_and_computes_the_adapters_as_before(tiny_model_dir, tmp_path):
     import torch
 

@@ -42,7 +42,13 @@ def rgen_config(run_dir: str | Path) -> dict:
 
 def load_rgen(run_dir: str | Path, device: str | None = None):
     """(model, tokenizer, config) of an R-Gen run, its adapter merged into float32 weights; or a bare base model."""
-    from reasonapp.models import load_base_model, load_with_adapters, merges_are_exact, use_onednn_linears
+    from reasonapp.models import (
+        load_base_model,
+        load_with_adapters,
+        merges_are_exact,
+        pack_onednn_weights,
+        use_onednn_linears,
+    )
 
     config = rgen_config(run_dir)
     if not config["stage1"]:
@@ -53,6 +59,7 @@ def load_rgen(run_dir: str | Path, device: str | None = None):
         # at every decoding step (~50 ms a step on this CPU). bfloat16 weights (a GPU) would round it away.
         model = model.merge_and_unload() if merges_are_exact(model) else model
     use_onednn_linears(model)  # decoding steps 22-35% faster on the CPU (README)
+    pack_onednn_weights(model)  # and its weights never change again: Stage 2 +4-11% more (README)
     return model, tokenizer, config
 
 
