@@ -405,6 +405,12 @@ def use_onednn_linears(model) -> int:
     return swapped
 
 
+def _onednn_layers(model) -> list:
+    """`model`'s oneDNN layers, found by their classes (`getattr` over a PEFT model's ~2,000 modules took 8 ms)."""
+    kinds = {_onednn_linear_class(1), _onednn_linear_class(ONEDNN_MIN_ROWS)}
+    return [module for module in model.modules() if type(module) in kinds]
+
+
 PACKED_ROWS_HINT = 32  # the row count oneDNN lays packed weights out for (faster at every count from 1 to 512)
 PACKED_MAX_ROWS = 512  # above it the plain weight (a 1,792-row prompt batch: packed 5% slower)
 
@@ -422,13 +428,11 @@ def pack_onednn_weights(model) -> int:
     """
     import torch
 
-    kinds = {_onednn_linear_class(1), _onednn_linear_class(ONEDNN_MIN_ROWS)}
     packed = 0
-    for module in model.modules():
-        if type(module) in kinds:
-            weight = module.weight.detach()
-            module.packed = (torch.ops.mkldnn._reorder_linear_weight(weight, PACKED_ROWS_HINT), weight.data_ptr())
-            packed += 1
+    for module in _onednn_layers(model):
+        weight = module.weight.detach()
+        module.packed = (torch.ops.mkldnn._reorder_linear_weight(weight, PACKED_ROWS_HINT), weight.data_ptr())
+        packed += 1
     return packed
 
 
@@ -436,7 +440,7 @@ def pack_onednn_weights(model) -> int:
 def packed_weights_suspended(model):
     """Within the block the oneDNN layers read their weights, not their packed copies: for a change to the weights
     that is undone on the way out (a LoRA merged while a run generates), after which the copies hold them again."""
-    held = {module: module.packed for module in model.modules() if getattr(module, "packed", None) is not None}
+    held = {module: module.packed for module in _onednn_layers(model) if module.packed is not None}
     for module in held:
         module.packed = None
     try:
@@ -449,8 +453,8 @@ def packed_weights_suspended(model):
 def unpack_onednn_weights(model) -> int:
     """Drop the packed copies (`pack_onednn_weights`): the layers read their weights again; returns how many."""
     dropped = 0
-    for module in model.modules():
-        if getattr(module, "packed", None) is not None:
+    for module in _onednn_layers(model):
+        if module.packed is not None:
             module.packed = None
             dropped += 1
     return dropped
@@ -462,8 +466,7 @@ def plain_linears(model):
     benchmark measures the plain path against `use_onednn_linears`."""
     import torch
 
-    kinds = {_onednn_linear_class(1), _onednn_linear_class(ONEDNN_MIN_ROWS)}
-    swapped = {module: type(module) for module in model.modules() if type(module) in kinds}
+    swapped = {module: type(module) for module in _onednn_layers(model)}
     for module in swapped:
         module.__class__ = torch.nn.Linear
     try:

@@ -208,7 +208,12 @@ def test_packed_weights_give_the_same_logits_up_to_their_row_limit_and_step_asid
     import torch
 
     from reasonapp import models
-    from reasonapp.models import pack_onednn_weights, packed_weights_suspended, unpack_onednn_weights, use_onednn_linears
+    from reasonapp.models import (
+        pack_onednn_weights,
+        packed_weights_suspended,
+        unpack_onednn_weights,
+        use_onednn_linears,
+    )
 
     model, tokenizer = load_base_model(tiny_model_dir, device="cpu")
     ids = torch.tensor([tokenizer("i feel so alone tonight, and nobody calls me back")["input_ids"]])

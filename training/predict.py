@@ -159,7 +159,7 @@ class Classifiers:
         object's base model (another base model, a fully fine-tuned run, a compiled scorer, a checkpoint not
         readable here): then this object has let go of its models, so load anew.
         """
-        from reasonapp.models import adapter_base_model, unfold_adapter
+        from reasonapp.models import adapter_base_model, unfold_adapter, unpack_onednn_weights
 
         new = {name: RunInfo.from_run_dir(path, name) for name, path in runs.items()}
         changed = [name for name, info in new.items() if name not in self.runs or info.run_dir != self.runs[name].run_dir]
@@ -175,6 +175,7 @@ class Classifiers:
             self._let_go()
             return False
         model = shared[0]
+        unpack_onednn_weights(model)  # stale once unfolded; `_load` packs the new fold (both at once: +0.5 GB at the peak)
         staying = [name for name in model.peft_config if name in new and name not in changed]
         if staying:
             model.set_adapter(staying[0])  # none of those about to go is active (PEFT warns)
