@@ -415,21 +415,25 @@ PACKED_ROWS_HINT = 32  # the row count oneDNN lays packed weights out for (faste
 PACKED_MAX_ROWS = 512  # above it the plain weight (a 1,792-row prompt batch: packed 5% slower)
 
 
-def pack_onednn_weights(model) -> int:
+def pack_onednn_weights(model, output_layer: bool = True) -> int:
     """Give `model`'s oneDNN layers (`use_onednn_linears`) a copy of their weights in oneDNN's blocked layout, used
     from 1 to `PACKED_MAX_ROWS` rows; returns how many. For weights that stay as they are from here on (Stage 2's
     merged R-Gen, the Classifiers' folded Q->A), or that a caller writes into only inside `packed_weights_suspended`.
 
     On an AMD EPYC, all 210 SmolLM2 projections read from memory: 24.0 -> 20.4 ms at 1 row, 34.8 -> 21.2 at 8,
     59.9 -> 43.7 at 31, 90.1 -> 75.2 at 64, 527.6 -> 505.6 at 512, the same outputs; slower from ~1,000 rows (a 1,792-row
-    prompt batch 1,841 -> 1,935 ms), where the plain weight is used. The price is a second copy of the weights (537 MB
-    for SmolLM2, the output layer's included). A write *into* a weight is not seen by its copy (PEFT merges write
-    through `.data`, which leaves no trace); a weight replaced by another tensor is, and falls back to the plain path.
+    prompt batch 1,841 -> 1,935 ms), where the plain weight is used. The price is a second copy of the weights: 424 MB
+    for SmolLM2's projections, and 113 MB more with the `output_layer` (tied to the embeddings, which keep theirs). A
+    write *into* a weight is not seen by its copy (PEFT merges write through `.data`, which leaves no trace); a weight
+    replaced by another tensor is, and falls back to the plain path.
     """
     import torch
 
+    skipped = None if output_layer else model.get_output_embeddings()
     packed = 0
     for module in _onednn_layers(model):
+        if module is skipped:
+            continue
         weight = module.weight.detach()
         module.packed = (torch.ops.mkldnn._reorder_linear_weight(weight, PACKED_ROWS_HINT), weight.data_ptr())
         packed += 1

@@ -241,6 +241,8 @@ def test_packed_weights_give_the_same_logits_up_to_their_row_limit_and_step_asid
         down.weight.div_(2)
         assert unpack_onednn_weights(model) == 7 * model.config.num_hidden_layers + 1 and down.packed is None
         assert (model(input_ids=ids).logits - expected).abs().max() < 1e-5
+        assert pack_onednn_weights(model, output_layer=False) == 7 * model.config.num_hidden_layers
+        assert model.get_output_embeddings().packed is None and (model(input_ids=ids).logits - expected).abs().max() < 1e-5
 
 
 def test_onednn_leaves_the_lora_factors_to_peft_and_computes_the_adapters_as_before(tiny_model_dir, tmp_path):

@@ -137,7 +137,9 @@ class Classifiers:
                 self._models[name] = load_base_model(str(info.model_dir), self._device)
         for model, _ in self._models.values():
             use_onednn_linears(model)  # a Q->A request ~30% less on the CPU, the first token too (README)
-            pack_onednn_weights(model)  # the folded weights, ~15% more (README); `_merged` writes past them
+            # the folded weights, a Q->A request ~15% less (README); `_merged` writes past them. Not the output layer:
+            # its 113 MB would take the app over 1.5 GB for ~3 ms of a request
+            pack_onednn_weights(model, output_layer=False)
         self.model, self.tokenizer = next(iter(self._models.values()))
         self._prefixes: dict[str, PrefixCache] = dict(prefixes or {})
         self._compiled_scorer = None
