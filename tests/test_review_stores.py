@@ -125,10 +125,12 @@ def test_the_review_filter_stays_on_the_pages_dataset_and_an_empty_queue_says_wh
 
     tickets_app = ReviewHandlers(str(stores[0]), TICKET_LABELS, "tickets", "tickets")  # the store holds emotion rows only
     assert tickets_app.default_dataset() == "tickets" and tickets_app.dataset_choices(chosen="tickets") == ["tickets", "dair-ai/emotion"]
-    session, *_, message = tickets_app.load_queue(*FILTERS, "tickets", "ann", str(stores[0]))
-    assert session.queue == [] and message.startswith("0 rows match")
-    empty = tickets_app.view(session)[-1]
+    session, *_, empty = tickets_app.load_queue(*FILTERS, "tickets", "ann", str(stores[0]))  # what the page shows
+    assert session.queue == []
     assert empty.startswith("No rows of tickets in this store yet: generate its reasonings") and empty.endswith("in Dataset: dair-ai/emotion.")
+    assert tickets_app.load_queue("pending", "all", "no such words", 0, 0, "any", "in order", "dair-ai/emotion", "ann", str(stores[0]))[-1] == (
+        "No rows here. Generate reasonings with `python -m training augment`, or change the filters."
+    )  # rows of the dataset, none these filters select
 
     # a store pick keeps the page's dataset where the store holds it, or on the app's store; an experiment's store
     # without it shows its own
@@ -306,4 +308,4 @@ def test_browser_another_dataset_in_the_filter_refreshes_the_quality_and_agreeme
         field.fill("tickets")  # a dataset the app store holds no rows of
         field.press("Enter")
         page.wait_for_function("() => document.querySelector('#review-quality textarea')?.value === 'No reasonings yet.'")
-        page.wait_for_function("() => document.querySelector('#review-message textarea')?.value.startsWith('0 rows match')")
+        page.wait_for_function("() => document.querySelector('#review-message textarea')?.value.startsWith('No rows of tickets in this store yet')")

@@ -218,7 +218,7 @@ def test_the_queue_shows_one_dataset_at_a_time(store_path, shared_data):
         emotion = client.predict(*FILTERS, api_name="/review_queue")
         assert emotion[7] == "3 rows match" and "reviewed 0 of 3" in emotion[5]
         tickets = client.predict(*FILTERS, "tickets", api_name="/review_queue")
-        assert tickets[7] == "1 rows match" and tickets[0] == "the app crashes" and "reviewed 0 of 1" in tickets[5]
+        assert tickets[7] == "1 row matches" and tickets[0] == "the app crashes" and "reviewed 0 of 1" in tickets[5]
         exported = client.predict("tickets-export", True, "keep-all", "remove", "tickets", api_name="/review_export")
         assert exported.startswith("Exported 1 rows")
 

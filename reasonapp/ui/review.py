@@ -413,7 +413,8 @@ class ReviewHandlers:
             return ReviewSession(), "", "", "", "", "", "", [], str(error)
         row_filter = self._filter(opened, status, label, search, min_length, max_length, flagged, order, dataset, reviewer)
         session = ReviewSession(queue=opened.query_ids(row_filter), dataset=row_filter.dataset, store=None if self.is_app_store(store) else store)
-        return self.view(session, f"{len(session.queue)} rows match")
+        matched = len(session.queue)  # none: the view says why (no rows of the dataset yet, or the filters)
+        return self.view(session, f"{matched} row{'s match' if matched != 1 else ' matches'}" if matched else "")
 
     @staticmethod
     def _filter(store: ReasoningStore, status, label, search, min_length, max_length, flagged, order, dataset=None, reviewer=None) -> RowFilter:
