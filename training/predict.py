@@ -135,7 +135,7 @@ class Classifiers:
         for name, info in runs.items():
             if info.model_dir:
                 self._models[name] = load_base_model(str(info.model_dir), self._device)
-        for model, _ in self._models.values():
+        for model in {id(model): model for model, _ in self._models.values()}.values():  # adapter runs share one
             use_onednn_linears(model)  # a Q->A request ~30% less on the CPU, the first token too (README)
             # the folded weights, a Q->A request ~15% less (README); `_merged` writes past them. Not the output layer:
             # its 113 MB would take the app over 1.5 GB for ~3 ms of a request
@@ -173,11 +173,12 @@ class Classifiers:
         adapter_runs_only = all(info.adapter_dir for info in [*new.values(), *self.runs.values()])
         writes_weights = self._merge_for_generation  # float32: folds and merges wrote into the base weights
         possible = new and shared and same_base and adapter_runs_only and self._compiled_scorer is None
+        if shared:  # stale once unfolded; `_load` packs the new fold (with both at once, +0.4 GB at the peak)
+            unpack_onednn_weights(shared[0])
         if not possible or (writes_weights and not unfold_adapter(shared[0], self._fold)):
             self._let_go()
             return False
         model = shared[0]
-        unpack_onednn_weights(model)  # stale once unfolded; `_load` packs the new fold (both at once: +0.5 GB at the peak)
         staying = [name for name in model.peft_config if name in new and name not in changed]
         if staying:
             model.set_adapter(staying[0])  # none of those about to go is active (PEFT warns)

@@ -736,6 +736,7 @@ def build_review_tab(
     Returns (dataset filter, Stage 2 dataset, Store) for the app-wide dataset switch; a new dataset filter reloads the queue.
     """
     session = gr.State(ReviewSession())
+    first_dataset = handlers.default_dataset()
     with gr.Row():
         with gr.Column(scale=3):
             # choices are (label, path); allow_custom_value: a store that appeared after start is checked by the handlers
@@ -745,7 +746,7 @@ def build_review_tab(
             )
             with gr.Row():
                 dataset = gr.Dropdown(
-                    handlers.dataset_choices(chosen=handlers.default_dataset()), value=handlers.default_dataset(), label="Dataset", allow_custom_value=True,
+                    handlers.dataset_choices(chosen=first_dataset), value=first_dataset, label="Dataset", allow_custom_value=True,
                     elem_id="review-dataset", info="rows of this dataset only",
                 )
                 status = gr.Radio(STATUS_CHOICES, value="pending", label="Status")
