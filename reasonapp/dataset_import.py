@@ -62,6 +62,31 @@ def datasets_root() -> Path:
     return settings.workspace_dir() / "datasets"
 
 
+def display_name(dataset: str | None) -> str:
+    """How a page names a dataset: an imported one by its name and "(workspace)" (its value is a directory path that
+    says little and can be long), anything else (a Hub id, another directory) as given."""
+    dataset = dataset or ""
+    try:
+        path = Path(dataset).resolve()
+    except (OSError, ValueError):
+        return dataset
+    if dataset and path.parent == datasets_root().resolve() and (path / PROVENANCE).is_file():
+        return f"{path.name} (workspace)"
+    return dataset
+
+
+def display_choices(datasets: list[str]) -> list[tuple[str, str]]:
+    """(what a page shows, value) for each dataset, once each, in the given order: a dropdown's choices."""
+    return [(display_name(dataset), dataset) for dataset in dict.fromkeys(datasets) if dataset]
+
+
+def with_display_names(message: str) -> str:
+    """A library message as a page says it: each workspace dataset's path in it by its `display_name`."""
+    for path in sorted(map(str, workspace_datasets()), key=len, reverse=True):  # longest first: one may prefix another
+        message = message.replace(path, display_name(path))
+    return message
+
+
 def workspace_datasets() -> list[Path]:
     """The workspace's imported datasets by name: complete ones only (a staging folder has no provenance yet)."""
     root = datasets_root()
@@ -82,6 +107,23 @@ def check_name(name: str | None) -> str:
     if (datasets_root() / name).exists():
         raise DataError(f"a dataset named {name!r} is already in the workspace; choose another name (nothing is overwritten)")
     return name
+
+
+def suggest_name(paths: list[str | Path] | None = None, source: str | None = None) -> str:
+    """A free name for what is being imported, from the one uploaded file's name (`tickets.csv` -> tickets) or the
+    source's last part (a Hub id's name, a directory's); "-2", "-3", … if taken. "" when there is nothing to go by
+    (per-split files named train/test say nothing of the data)."""
+    if paths:
+        given = Path(str(paths[0])).stem if len(paths) == 1 and _split_of(Path(str(paths[0]))) is None else ""
+    else:
+        given = (source or "").strip().replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    base = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9._-]+", "-", given)).strip("-._")[: MAX_NAME_CHARS - 4]
+    if not base:
+        return ""
+    root = datasets_root()
+    taken = {path.name for path in root.iterdir()} if root.is_dir() else set()
+    candidates = (base if n == 1 else f"{base}-{n}" for n in range(1, len(taken) + 2))
+    return next(name for name in candidates if name not in taken)
 
 
 # ---------------------------------------------------------------------------------------------

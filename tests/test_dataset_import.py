@@ -311,3 +311,25 @@ def test_the_cli_imports_the_same_way_and_refuses_a_bad_upload_with_exit_2(tmp_p
     assert main(["data-import", str(upload), "--name", "other", "--text-column", "body"]) == 2
     assert "has no text column 'body'" in capsys.readouterr().err
     assert listing(workspace) == before
+
+    assert main(["data-import", str(upload)]) == 0  # no --name: the file's, made free
+    assert "(named tickets-2 after the file; --name to choose another)" in capsys.readouterr().out
+    assert (workspace / "datasets" / "tickets-2" / "provenance.json").is_file()
+    split_files = [write_csv(tmp_path / "splits" / f"{split}.csv", ticket_rows(4)) for split in ("train", "test")]
+    before = listing(workspace)
+    assert main(["data-import", *map(str, split_files)]) == 2
+    assert "give the dataset one with --name" in capsys.readouterr().err and listing(workspace) == before
+
+
+def test_a_suggested_name_comes_from_the_upload_or_the_source_and_is_free_and_plain(tmp_path):
+    assert dataset_import.suggest_name([tmp_path / "Support tickets (2024).csv"]) == "Support-tickets-2024"
+    assert dataset_import.suggest_name(source="dair-ai/emotion") == "emotion"
+    assert dataset_import.suggest_name(source=str(tmp_path / "my data") + "/") == "my-data"
+    for nothing in ([tmp_path / "train.csv"], [tmp_path / "a.csv", tmp_path / "b.csv"], None):
+        assert dataset_import.suggest_name(nothing) == ""  # a split's name, several files, nothing: no clue
+    assert dataset_import.suggest_name(source="../..") == ""
+    (dataset_import.datasets_root() / "emotion").mkdir(parents=True)
+    (dataset_import.datasets_root() / "emotion-2").mkdir()
+    assert dataset_import.suggest_name(source="dair-ai/emotion") == "emotion-3"
+    for path in ([tmp_path / ("x" * 200 + ".csv")], [tmp_path / "données..v2.csv"]):
+        assert dataset_import.check_name(dataset_import.suggest_name(path))  # what it suggests, Save takes

@@ -109,7 +109,7 @@ def test_the_store_list_offers_the_app_store_first_then_each_experiment_store_ma
 
 def test_picking_an_experiment_store_offers_its_datasets_and_labels(handlers, stores):
     datasets, labels = handlers.choose_store(str(stores[1]))
-    assert (datasets["choices"], datasets["value"]) == (["tickets"], "tickets")
+    assert (datasets["choices"], datasets["value"]) == ([("tickets", "tickets")], "tickets")
     assert labels["choices"] == ["all", *TICKET_LABELS] and labels["value"] == "all"
     back, labels = handlers.choose_store(str(stores[0]))
     assert back["value"] == "dair-ai/emotion" and labels["choices"] == ["all", *LABELS]
@@ -138,7 +138,7 @@ def test_the_review_filter_stays_on_the_pages_dataset_and_an_empty_queue_says_wh
     assert handlers.choose_store(str(stores[1]), "tickets")[0]["value"] == "tickets"
     assert handlers.choose_store(str(stores[1]), "dair-ai/emotion")[0]["value"] == "tickets"
     on_app_store, labels = handlers.choose_store(str(stores[0]), "tickets")  # a page switched to tickets
-    assert on_app_store["value"] == "tickets" and on_app_store["choices"] == ["tickets", "dair-ai/emotion"] and labels["choices"] == ["all"]
+    assert on_app_store["value"] == "tickets" and [value for _, value in on_app_store["choices"]] == ["tickets", "dair-ai/emotion"] and labels["choices"] == ["all"]
 
 
 def test_the_app_wide_dataset_switch_lists_the_datasets_of_the_store_the_page_reviews(handlers, stores, shared_data):
@@ -147,9 +147,9 @@ def test_the_app_wide_dataset_switch_lists_the_datasets_of_the_store_the_page_re
 
     switch = DatasetSwitch(handlers)  # a page on the tickets store switches the app to emotion
     review_filter = switch.switch(DEFAULT_CLASSIFICATION_DATASET, "tickets", "qa", "", str(stores[1]))[7]
-    assert review_filter["value"] == DEFAULT_CLASSIFICATION_DATASET and review_filter["choices"] == [DEFAULT_CLASSIFICATION_DATASET, "tickets"]
+    assert review_filter["value"] == DEFAULT_CLASSIFICATION_DATASET and [value for _, value in review_filter["choices"]] == [DEFAULT_CLASSIFICATION_DATASET, "tickets"]
     on_app_store = switch.switch(DEFAULT_CLASSIFICATION_DATASET, "tickets", "qa", "", str(stores[0]))[7]
-    assert on_app_store["choices"] == [DEFAULT_CLASSIFICATION_DATASET]
+    assert on_app_store["choices"] == [(DEFAULT_CLASSIFICATION_DATASET, DEFAULT_CLASSIFICATION_DATASET)]
 
 
 def test_a_session_loaded_from_an_experiment_store_decides_there_and_leaves_the_app_store_alone(handlers, stores):

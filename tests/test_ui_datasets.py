@@ -53,6 +53,17 @@ def test_upload_preview_then_save_selects_it(tickets_csv, workspace):
     assert dropdown["value"] == str(saved) and ("tickets (workspace)", str(saved)) in dropdown["choices"]
 
 
+def test_the_name_field_suggests_the_uploads_name_and_keeps_a_typed_one(tickets_csv, tmp_path, workspace):
+    from reasonapp.ui.datasets import suggested_name
+
+    assert suggested_name([str(tickets_csv)], "", "", "") == ("tickets", "tickets")
+    dataset_import.import_files([tickets_csv], "tickets")
+    assert suggested_name([str(tickets_csv)], "", "tickets", "tickets") == ("tickets-2", "tickets-2")  # taken now
+    assert suggested_name([], "dair-ai/emotion", "tickets-2", "tickets-2") == ("emotion", "emotion")  # follows the source
+    assert suggested_name([], "dair-ai/emotion", "my-emotions", "emotion") == (gr.skip(), "emotion")  # typed: left alone
+    assert suggested_name([str(tmp_path / "train.csv"), str(tmp_path / "test.csv")], "", "", "") == ("", "")  # split files: no clue
+
+
 def test_a_bad_upload_shows_why_in_the_message_and_save_writes_nothing(tmp_path, workspace):
     from reasonapp.ui.datasets import read_dataset, save_dataset
 
@@ -83,11 +94,11 @@ def test_the_switch_reaches_every_tab_and_a_bad_choice_keeps_the_dataset(tickets
     saved = str(dataset_import.import_files([tickets_csv], "tickets"))
     switch = DatasetSwitch(review_handlers(str(tmp_path / "store.sqlite")))
     state, remembered, dropdown, message, overview, table, train, review, stage2, gold, examples = switch.switch(saved, DEFAULT_CLASSIFICATION_DATASET, "qa", "")
-    assert state == remembered == saved and message.startswith(f"Dataset: {saved} (3 labels: billing, bug, praise)")
+    assert state == remembered == saved and message == "Dataset: tickets (workspace), 3 labels: billing, bug, praise."
     assert f"`{saved}`" in overview and list(table.columns) == ["split", "rows", "billing", "bug", "praise"]
     assert table.values.tolist() == [["train", 48, 16, 16, 16], ["validation", 6, 2, 2, 2], ["test", 6, 2, 2, 2]]
     assert train == saved  # a qa run trains on it
-    assert review["value"] == saved and review["choices"][0] == saved and stage2 == saved
+    assert review["value"] == saved and review["choices"][0] == ("tickets (workspace)", saved) and stage2 == saved  # named, valued by path
     assert gold["choices"] == ["all", "billing", "bug", "praise"]
     test_texts = set(json.loads(line)["text"] for line in (tmp_path / "workspace" / "datasets" / "tickets" / "test.jsonl").read_text().splitlines())
     assert len(examples["samples"]) == 3 and {sample[0] for sample in examples["samples"]} <= test_texts  # one per label, from its test split
@@ -98,8 +109,31 @@ def test_the_switch_reaches_every_tab_and_a_bad_choice_keeps_the_dataset(tickets
     state, remembered, dropdown, message, *rest = switch.switch(str(tmp_path / "nowhere"), saved, "qa", saved)
     assert state == saved and dropdown["value"] == saved  # the dropdown goes back to the page's dataset
     assert remembered == gr.skip()  # and the browser keeps remembering the page's dataset
-    assert message.startswith(f"Kept {saved}: ") and "is not a local directory" in message
+    assert message.startswith("Kept tickets (workspace): ") and "is not a local directory" in message
     assert rest == [gr.skip()] * 7  # nothing else changes
+
+
+def test_a_workspace_dataset_is_named_not_pathed_wherever_the_page_shows_it(tickets_csv, shared_data, tmp_path):
+    """Its value stays the directory (what the tabs and the CLI read); what a person reads is "tickets (workspace)":
+    the switch, the Review filter, an empty queue's explanation (its command keeps the path), an export's refusal."""
+    from reasonapp.ui.datasets import DatasetSwitch
+    from tests.test_review_stores import FILTERS, make_store
+
+    saved = str(dataset_import.import_files([tickets_csv], "tickets"))
+    assert dataset_import.display_name(saved) == "tickets (workspace)"
+    for as_given in (DEFAULT_CLASSIFICATION_DATASET, str(tmp_path / "elsewhere"), "", str(tmp_path / "workspace" / "datasets")):
+        assert dataset_import.display_name(as_given) == as_given  # a Hub id, another directory, nothing, the root itself
+
+    store = make_store(tmp_path / "store.sqlite", DEFAULT_CLASSIFICATION_DATASET, [(0, "i feel fine", "joy", "They feel fine.")], ["sadness", "joy"])
+    handlers = review_handlers(str(store))
+    *_, review, _, _, _ = DatasetSwitch(handlers).switch(saved, DEFAULT_CLASSIFICATION_DATASET, "qa", "")
+    assert review["choices"] == [("tickets (workspace)", saved), (DEFAULT_CLASSIFICATION_DATASET, DEFAULT_CLASSIFICATION_DATASET)]
+    assert handlers.choose_store(str(store), saved)[0]["choices"][0] == ("tickets (workspace)", saved)
+
+    empty = handlers.load_queue(*FILTERS, saved, "ann", str(store))[-1]
+    assert empty.startswith("No rows of tickets (workspace) in this store yet") and f"--dataset {saved}`" in empty
+    refused = handlers.export("from-tickets", True, dataset=saved, store=str(store))
+    assert refused.startswith("Not exported: ") and "holds no rows of tickets (workspace); it holds dair-ai/emotion" in refused
 
 
 def test_a_visitor_picks_listed_datasets_only(tickets_csv, shared_data, tmp_path):
@@ -136,7 +170,7 @@ def test_a_reload_restores_the_browsers_dataset_through_the_switch_and_a_deleted
     state, remembered, dropdown, message, *tabs = switch.restore(saved, DEFAULT_CLASSIFICATION_DATASET, "qa", "")
     assert state == remembered == dropdown["value"] == saved
     assert ("tickets (workspace)", saved) in dropdown["choices"]  # the list as the workspace is now
-    assert message == f"Dataset: {saved} (3 labels: billing, bug, praise). (this browser's choice, kept from its last visit)"
+    assert message == "Dataset: tickets (workspace), 3 labels: billing, bug, praise. (this browser's choice, kept from its last visit)"
     assert [str(part) for part in tabs] == [str(part) for part in picked[4:]]  # Overview, Train, Review, Stage 2, Compare
 
     # a training run and a Stage 2 job under way keep the dataset fields their own tabs put back (their settings)
@@ -241,7 +275,7 @@ def test_browser_upload_save_and_switch_reaches_review_and_compare(tickets_csv, 
         assert "stratified" in page.locator("#dataset-message textarea").input_value()
         assert "billing" in page.locator("#dataset-label-counts").inner_text() and "message" in page.locator("#dataset-preview").inner_text()
         assert page.locator("#dataset-text-column input").input_value() == "message"
-        page.locator("#dataset-name textarea, #dataset-name input").first.fill("tickets")
+        page.wait_for_function("() => document.querySelector('#dataset-name textarea, #dataset-name input')?.value === 'tickets'")  # from tickets.csv
         page.locator("#dataset-save").click()
         page.wait_for_function("() => document.querySelector('#dataset-message textarea')?.value.startsWith('Saved tickets')")
         saved = str(workspace / "datasets" / "tickets")
@@ -254,7 +288,7 @@ def test_browser_upload_save_and_switch_reaches_review_and_compare(tickets_csv, 
         assert re.search(r"\btrain\s+48\b", page.locator("#overview-splits").inner_text())
 
         page.get_by_role("tab", name="Review").click()
-        assert page.locator("#review-dataset input").input_value() == saved
+        assert page.locator("#review-dataset input").input_value() == "tickets (workspace)"  # by name; its value is the path
         page.get_by_text("Generate reasonings (Stage 2, admins)").click()
         assert page.locator("#stage2-dataset textarea, #stage2-dataset input").first.input_value() == saved
 
@@ -306,7 +340,7 @@ def test_browser_a_reload_keeps_the_switched_dataset_and_another_browser_keeps_i
         page.get_by_role("tab", name="Train").click()
         assert value_of(page, "train-dataset") == saved
         page.get_by_role("tab", name="Review").click()
-        assert value_of(page, "review-dataset") == saved
+        assert value_of(page, "review-dataset") == "tickets (workspace)"
         page.get_by_role("tab", name="Compare").click()
         page.get_by_role("tab", name="Disagreements").click()
         assert options_of(page, "compare-gold") == ["all", "billing", "bug", "praise"]

@@ -377,7 +377,7 @@ def test_a_prediction_says_when_the_runs_labels_are_not_those_of_the_pages_datas
     handlers = CompareHandlers()
     run_labels = ", ".join(handlers.classifiers(qa, qra).runs["qa"].labels.names)
     note = list(handlers.predict("my card payment failed", qa, qra, tickets))[-1][7]
-    assert f"These runs answer with {run_labels}; this page's dataset, {tickets}, has billing, bug, praise" in note
+    assert f"These runs answer with {run_labels}; this page's dataset, tickets (workspace), has billing, bug, praise" in note  # by name
     assert "These runs answer" not in list(handlers.predict("i feel wonderful", qa, qra, "dair-ai/emotion"))[-1][7]
     assert "These runs answer" not in list(handlers.predict("i feel wonderful", qa, qra))[-1][7]  # an API caller: no page
 

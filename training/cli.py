@@ -132,7 +132,7 @@ command("data-info", "print the splits, sizes and label distribution of a datase
 def _add_data_import_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="*", help="one CSV/JSONL/parquet file (split by label), or one per split named train/validation/test")
     parser.add_argument("--source", help="a Hub id or directory of split files instead of FILES")
-    parser.add_argument("--name", required=True, help="the dataset's name in <workspace>/datasets/ (a name in use is refused)")
+    parser.add_argument("--name", help="the dataset's name in <workspace>/datasets/ (a name in use is refused); default: the file's or source's name, made free")
     parser.add_argument("--text-column", help="default: guessed (text, sentence, content, ...)")
     parser.add_argument("--label-column", help="default: guessed (label, class, category, ...)")
     parser.add_argument("--labels", help="comma-separated label names (in id order for integer labels)")
@@ -151,10 +151,13 @@ def data_import(args) -> int:
         "text_column": args.text_column, "label_column": args.label_column, "label_names": args.labels.split(",") if args.labels else None,
         "validation_fraction": args.validation_fraction, "test_fraction": args.test_fraction, "seed": args.seed,
     }
+    name = args.name or dataset_import.suggest_name(args.files, args.source)
+    if not name:
+        raise ConfigError("per-split files say nothing of the data's name: give the dataset one with --name")
     if args.source:
-        saved = dataset_import.import_source(args.source, args.name, **settings)
+        saved = dataset_import.import_source(args.source, name, **settings)
     else:
-        saved = dataset_import.import_files(args.files, args.name, **settings)
+        saved = dataset_import.import_files(args.files, name, **settings)
     provenance = json.loads((saved / dataset_import.PROVENANCE).read_text(encoding="utf-8"))
     rows = ", ".join(f"{split} {count}" for split, count in provenance["rows"].items())
     columns = ", ".join(
@@ -163,7 +166,7 @@ def data_import(args) -> int:
     )
     print(f"saved {saved}: labels {', '.join(provenance['label_names'])}; rows {rows}; columns: {columns}")
     print(dataset_import.split_note(provenance["split"], provenance["label_counts"]))
-    print(f"use it with --dataset {saved}")
+    print(f"use it with --dataset {saved}" + ("" if args.name else f" (named {name} after {'the source' if args.source else 'the file'}; --name to choose another)"))
     return 0
 
 

@@ -82,6 +82,7 @@ HANDLER_ACTIONS = {
     "read_dataset": "import",  # reads an upload or a server directory: admins
     "inspect_dataset": "import",
     "save_dataset": "import",
+    "suggested_name": "import",  # the Name field follows the upload: part of reading it
     "DatasetSwitch.switch": "read",  # a listed dataset for anyone; a typed Hub id or directory for admins only
     "DatasetSwitch.restore": "read",  # page load: this browser's last choice, through DatasetSwitch.switch (same checks)
     "task_dataset": "read",  # the Train tab's Dataset field follows the task and the app's dataset

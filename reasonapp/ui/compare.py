@@ -21,6 +21,7 @@ import gradio as gr
 import pandas as pd
 
 from reasonapp.access import ADMIN, allowed_hub_runs
+from reasonapp.dataset_import import display_name
 from reasonapp.errors import ReasonappError
 from reasonapp.prompts import MAX_TEXT_CHARS
 from reasonapp.ui.access import current_caller, current_policy, readable
@@ -111,7 +112,7 @@ class CompareHandlers:
         ours = list(next(iter(classifiers.runs.values())).labels.names)
         if set(ours) == set(theirs):
             return ""
-        return f"These runs answer with {', '.join(ours)}; this page's dataset, {page_dataset}, has {', '.join(theirs)}: not the labels these runs know."
+        return f"These runs answer with {', '.join(ours)}; this page's dataset, {display_name(page_dataset)}, has {', '.join(theirs)}: not the labels these runs know."
 
     def classifiers(self, qa_run: str | None, qra_run: str | None):
         from training.predict import load_classifiers
@@ -364,7 +365,7 @@ def start_paired_evaluation(qa_run: str | None, qra_run: str | None, dataset: st
     except ReasonappError as error:
         return gr.update(), f"Not evaluated: {error}"
     rows = f" ({limit} rows)" if limit else ""
-    message = f"Evaluating {Path(runs['qa']).name} and {Path(runs['qra']).name} on {dataset} / {split}{rows} into {out}; the report appears below when done."
+    message = f"Evaluating {Path(runs['qa']).name} and {Path(runs['qra']).name} on {display_name(dataset)} / {split}{rows} into {out}; the report appears below when done."
     return gr.update(choices=launcher.paired_evaluations(), value=str(out)), message
 
 

@@ -31,11 +31,8 @@ UPLOAD_TYPES = list(dataset_import.UPLOAD_FORMATS)
 
 def dataset_choices(app_dataset: str) -> list[tuple[str, str]]:
     """The switch's choices: the app's dataset, the default, then the workspace's imported datasets (by directory)."""
-    choices = [(app_dataset, app_dataset)]
-    if app_dataset != DEFAULT_CLASSIFICATION_DATASET:
-        choices.append((DEFAULT_CLASSIFICATION_DATASET, DEFAULT_CLASSIFICATION_DATASET))
-    choices += [(f"{path.name} (workspace)", str(path)) for path in dataset_import.workspace_datasets() if str(path) != app_dataset]
-    return choices
+    values = [app_dataset, DEFAULT_CLASSIFICATION_DATASET, *map(str, dataset_import.workspace_datasets())]
+    return dataset_import.display_choices(values)
 
 
 def _listed(choice: str, app_dataset: str) -> bool:
@@ -103,6 +100,15 @@ def read_dataset(files, source, label_names, validation_fraction, test_fraction,
     return inspect_dataset(files, source, None, None, label_names, validation_fraction, test_fraction, seed)
 
 
+def suggested_name(files, source, typed: str | None, last_suggestion: str | None):
+    """(name field, suggestion kept): the name follows the upload or source (`dataset_import.suggest_name`) unless the
+    user typed one of their own, which is left alone."""
+    if (typed or "").strip() and typed != last_suggestion:
+        return gr.skip(), last_suggestion
+    suggestion = dataset_import.suggest_name([getattr(f, "name", f) for f in files or []], source)
+    return suggestion, suggestion
+
+
 def save_dataset(files, source, text_column, label_column, label_names, validation_fraction, test_fraction, seed, name, home_dataset):
     """(message, the app's Dataset dropdown): saved under <workspace>/datasets/<name> and selected, or refused, writing nothing.
 
@@ -157,9 +163,10 @@ def build_datasets_tab(app_dataset_dropdown: gr.Dropdown, home_dataset: str) -> 
 
     settings = [label_names, validation_fraction, test_fraction, seed]
     shown = [text_column, label_column, preview, counts, message]
-    files.change(read_dataset, [files, source, *settings], shown, api_visibility="private")
-    read.click(read_dataset, [files, source, *settings], shown, api_visibility="private")
-    source.submit(read_dataset, [files, source, *settings], shown, api_visibility="private")
+    suggestion = gr.State("")  # the name last suggested: replaced by the next one, unlike a name the user typed
+    for event in (files.change, read.click, source.submit):
+        event(read_dataset, [files, source, *settings], shown, api_visibility="private")
+        event(suggested_name, [files, source, name, suggestion], [name, suggestion], api_visibility="private")
     chosen = [files, source, text_column, label_column, *settings]
     for component in (text_column, label_column):
         component.input(inspect_dataset, chosen, shown, api_visibility="private")
@@ -205,9 +212,9 @@ class DatasetSwitch:
         try:
             data = self.load(choice)
         except ReasonappError as error:
-            return current, gr.skip(), gr.update(value=current), f"Kept {current}: {error}", *unchanged
+            return current, gr.skip(), gr.update(value=current), f"Kept {dataset_import.display_name(current)}: {error}", *unchanged
         held = self.review.dataset_choices(review_store)
-        message = f"Dataset: {choice} ({len(data.label_names)} labels: {', '.join(data.label_names)})."
+        message = f"Dataset: {dataset_import.display_name(choice)}, {len(data.label_names)} labels: {', '.join(data.label_names)}."
         table = pd.DataFrame(dataset_table(data), columns=["split", "rows", *data.label_names])  # the columns are the new labels
         return (
             choice,
@@ -217,7 +224,7 @@ class DatasetSwitch:
             dataset_line(data),
             table,
             dataset_after_switch(task, choice, train_dataset),
-            gr.update(choices=[choice, *(d for d in held if d != choice)], value=choice),
+            gr.update(choices=dataset_import.display_choices([choice, *held]), value=choice),
             choice,
             gr.update(choices=gold_choices(data.label_names), value="all"),
             gr.update(samples=[[text] for text in example_texts(data)]),
@@ -234,8 +241,8 @@ class DatasetSwitch:
             return current, gr.skip(), gr.update(choices=listed), gr.skip(), *(gr.skip(),) * 7
         switched = self.switch(remembered, current, task, train_dataset, review_store)
         if switched[0] != remembered:  # refused: `switch` said why after "Kept <current>: "
-            reason = switched[3].removeprefix(f"Kept {current}: ")
-            message = f"The dataset this browser chose last time does not load now ({reason}): back on {current}."
+            reason = switched[3].removeprefix(f"Kept {dataset_import.display_name(current)}: ")
+            message = f"The dataset this browser chose last time does not load now ({reason}): back on {dataset_import.display_name(current)}."
             return current, current, gr.update(choices=listed, value=current), message, *switched[4:]
         tabs = list(switched[4:])  # overview line and table, Train dataset, Review filter, Stage 2 dataset, Compare gold, examples
         # a job under way is reattached by its own tab with the settings it runs on: its field is left to that tab

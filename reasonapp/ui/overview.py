@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from reasonapp.data import ClassificationData
+from reasonapp.dataset_import import display_name
 from reasonapp.models import resolve_base_model
 
 
@@ -18,7 +19,7 @@ def dataset_table(data: ClassificationData) -> list[list]:
 
 def dataset_line(data: ClassificationData) -> str:
     """The dataset, where it was read from, and its task (the app-wide switch replaces it)."""
-    return f"**Dataset:** `{data.source}` (from `{data.origin}`)  \n**Task:** {data.task_description}"
+    return f"**Dataset:** `{display_name(data.source)}` (from `{data.origin}`)  \n**Task:** {data.task_description}"
 
 
 def build_overview_tab(data: ClassificationData, base_model: str) -> tuple[gr.Markdown, gr.Dataframe]:

@@ -23,6 +23,7 @@ import gradio as gr
 from reasonapp import settings
 from reasonapp.access import ADMIN, MAX_NAME_CHARS, local_user
 from reasonapp.agreement import DISPUTE, agreement_line, agreement_summary, outcome
+from reasonapp.dataset_import import display_choices, display_name, with_display_names
 from reasonapp.errors import ReasonappError
 from reasonapp.models import DEFAULT_BASE_MODEL
 from reasonapp.prompts import STAGE2_PROMPTS
@@ -288,7 +289,7 @@ class ReviewHandlers:
             return gr.skip(), gr.skip()
         chosen = self.default_dataset(store, page_dataset)
         labels = opened.label_names(chosen) if chosen else self.label_names
-        return gr.update(choices=self.dataset_choices(store, chosen), value=chosen), gr.update(choices=["all", *labels], value="all")
+        return gr.update(choices=display_choices(self.dataset_choices(store, chosen)), value=chosen), gr.update(choices=["all", *labels], value="all")
 
     def sync_status(self, store: str | None = None) -> str:
         """Where decisions persist: the sync repo and when it was last written, or the store's file alone."""
@@ -377,9 +378,9 @@ class ReviewHandlers:
             if session.queue and session.position >= len(session.queue):  # skipped past the last row
                 empty = f"End of this queue of {len(session.queue)} rows; rows you skipped are as they were: Apply filters to load the queue again."
             elif session.dataset and store.counts(session.dataset)["total"] == 0:
-                others = [d for d in store.datasets() if d != session.dataset]
+                others = [display_name(d) for d in store.datasets() if d != session.dataset]
                 empty = (
-                    f"No rows of {session.dataset} in this store yet: generate its reasonings (Generate reasonings, below, or "
+                    f"No rows of {display_name(session.dataset)} in this store yet: generate its reasonings (Generate reasonings, below, or "
                     f"`python -m training augment --dataset {session.dataset}`)"
                     + (f", or pick a dataset this store holds in Dataset: {', '.join(others)}." if others else ".")
                 )
@@ -574,7 +575,7 @@ class ReviewHandlers:
             out = workspace_export_dir((name or "").strip() or "reviewed")
             provenance = export_store(source, out, include_pending, policy, dropped=dropped, dataset=dataset or None, overwrite=overwrite)
         except ReasonappError as error:
-            return f"Not exported: {in_page_words(str(error))}"
+            return f"Not exported: {with_display_names(in_page_words(str(error)))}"
         dropped_note = f"; {provenance['dropped_by_policy']} reasonings dropped by {policy}" if policy != "keep-all" else ""
         task = "multitask" if dropped == "blank" else "Q→RA"
         return f"Exported {provenance['rows']} rows ({provenance['exported_status']}{dropped_note}) to {out}; train {task} on it with --dataset {out}"
@@ -746,7 +747,7 @@ def build_review_tab(
             )
             with gr.Row():
                 dataset = gr.Dropdown(
-                    handlers.dataset_choices(chosen=first_dataset), value=first_dataset, label="Dataset", allow_custom_value=True,
+                    display_choices(handlers.dataset_choices(chosen=first_dataset)), value=first_dataset, label="Dataset", allow_custom_value=True,
                     elem_id="review-dataset", info="rows of this dataset only",
                 )
                 status = gr.Radio(STATUS_CHOICES, value="pending", label="Status")

@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from reasonapp.dataset_import import display_name
 from reasonapp.errors import ReasonappError
 from reasonapp.ui.access import current_policy, readable
 from reasonapp.ui.run_lists import refresh_on_change
@@ -212,7 +213,7 @@ def evaluate(run_dir: str | None, limit, dataset: str | None = "", split: str | 
         launcher.start_evaluation(qa, qra, limit, Path(run_dir) / f"eval-{split}", dataset, split)
     except ReasonappError as error:
         return f"Not evaluated: {error}"
-    return f"Evaluating {Path(run_dir).name} on {dataset} / {split}{f' ({limit} rows)' if limit else ''}; the report appears below when done."
+    return f"Evaluating {Path(run_dir).name} on {display_name(dataset)} / {split}{f' ({limit} rows)' if limit else ''}; the report appears below when done."
 
 
 def evaluation_view(run_dir: str | None):
