@@ -24,6 +24,23 @@ def test_help_lists_every_subcommand():
         assert name in result.stdout
 
 
+def test_help_loads_no_model_library():
+    """`--help` and a subcommand's help answer at once: torch, transformers, PEFT and TRL (seconds to import) are
+    loaded only by the commands that run models."""
+    heavy = ("torch", "transformers", "peft", "trl", "datasets", "gradio")
+    probe = (
+        "import sys, contextlib, io\n"
+        "from training.cli import main\n"
+        "for args in (['--help'], ['train', '--help'], ['augment', '--help'], ['bench', '--help']):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main(args)\n"
+        f"print(sorted(name for name in {heavy!r} if name in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 build_parser()  # registers every subcommand in COMMANDS
 
 

@@ -133,3 +133,17 @@ def test_every_fast_path_hands_the_model_its_kv_cache_by_the_current_name(smollm
         list(stream(model, tokenizer, conversations[0], Decoding(max_new_tokens=4), prefix))
         generate(model, tokenizer, conversations, Decoding(max_new_tokens=4), batch_size=2)
     assert [str(w.message) for w in caught if "past_key_values" in str(w.message)] == []
+
+
+def test_a_progress_bar_shows_nothing_until_its_total_is_known_then_rows_of_it(capsys, monkeypatch):
+    """Evaluation printed "qa scoring: 0row" before its bar knew how many rows there were."""
+    from training.generation import progress_bar
+
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    update = progress_bar("qa scoring")
+    assert capsys.readouterr().err == ""
+    update(0, 4)
+    update(2, 4)
+    update(4, 4)
+    shown = capsys.readouterr().err
+    assert "qa scoring:" in shown and "2/4" in shown and "4/4" in shown and "0row" not in shown

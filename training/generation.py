@@ -20,12 +20,19 @@ ProgressCallback = Callable[[int, int], None]  # (rows done, rows total)
 
 
 def progress_bar(label: str, unit: str = "row") -> ProgressCallback:
-    """A tqdm bar as a ProgressCallback: rows done, rows/s and ETA, on stderr."""
+    """A tqdm bar as a ProgressCallback: rows done of the total, rows/s and ETA, on stderr. It appears at the first
+    report, when the total is known (not as "0row" before it), with its clock started when it was made."""
+    import time
+
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=None, desc=label, unit=unit)  # the clock starts now, before the first row is done
+    started, bar = time.time(), None
 
     def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, unit=unit)
+            bar.start_t = bar.last_print_t = started  # rates and ETA count from when the work began
         bar.total = total
         bar.n = done
         bar.refresh()

@@ -387,7 +387,9 @@ def train(config: TrainConfig, resume: bool = False, callbacks=(), stop_file: st
         rundir.write_config(run_dir, {**config.to_dict(), **meta, "prompt_version": prompts.PROMPT_VERSION, "reasonapp_version": __version__})
     state.wait_for_everyone()
 
-    reporter = rundir.RunReporter(run_dir, enabled=state.is_main_process, stop_file=stop_file)
+    from training.reporter import RunReporter
+
+    reporter = RunReporter(run_dir, enabled=state.is_main_process, stop_file=stop_file)
     checkpoint = None
     if resume:
         checkpoint = last_complete_checkpoint(run_dir / rundir.CHECKPOINTS)
