@@ -31,6 +31,9 @@ def test_quick_bench_reports_every_workload_as_json(tiny_model_dir, tmp_path, sh
     assert workloads["stage2"]["rows_per_s"] > 0 and workloads["stage2"]["plain"]["tokens_per_s"] > 0 and workloads["stage2"]["speedup"] > 0
     assert workloads["stage2"]["same_greedy_outputs_on_plain_rows"] == 1.0  # batching does not change greedy output
     assert workloads["training"]["tokens_per_s"] > 0 and workloads["training"]["plain"]["tokens_per_s"] > 0
+    flops = workloads["training"]["mflop_per_real_token"]  # checkpointing recomputes the forward of every layer
+    assert flops["with_checkpointing"] > flops["without_checkpointing"] > 0 and workloads["training"]["gflop_per_s"] > 0
+    assert results["machine"]["matmul_gflop_per_s"] > 0
     assert workloads["predictions"]["qa"]["p50_ms"] > 0 and workloads["predictions"]["qra_stream"]["first_token_p50_ms"] > 0
     llama_cpp = workloads["predictions"]["llama_cpp"]  # the tiny test model has no GGUF: said, not guessed
     assert llama_cpp["installed"] is False or "no GGUF file" in llama_cpp["not_measured"]

@@ -237,6 +237,7 @@ def bench_training(augmented: str, base_model: str, steps: int, batch_size: int,
         # real (non-padding) tokens the trainer processed, as TRL counts them from the attention mask
         real_tokens = int(max(entry.get("num_tokens", 0) for entry in trainer.state.log_history))
         rows = trainer.state.global_step * batch_size
+        flops = training_flops_per_token(trainer)
         del trainer
         gc.collect()
 
@@ -278,7 +279,62 @@ def bench_training(augmented: str, base_model: str, steps: int, batch_size: int,
         "wall_s": round(fast_s, 1),
         "plain": {"method": f"padded fixed batches of {batch_size}x{max_length}", "steps": plain_steps, "tokens_per_s": round(plain_rate, 1)},
         "speedup": round(fast_rate / plain_rate, 2),
+        # the arithmetic a real token costs (with checkpointing, as trained, and without), and the rate it ran at
+        "mflop_per_real_token": flops,
+        "gflop_per_s": round(flops["with_checkpointing"] * fast_rate / 1000, 1),
     }
+
+
+def training_flops_per_token(trainer, batches: int = 3) -> dict:
+    """MFLOP per real (unpadded) token of a training step, counted by torch's FlopCounterMode over `batches` of the
+    trainer's batches after the first (the longest), with gradient checkpointing on and off.
+
+    Checkpointing recomputes each layer's forward during the backward pass, so it costs about one forward more per
+    token: divided into the machine's matmul peak this bounds the tokens/s any CPU kernel could give.
+    """
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = trainer.model
+    taken = [batch for _, batch in zip(range(batches + 1), trainer.get_train_dataloader(), strict=False)]
+    steps = taken[1:] or taken  # a run of one batch: that one
+    real = sum(int(batch["attention_mask"].sum()) for batch in steps)
+    counted = {}
+    was_checkpointing = model.is_activation_checkpointing
+    with torch.random.fork_rng():
+        model.train()
+        for label, checkpointing in (("with_checkpointing", True), ("without_checkpointing", False)):
+            if checkpointing:
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.activation_checkpointing_disable()
+            counter = FlopCounterMode(display=False)
+            with counter:
+                for batch in steps:
+                    batch = {key: value.to(model.device) if hasattr(value, "to") else value for key, value in batch.items()}
+                    trainer.compute_loss(model, batch).backward()
+            model.zero_grad(set_to_none=True)
+            counted[label] = round(counter.get_total_flops() / real / 1e6, 1)
+    if was_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    return counted
+
+
+def matmul_peak_gflop_per_s(size: int = 2048, repeats: int = 5) -> float:
+    """float32 GFLOP/s of a large square matrix product on this process's threads (best of `repeats`): the rate no
+    training or inference step can beat, which its FLOP count turns into a bound."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return round(2 * size**3 / best / 1e9, 1)
+
+
+def _timed(function) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
 
 
 def activation_bytes_per_token(model, tokens: int = 64) -> float:
@@ -614,7 +670,7 @@ def run_bench(rgen_run: str, qa_run: str, qra_run: str, augmented: str, quick: b
     base_model = str(model_run)[len(BASE_PREFIX) :] if str(model_run).startswith(BASE_PREFIX) else rundir.read_config(Path(model_run))["base_model"]
     started = time.time()
     results = {
-        "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__, "matmul_gflop_per_s": matmul_peak_gflop_per_s()},
         "quick": quick,
         "model": base_model,
         "workloads": {},
