@@ -318,7 +318,7 @@ def test_the_cli_imports_the_same_way_and_refuses_a_bad_upload_with_exit_2(tmp_p
     split_files = [write_csv(tmp_path / "splits" / f"{split}.csv", ticket_rows(4)) for split in ("train", "test")]
     before = listing(workspace)
     assert main(["data-import", *map(str, split_files)]) == 2
-    assert "give the dataset one with --name" in capsys.readouterr().err and listing(workspace) == before
+    assert "give it a name with --name" in capsys.readouterr().err and listing(workspace) == before
 
 
 def test_a_suggested_name_comes_from_the_upload_or_the_source_and_is_free_and_plain(tmp_path):

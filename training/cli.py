@@ -153,7 +153,7 @@ def data_import(args) -> int:
     }
     name = args.name or dataset_import.suggest_name(args.files, args.source)
     if not name:
-        raise ConfigError("per-split files say nothing of the data's name: give the dataset one with --name")
+        raise ConfigError("nothing to name the dataset after (per-split files say nothing of the data): give it a name with --name")
     if args.source:
         saved = dataset_import.import_source(args.source, name, **settings)
     else:
