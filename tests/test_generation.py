@@ -147,3 +147,47 @@ def test_a_progress_bar_shows_nothing_until_its_total_is_known_then_rows_of_it(c
     update(4, 4)
     shown = capsys.readouterr().err
     assert "qa scoring:" in shown and "2/4" in shown and "4/4" in shown and "0row" not in shown
+
+
+def test_ngram_drafts_guess_what_followed_the_last_tokens_in_the_sequence_then_in_earlier_outputs():
+    from training.generation import NgramDrafts
+
+    drafts = NgramDrafts(ngram=3, draft_tokens=4)
+    session = drafts.session([1, 2, 3, 4, 5, 9, 2, 3])
+    assert session.guess(10) == [4, 5, 9, 2]  # after the last "2 3": what followed its earlier occurrence
+    assert session.guess(2) == [4, 5]  # never more than asked
+    session.extend([7])
+    assert session.guess(10) == []  # "3 7" and "2 3 7" never came before
+    drafts.learn([3, 7, 8, 8, 6])
+    assert session.guess(10) == [8, 8, 6]  # from the earlier output
+    session.extend([4, 5])
+    assert session.guess(10) == [9, 2, 3, 7]  # the sequence's own occurrence first
+    assert NgramDrafts().session([5, 6]).guess(10) == []  # nothing came before
+
+
+def test_guessed_tokens_leave_the_greedy_text_as_it_is_and_take_fewer_forward_passes(smollm2_dir):
+    """With drafts, one forward checks the guessed tokens and keeps those greedy search would choose: the same text
+    as plain streaming and as `generate`, for right guesses (from the prompt and from an earlier output) and wrong
+    ones (an earlier output that shares n-grams and then goes elsewhere)."""
+    from reasonapp.models import load_base_model
+    from training.generation import Decoding, NgramDrafts, generate, stream
+
+    model, tokenizer = load_base_model(smollm2_dir, device="cpu")
+    forwards = []
+    model.register_forward_hook(lambda module, args, kwargs, out: forwards.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    decoding = Decoding(max_new_tokens=40)
+    copy = [{"role": "user", "content": "Repeat this sentence exactly, twice: the quick brown fox jumps over the lazy dog near the river bank."}]
+    other = [{"role": "user", "content": "Write one sentence about a brown dog that jumps over a fence."}]
+
+    drafts = NgramDrafts()
+    for messages in (copy, copy, other, copy):
+        forwards.clear()
+        plain = list(stream(model, tokenizer, messages, decoding))
+        plain_forwards = len(forwards)
+        forwards.clear()
+        drafted = list(stream(model, tokenizer, messages, decoding, drafts=drafts))
+        drafted_forwards = list(forwards)
+        assert drafted[-1] == plain[-1] == generate(model, tokenizer, [messages], decoding)[0]
+        assert len(drafted_forwards) <= plain_forwards
+        if messages is copy:  # the copied words came as guesses, several checked by one forward
+            assert len(drafted_forwards) < plain_forwards * 0.7 and max(drafted_forwards[1:]) > 2, (drafted_forwards, plain_forwards)

@@ -14,7 +14,16 @@ from reasonapp.errors import ModelError, RunDirError
 from reasonapp.models import Fold, packed_weights_suspended
 from reasonapp.prompts import PROMPT_VERSION, LabelSpace, Prediction, get_format, render_prompt
 from training import rundir
-from training.generation import Decoding, PrefixCache, ProgressCallback, common_prefix, generate, score_labels, stream
+from training.generation import (
+    Decoding,
+    NgramDrafts,
+    PrefixCache,
+    ProgressCallback,
+    common_prefix,
+    generate,
+    score_labels,
+    stream,
+)
 
 CLASSIFIER_TASKS = ("qa", "qra", "qar", "multitask")
 
@@ -100,6 +109,7 @@ class Classifiers:
         if not runs:
             raise ModelError("no classifier runs given")
         self._device = device
+        self._drafts: dict[str, NgramDrafts] = {}  # per run directory: its earlier outputs, to guess tokens from
         self._load({name: RunInfo.from_run_dir(path, name) for name, path in runs.items()})
         if settings.compile_scoring() if compile_scoring is None else compile_scoring:
             self.compile_scoring()
@@ -275,8 +285,9 @@ class Classifiers:
         info = self._use(name)
         fmt = get_format(info.task)
         messages = fmt.messages(text, info.labels)
+        drafts = self._drafts.setdefault(str(info.run_dir.resolve()), NgramDrafts())  # guesses from its earlier outputs
         with self._merged(name):
-            yield from stream(self.model, self.tokenizer, messages, decoding or Decoding(max_new_tokens=128), self._prefix(name))
+            yield from stream(self.model, self.tokenizer, messages, decoding or Decoding(max_new_tokens=128), self._prefix(name), drafts)
 
     @contextmanager
     def _merged(self, name: str):
