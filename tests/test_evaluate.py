@@ -125,7 +125,12 @@ def test_integer_labels_are_named_by_the_labels_setting_the_error_asks_for(tiny_
     report = json.loads((out / "metrics.json").read_text())
     assert report["label_names"] == ["sad", "happy"] and report["rows"] == 8
     assert report["systems"]["qa_scored"]["per_class"]["happy"]["support"] == 4
-    assert main(["evaluate", "--qa-run", str(run), "--labels", "sad,happy", "--qa-mode", "scored", "--output-dir", str(out), "--limit", "4"]) == 0
+    again = ["evaluate", "--qa-run", str(run), "--labels", "sad,happy", "--qa-mode", "scored", "--output-dir", str(out), "--limit", "4"]
+    before = (out / "report.md").read_text()
+    assert main(again) == 2  # an earlier evaluation is not replaced unasked
+    assert "already holds an evaluation of 8 rows of these runs; pass --overwrite to replace it" in capsys.readouterr().err
+    assert (out / "report.md").read_text() == before and json.loads((out / "metrics.json").read_text())["rows"] == 8
+    assert main([*again, "--overwrite"]) == 0
     assert json.loads((out / "metrics.json").read_text())["rows"] == 4  # the same run, evaluated again into its directory
 
 
@@ -320,10 +325,12 @@ def test_a_directory_holding_the_evaluation_of_other_runs_is_refused(tmp_path):
 
 def test_the_same_runs_may_be_evaluated_again_into_their_directory(tmp_path, monkeypatch):
     qa, qra = evaluated_run(tmp_path / "qa"), evaluated_run(tmp_path / "qra", task="qra")
-    check_output_dir(qa / "eval-test", {"qa": str(qa)})
-    check_output_dir(qa / "eval-test", {"qa": str(qa), "qra": str(qra)})  # the run's own directory, beside another run
+    check_output_dir(qa / "eval-test", {"qa": str(qa)}, overwrite=True)
+    check_output_dir(qa / "eval-test", {"qa": str(qa), "qra": str(qra)}, overwrite=True)  # the run's own directory, beside another run
+    with pytest.raises(RunDirError, match="eval-test already holds an evaluation of these runs; pass --overwrite"):
+        check_output_dir(qa / "eval-test", {"qa": str(qa)})  # asked, not assumed
     monkeypatch.chdir(tmp_path)
     write_evaluation(tmp_path / "pair", {"qa": "qa", "qra": "./qra"})  # written from here, with relative paths
-    check_output_dir(tmp_path / "pair", {"qa": str(qa), "qra": str(qra)})
+    check_output_dir(tmp_path / "pair", {"qa": str(qa), "qra": str(qra)}, overwrite=True)
     with pytest.raises(RunDirError, match="holds the evaluation of other runs"):
-        check_output_dir(tmp_path / "pair", {"qa": str(qa)})
+        check_output_dir(tmp_path / "pair", {"qa": str(qa)}, overwrite=True)

@@ -280,6 +280,11 @@ def test_a_qa_run_trained_on_an_export_is_evaluated_on_the_export_source_checked
     assert "labels" in evaluate(str(on_export), 8, export, "train")  # the run's labels differ from the data's
     assert len(launched) == 2
 
+    # the button evaluates the run again: the message says which evaluation it replaces, the command may replace it
+    rundir.write_json(on_export / "eval-test" / "metrics.json", {"runs": {"qa": str(on_export)}, "rows": 300, "systems": {}})
+    message = evaluate(str(on_export), 20, "", "test")
+    assert message.endswith("It replaces the earlier evaluation of 300 rows.") and "--overwrite" in launched[-1]
+
 
 def test_a_failed_evaluation_shows_in_the_error_box_not_as_running():
     import os

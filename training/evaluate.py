@@ -135,6 +135,7 @@ class EvalConfig:
     qa_mode: str = field(default="both", metadata={"help": "Q->A by label scoring, free generation, or both", "choices": ("both", "scored", "generated")})
     max_new_tokens: int = field(default=128, metadata={"help": "generation budget of reasoning runs"})
     output_dir: str = field(default="", metadata={"help": "report directory; default <run>/eval-<split>"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an earlier evaluation of these runs in the report directory"})
 
     def __post_init__(self):
         if not self.qa_run and not self.qra_run:
@@ -213,8 +214,10 @@ def side_configs(runs: dict[str, str]) -> dict[str, dict]:
     return configs
 
 
-def check_output_dir(out: Path, runs: dict[str, str]) -> None:
-    """Refuse to write this evaluation of `runs` where it would replace the evaluation of other runs.
+def check_output_dir(out: Path, runs: dict[str, str], overwrite: bool = False) -> None:
+    """Refuse to write this evaluation of `runs` where it would replace the evaluation of other runs, or, unless
+    `overwrite`, an earlier evaluation of these runs (its rows and sample may differ: a 20-row check replacing a
+    300-row report without a word was what a user met).
 
     A directory inside a run directory (`<run>/eval-test`) is that run's: its report.md feeds the run's
     model card, so only an evaluation that includes the run may write there. Elsewhere a directory belongs
@@ -225,14 +228,15 @@ def check_output_dir(out: Path, runs: dict[str, str]) -> None:
     evaluated = {Path(path).resolve() for path in runs.values()}
     names = ", ".join(str(path) for path in runs.values())
     owner = out.resolve().parent
+    previous = rundir.read_json(out / "metrics.json")
     if (owner / rundir.CONFIG).is_file():
         if owner not in evaluated:
             raise RunDirError(
                 f"{out} is the evaluation directory of the run {owner}, which this evaluation (of {names}) does not include; "
                 "its report.md feeds that run's model card: choose another --output-dir"
             )
+        _check_replacing(out, previous, overwrite)
         return
-    previous = rundir.read_json(out / "metrics.json")
     if isinstance(previous, dict) and isinstance(previous.get("runs"), dict):
         if {Path(path).resolve() for path in previous["runs"].values()} != evaluated:
             raise RunDirError(
@@ -241,6 +245,13 @@ def check_output_dir(out: Path, runs: dict[str, str]) -> None:
             )
     elif (out / "report.md").exists():
         raise RunDirError(f"{out} holds a report.md that is not an evaluation of these runs ({names}): choose another --output-dir")
+    _check_replacing(out, previous, overwrite)
+
+
+def _check_replacing(out: Path, previous, overwrite: bool) -> None:
+    if isinstance(previous, dict) and not overwrite:
+        rows = f" of {previous['rows']} rows" if isinstance(previous.get("rows"), int) else ""
+        raise RunDirError(f"{out} already holds an evaluation{rows} of these runs; pass --overwrite to replace it, or choose another --output-dir")
 
 
 def evaluate(config: EvalConfig) -> dict:
@@ -250,7 +261,7 @@ def evaluate(config: EvalConfig) -> dict:
     runs = {"qa": config.qa_run, "qra": config.qra_run}
     runs = {name: path for name, path in runs.items() if path}
     run_configs = side_configs(runs)
-    check_output_dir(Path(config.output_dir), runs)
+    check_output_dir(Path(config.output_dir), runs, config.overwrite)
 
     source = _source_dataset(config, run_configs)
     loaded = data.load_classification_dataset(source, labels=config.labels.split(",") if config.labels else None)

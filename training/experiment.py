@@ -367,8 +367,9 @@ def _run_stages(config: dict, root: Path | None, log: StageLog, proceed: bool) -
     eval_key = _stage_hash(qa_key, qra_key, evaluation)
     eval_dir = root / f"evaluate-{eval_key}"
     eval_config = EvalConfig(
-        qa_run=str(qa_dir), qra_run=str(qra_dir), dataset=config["dataset"], output_dir=str(eval_dir), seed=config["seed"], **evaluation
-    )
+        qa_run=str(qa_dir), qra_run=str(qra_dir), dataset=config["dataset"], output_dir=str(eval_dir), seed=config["seed"], overwrite=True,
+        **evaluation,
+    )  # its own directory, keyed by what it evaluates: a stage cut short is done again
     run_stage("evaluate", eval_dir, lambda: (eval_dir / "report.md").is_file(), lambda: evaluate(eval_config))
     report = rundir.read_json(eval_dir / "metrics.json")
     report["stage_wall_s"] = timings

@@ -138,14 +138,21 @@ def check_evaluation_data(run_dirs: list[str | Path], dataset: str, split: str) 
 
 
 def start_evaluation(
-    qa_run: str | None, qra_run: str | None, limit: int | None, output_dir: Path, dataset: str | None = None, split: str = "test"
+    qa_run: str | None, qra_run: str | None, limit: int | None, output_dir: Path, dataset: str | None = None, split: str = "test",
+    overwrite: bool = False,
 ) -> Path:
-    """Check the data, then launch `python -m training evaluate` into `output_dir`; `dataset` defaults to the first run's."""
+    """Check the data and `output_dir` (`overwrite`: an earlier evaluation of these runs there may be replaced), then
+    launch `python -m training evaluate` into it; `dataset` defaults to the first run's."""
+    from training.evaluate import check_output_dir
+
     check_one_job_at_a_time()
     runs = [run for run in (qa_run, qra_run) if run]
     dataset = dataset or default_evaluation_dataset(runs[0])
     check_evaluation_data(runs, dataset, split)
+    check_output_dir(output_dir, {name: str(run) for name, run in (("qa", qa_run), ("qra", qra_run)) if run}, overwrite)
     command = [sys.executable, "-m", "training", "evaluate", "--output-dir", str(output_dir), "--dataset", dataset, "--split", split]
+    if overwrite:
+        command.append("--overwrite")
     if qa_run:
         command += ["--qa-run", str(qa_run)]
     if qra_run:

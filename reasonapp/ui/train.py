@@ -209,11 +209,14 @@ def evaluate(run_dir: str | None, limit, dataset: str | None = "", split: str | 
     dataset = (dataset or "").strip() or launcher.default_evaluation_dataset(run_dir)
     split = (split or "").strip() or "test"
     qa, qra = (run_dir, None) if task == "qa" else (None, run_dir)
+    out = Path(run_dir) / f"eval-{split}"
+    earlier = rundir.read_json(out / "metrics.json")  # this button evaluates the run again: the message says what it replaces
     try:
-        launcher.start_evaluation(qa, qra, limit, Path(run_dir) / f"eval-{split}", dataset, split)
+        launcher.start_evaluation(qa, qra, limit, out, dataset, split, overwrite=True)
     except ReasonappError as error:
         return f"Not evaluated: {error}"
-    return f"Evaluating {Path(run_dir).name} on {display_name(dataset)} / {split}{f' ({limit} rows)' if limit else ''}; the report appears below when done."
+    replacing = f" It replaces the earlier evaluation of {earlier.get('rows', '?')} rows." if isinstance(earlier, dict) else ""
+    return f"Evaluating {Path(run_dir).name} on {display_name(dataset)} / {split}{f' ({limit} rows)' if limit else ''}; the report appears below when done.{replacing}"
 
 
 def evaluation_view(run_dir: str | None):
