@@ -130,7 +130,9 @@ def test_a_workspace_dataset_is_named_not_pathed_wherever_the_page_shows_it(tick
     assert review["choices"] == [("tickets (workspace)", saved), (DEFAULT_CLASSIFICATION_DATASET, DEFAULT_CLASSIFICATION_DATASET)]
     assert handlers.choose_store(str(store), saved)[0]["choices"][0] == ("tickets (workspace)", saved)
 
-    empty = handlers.load_queue(*FILTERS, saved, "ann", str(store))[-1]
+    shown = handlers.load_queue(*FILTERS, saved, "ann", str(store))
+    empty, progress = shown[-1], shown[-3]
+    assert progress == "no rows of tickets (workspace) in this store"  # not "reviewed 0 of 0 · not generated yet 0"
     assert empty.startswith("No rows of tickets (workspace) in this store yet") and f"--dataset {saved}`" in empty
     refused = handlers.export("from-tickets", True, dataset=saved, store=str(store))
     assert refused.startswith("Not exported: ") and "holds no rows of tickets (workspace); it holds dair-ai/emotion" in refused

@@ -66,3 +66,36 @@ def test_compare_refuses_an_empty_text_at_the_text_box_before_the_queue():
 def _raised_from(error: BaseException, cause: BaseException) -> BaseException:
     error.__cause__ = cause
     return error
+
+
+def test_a_huge_argument_echoed_in_an_error_is_cut_in_the_reply_and_the_log(caplog):
+    """An API caller's 1 MB run directory came back whole in the reply and grew the log by 1 MB a call."""
+    huge = "x" * 1_000_000
+    for error in (OSError(36, "File name too long", huge), ReasonappError(f"no run at {huge}"), gr.Error(f"bad {huge}")):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR), pytest.raises(gr.Error) as raised:
+            guard(failing(error))()
+        assert len(raised.value.message) < 1000 and "characters)" in raised.value.message
+        assert sum(len(record.getMessage()) + len(str(record.exc_info or "")) for record in caplog.records) < 20_000
+    unexpected = RuntimeError(huge)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR), pytest.raises(gr.Error):
+        guard(failing(unexpected))()
+    (record,) = caplog.records
+    assert record.exc_info is None and "test_ui_errors.py" in record.getMessage() and len(record.getMessage()) < 20_000  # the frames, cut
+
+
+def test_a_text_parameter_given_a_number_or_a_list_is_refused_before_the_handler_runs():
+    called = []
+
+    def monitor(run_dir: str | None, limit: int = 0) -> str:
+        called.append(run_dir)
+        return "ok"
+
+    guarded = guard(monitor, api_name="train_monitor")
+    assert guarded("runs/qa") == "ok" and guarded(None) == "ok"
+    for wrong in (1, ["runs/qa"], {"a": 1}):
+        with pytest.raises(gr.Error) as raised:
+            guarded(wrong)
+        assert raised.value.message == f"Train monitor: run dir must be text, not {type(wrong).__name__}." and raised.value.print_exception is False
+    assert called == ["runs/qa", None]

@@ -12,6 +12,7 @@ import functools
 import inspect
 import logging
 import sqlite3
+import traceback
 from collections.abc import Callable
 
 import gradio as gr
@@ -21,8 +22,24 @@ from reasonapp.errors import ReasonappError
 logger = logging.getLogger(__name__)
 
 
+# A message (and a logged error) is cut to this: an API caller's 1 MB argument echoed in an error grew the log by
+# 1 MB a call and came back whole in the reply.
+MESSAGE_CHARS = 600
+# Parameters annotated as text: a caller of the API can send a number or a list where the page sends text.
+TEXT_ANNOTATIONS = {"str", "str | None", "None | str", "Optional[str]"}
+
+
+def shortened(text: str) -> str:
+    """`text`, or its first MESSAGE_CHARS characters and how long it was."""
+    return text if len(text) <= MESSAGE_CHARS else f"{text[:MESSAGE_CHARS]}… ({len(text):,} characters)"
+
+
 def user_message(error: BaseException, action: str) -> str:
     """One line for the page: what failed, why, and what to do."""
+    return shortened(_message(error, action))
+
+
+def _message(error: BaseException, action: str) -> str:
     if isinstance(error, ReasonappError):
         return str(error)
     if isinstance(error, sqlite3.OperationalError | sqlite3.DatabaseError):
@@ -49,19 +66,49 @@ def _raise_for(error: BaseException, action: str) -> None:
     if isinstance(error, gr.Error):
         if error.__cause__ is None or isinstance(error.__cause__, ReasonappError):
             error.print_exception = False  # an input the user can fix: the page says it, the log needs no traceback
+        if isinstance(error.message, str):
+            error.message = shortened(error.message)
         raise error
     if not isinstance(error, ReasonappError):
-        logger.exception("handler %s failed", action)
+        if len(str(error)) > MESSAGE_CHARS:  # the traceback's last line would repeat it whole: the frames, the message cut
+            frames = "".join(traceback.format_tb(error.__traceback__))
+            logger.error("handler %s failed: %s: %s\n%s", action, type(error).__name__, shortened(str(error)), frames)
+        else:
+            logger.exception("handler %s failed", action)
     raise gr.Error(user_message(error, action), print_exception=False) from error
+
+
+def _text_parameters(fn: Callable) -> list[tuple[int, str]]:
+    """(position, name) of the positional parameters of `fn` annotated as text."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    found = []
+    for position, parameter in enumerate(parameters):
+        if parameter.kind not in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            break
+        annotation = parameter.annotation
+        if annotation is str or (annotation if isinstance(annotation, str) else str(annotation)) in TEXT_ANNOTATIONS:
+            found.append((position, parameter.name))
+    return found
+
+
+def _check_text(args: tuple, text_parameters: list[tuple[int, str]], action: str) -> None:
+    for position, name in text_parameters:
+        if position < len(args) and args[position] is not None and not isinstance(args[position], str):
+            raise gr.Error(f"{action}: {name.replace('_', ' ')} must be text, not {type(args[position]).__name__}.", print_exception=False)
 
 
 def guard(fn: Callable, api_name: str | None = None) -> Callable:
     """`fn` with every exception turned into a `gr.Error` carrying a readable message; generators stay generators."""
     action = _action_name(fn, api_name)
+    text_parameters = _text_parameters(fn)
     if inspect.isgeneratorfunction(fn):
 
         @functools.wraps(fn)
         def guarded_generator(*args, **kwargs):
+            _check_text(args, text_parameters, action)
             try:
                 yield from fn(*args, **kwargs)
             except Exception as error:
@@ -72,6 +119,7 @@ def guard(fn: Callable, api_name: str | None = None) -> Callable:
 
     @functools.wraps(fn)
     def guarded(*args, **kwargs):
+        _check_text(args, text_parameters, action)
         try:
             return fn(*args, **kwargs)
         except Exception as error:

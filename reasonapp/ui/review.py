@@ -360,6 +360,8 @@ class ReviewHandlers:
     def progress_line(self, session: ReviewSession) -> str:
         store = self._session_store(session)
         counts = store.counts(session.dataset)
+        if counts["total"] == 0:  # not "reviewed 0 of 0 · not generated yet 0" for a dataset Stage 2 has not reached
+            return f"no rows of {display_name(session.dataset) or 'this dataset'} in this store"
         reviewed = counts["total"] - counts["status"]["pending"]
         position = f"row {session.position + 1} of {len(session.queue)} in this queue" if session.row_id else "queue is empty"
         line = f"{position} · reviewed {reviewed} of {counts['total']} · flagged {counts['flagged']} · not generated yet {counts['not_generated']}"
