@@ -105,6 +105,8 @@ def test_the_review_pause_waits_and_continue_trains_qra_on_the_reviewed_rows_onl
     assert state["review_store"] in line and "choose this store in its Store list" in line and "click Continue" in line
     assert table["state"].tolist() == ["finished", "awaiting-review", "pending", "pending", "pending"]
     assert "nothing is reviewed yet" in pipeline_continue(str(job_dir))
+    for elsewhere in ("../../../../etc/passwd", str(job_dir.parent.parent)):  # a typed path acts on nothing, says why
+        assert pipeline_continue(elsewhere) == "Not a pipeline job of this workspace: pick one from the list."
     with pytest.raises(ReasonappError, match="waits for the review"):
         launcher.resume_pipeline(job_dir)
 

@@ -67,6 +67,8 @@ def test_bad_edits_are_refused_with_a_message(app_url, store_path):
     result = client.predict("x" * 100_000, "ann", api_name="/review_save")
     assert "limit is 20,000" in result[7]
     assert ReasoningStore(store_path).get(1).reasoning == "Feeling happy today shows joy."
+    result = client.predict(None, "ann", api_name="/review_save")  # an API caller sending no reasoning: no edit made
+    assert "No change to save" in result[7] and ReasoningStore(store_path).get(1).status == "pending"
 
 
 @pytest.mark.browser

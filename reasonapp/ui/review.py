@@ -502,8 +502,8 @@ class ReviewHandlers:
     def save_edit(self, session, reasoning: str, reviewer: str, shown_meta: str | None = None):
         if self._page_behind(session, shown_meta):
             return self._behind_view(session, reasoning)
-        if session.row_id is not None and self._session_store(session).get(session.row_id).reasoning == reasoning:
-            return self.view(session, "No change to save: edit the reasoning first, or accept it as it is.")
+        if session.row_id is not None and (reasoning is None or self._session_store(session).get(session.row_id).reasoning == reasoning):
+            return self.view(session, "No change to save: edit the reasoning first, or accept it as it is.")  # None: an API caller's
         return self._decide(session, reviewer, Status.EDITED.value, reasoning, shown_meta=shown_meta)
 
     def undo(self, session, reasoning: str, reviewer: str, shown_meta: str | None = None):
