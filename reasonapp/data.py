@@ -301,11 +301,12 @@ def _to_label_ids(splits, label_names: list[str], label_column: str) -> "dataset
         }
 
     converted = datasets.DatasetDict()
-    for split_name, split in splits.items():
-        keep = split.map(convert, batched=True, remove_columns=[c for c in split.column_names if c == label_column])
-        features = keep.features.copy()
-        features["label"] = datasets.ClassLabel(names=label_names)
-        converted[split_name] = keep.cast(features)
+    with _quiet_progress():  # "Map" and "Casting the dataset" bars per split, on every load and dataset switch
+        for split_name, split in splits.items():
+            keep = split.map(convert, batched=True, remove_columns=[c for c in split.column_names if c == label_column])
+            features = keep.features.copy()
+            features["label"] = datasets.ClassLabel(names=label_names)
+            converted[split_name] = keep.cast(features)
     return converted
 
 

@@ -87,6 +87,15 @@ def with_display_names(message: str) -> str:
     return message
 
 
+def workspace_dataset_path(dataset: str) -> str:
+    """A workspace dataset's directory when `dataset` is only its name (the app shows "tickets (workspace)"); anything
+    else (a path that exists, a Hub id) as given."""
+    candidate = datasets_root() / dataset
+    if NAME_PATTERN.fullmatch(dataset) and ".." not in dataset and not Path(dataset).exists() and (candidate / PROVENANCE).is_file():
+        return str(candidate)
+    return dataset
+
+
 def workspace_datasets() -> list[Path]:
     """The workspace's imported datasets by name: complete ones only (a staging folder has no provenance yet)."""
     root = datasets_root()

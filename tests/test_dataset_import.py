@@ -299,7 +299,8 @@ def test_the_cli_imports_the_same_way_and_refuses_a_bad_upload_with_exit_2(tmp_p
 
     upload = write_csv(tmp_path / "up" / "tickets.csv", ticket_rows(10))
     assert main(["data-import", str(upload), "--name", "tickets", "--seed", "3"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "Map" not in err and "Casting" not in err  # no progress bars of datasets' own for a few dozen rows
     assert "labels billing, bug, praise; rows train 24, validation 3, test 3" in out and "seed 3" in out
     assert "columns: text 'message' (guessed; --text-column to choose another), label 'category' (guessed;" in out
     assert "the rest train. Rows: train 24, validation 3, test 3." in out and "no rows of" not in out
@@ -312,6 +313,8 @@ def test_the_cli_imports_the_same_way_and_refuses_a_bad_upload_with_exit_2(tmp_p
     assert "has no text column 'body'" in capsys.readouterr().err
     assert listing(workspace) == before
 
+    assert main(["data-info", "--dataset", "tickets"]) == 0  # a workspace dataset by the name the app shows
+    assert "billing" in capsys.readouterr().out
     assert main(["data-import", str(upload)]) == 0  # no --name: the file's, made free
     assert "(named tickets-2 after the file; --name to choose another)" in capsys.readouterr().out
     assert (workspace / "datasets" / "tickets-2" / "provenance.json").is_file()

@@ -205,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
             subparser = SUBPARSERS[args.command]
             subparser.set_defaults(**_yaml_defaults(args.config, subparser))
             args = parser.parse_args(argv)
+        if isinstance(getattr(args, "dataset", None), str):
+            from reasonapp.dataset_import import workspace_dataset_path
+
+            args.dataset = workspace_dataset_path(args.dataset)  # "tickets": the workspace's, as the app names it
         return int(args.handler(args) or 0)
     except RunStopped as error:
         print(f"stopped: {error}", file=sys.stderr)

@@ -285,7 +285,7 @@ def evaluate(config: EvalConfig) -> dict:
             timings["qa_scored"] = time.time() - started
         if config.qa_mode in ("both", "generated"):
             started = time.time()
-            predictions = classifiers.predict("qa", texts, batch_size=config.batch_size, progress=progress_bar("Q->A generation"))
+            predictions = classifiers.predict("qa", texts, batch_size=config.batch_size, progress=progress_bar("qa generation"))
             timings["qa_generated"] = time.time() - started
             systems["qa_generated"] = [p.label_index for p in predictions]
             details["qa_generated"] = [{"output": p.raw, "status": p.status} for p in predictions]
