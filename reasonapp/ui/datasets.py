@@ -134,7 +134,7 @@ def build_datasets_tab(app_dataset_dropdown: gr.Dropdown, home_dataset: str) -> 
         "Bring your own classification data: **upload** one file (CSV, JSONL or parquet; it is split into train, validation "
         "and test by label with a seed) or one file per split named `train`, `validation`, `test`; or type a **Hub id** or a "
         "**directory** of split files. Check the preview and the label counts, choose the text and label columns, name it, "
-        f"Save: it goes to `workspace/datasets/<name>` and becomes the app's dataset. Files over "
+        f"Save: it goes to `{dataset_import.datasets_root()}/<name>` and becomes the app's dataset. Files over "
         f"{dataset_import.max_file_bytes() / 1e6:g} MB are refused (REASONAPP_MAX_UPLOAD_MB)."
     )
     with gr.Row():
