@@ -50,3 +50,18 @@ def test_public_api_is_exactly_the_endpoints_the_client_tests_cover(shared_data)
         "compare_evaluate", "compare_evaluation",  # the paired evaluation of the chosen runs
         "pipeline_start", "pipeline_stop", "pipeline_resume", "pipeline_continue", "pipeline_state",  # the method in one job
     }
+
+
+def test_every_public_endpoint_names_its_parameters(shared_data):
+    """An API caller reads what each parameter is (`view_api`), not param_0 … param_10."""
+    from gradio_client import Client
+
+    from reasonapp.ui.app import build_app
+    from tests.ui_helpers import launched
+
+    with launched(build_app()) as url:
+        api = Client(url, verbose=False).view_api(return_format="dict", print_info=False)
+    unnamed = {name: [p["parameter_name"] for p in info["parameters"]] for name, info in api["named_endpoints"].items()
+               if any(p["parameter_name"].startswith("param_") for p in info["parameters"])}
+    assert unnamed == {}
+    assert [p["parameter_name"] for p in api["named_endpoints"]["/train_start"]["parameters"]][:4] == ["task", "base_model", "dataset", "limit"]

@@ -116,23 +116,24 @@ def task_dataset(task: str | None, app_dataset: str, typed: str | None) -> str:
     return app_dataset if task == "qa" else ""
 
 
-def show_command(*form):
+# The form's fields by name (not *form): an API caller sees what each parameter is, not param_0 … param_10.
+def show_command(task, base_model, dataset, limit, epochs, max_steps, learning_rate, batch_size, lora_r, seed, output_dir):
     """(the command, the Run directory field): an empty field gets the directory named in the command, which Start then uses."""
     try:
-        config = build_config(*form)
+        config = build_config(task, base_model, dataset, limit, epochs, max_steps, learning_rate, batch_size, lora_r, seed, output_dir)
     except ReasonappError as error:
-        return f"# {error}", form[-1]
+        return f"# {error}", output_dir
     return launcher.show_command(config), config.output_dir
 
 
-def start(*form):
+def start(task, base_model, dataset, limit, epochs, max_steps, learning_rate, batch_size, lora_r, seed, output_dir):
     """(run list, message, Run directory field): the field is emptied once its run is launched, so the next Start gets a new one."""
     try:
-        config = build_config(*form)
+        config = build_config(task, base_model, dataset, limit, epochs, max_steps, learning_rate, batch_size, lora_r, seed, output_dir)
         run_dir = launcher.start_training(config)
     except ReasonappError as error:
         gr.Warning(str(error))
-        return gr.update(), f"Not started: {error}", form[-1]
+        return gr.update(), f"Not started: {error}", output_dir
     return gr.update(choices=run_choices(), value=str(run_dir)), f"Started {run_dir}", ""
 
 
