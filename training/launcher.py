@@ -382,6 +382,12 @@ def jobs_root() -> Path:
     return settings.workspace_dir() / JOBS
 
 
+def is_workspace_job(job: str | Path, launch_file: str) -> bool:
+    """Whether `job` is a job folder of this workspace that holds `launch_file` (LAUNCH_CONFIG for Stage 2,
+    PIPELINE_CONFIG for a pipeline): the only folders the pages' job actions act on, whatever path a caller types."""
+    return Path(job).resolve().is_relative_to(jobs_root().resolve()) and (Path(job) / launch_file).is_file()
+
+
 def stage2_teacher(job: Stage2Settings):
     """The endpoint teacher an `endpoint:<url>#<model>` source names (checked as `augment --teacher-url` checks it), else None."""
     from training.teacher import ENDPOINT_PREFIX, TeacherConfig

@@ -170,7 +170,7 @@ def pipeline_start(
 def _act(action, job: str | None, done: str) -> str:
     if not job:
         return "Pick a pipeline job first."
-    if not Path(job).resolve().is_relative_to(launcher.jobs_root().resolve()) or not (Path(job) / launcher.PIPELINE_CONFIG).is_file():
+    if not launcher.is_workspace_job(job, launcher.PIPELINE_CONFIG):
         return "Not a pipeline job of this workspace: pick one from the list."  # a typed path acts on nothing
     refused = _demo_refusal() if action is not launcher.stop_pipeline else None
     if refused:

@@ -609,7 +609,7 @@ class ReviewHandlers:
         """The job's line: state, rows done/total, rows/s, ETA (or why it failed)."""
         if not job:
             return "No Stage 2 job yet: choose the source and rows, then Start."
-        if not Path(job).resolve().is_relative_to(launcher.jobs_root().resolve()) or not (Path(job) / launcher.LAUNCH_CONFIG).is_file():
+        if not launcher.is_workspace_job(job, launcher.LAUNCH_CONFIG):
             return "Not a Stage 2 job of this workspace: pick one from the list."
         return launcher.stage2_line(launcher.stage2_state(job))
 
