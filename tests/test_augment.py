@@ -20,18 +20,18 @@ def test_augment_fills_the_store_and_a_killed_run_resumes_without_duplicates(rge
     store_path = tmp_path / "store.sqlite"
     decoding = Decoding(max_new_tokens=6)
 
-    def kill_after_first_chunk(done, total):
+    def kill_after_first_write(done, total):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        augment_to_store(rgen_run, "dair-ai/emotion", store_path, limit=20, decoding=decoding, batch_size=4, progress=kill_after_first_chunk)
+        augment_to_store(rgen_run, "dair-ai/emotion", store_path, limit=20, decoding=decoding, batch_size=4, progress=kill_after_first_write)
     store = ReasoningStore(store_path)
-    assert store.counts()["total"] == 16 and store.counts()["not_generated"] == 4  # one chunk of 4 batches written
+    assert store.counts()["total"] == 4 and store.counts()["not_generated"] == 16  # written a batch's worth at a time
     first_chunk = store.query_ids()
     store.review(first_chunk[0], "accepted", store.get(first_chunk[0]).version, "ann", reasoning="Reviewed by a person.")
 
     result = augment_to_store(rgen_run, "dair-ai/emotion", store_path, limit=20, decoding=decoding, batch_size=4)
-    assert (result["generated"], result["skipped"], result["store"]) == (4, 16, str(store_path))
+    assert (result["generated"], result["skipped"], result["store"]) == (16, 4, str(store_path))
     assert store.counts()["total"] == 20 and store.counts()["not_generated"] == 0
     assert all(sum(h["action"] == "generate" for h in store.history(i)) == 1 for i in store.query_ids())
     assert store.get(first_chunk[0]).reasoning == "Reviewed by a person."

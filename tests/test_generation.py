@@ -95,6 +95,59 @@ def test_rows_that_finish_early_leave_the_batch_and_every_row_gets_what_generate
         assert text == tokenizer.decode(alone[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
+def _alone(model, tokenizer, conversation, decoding) -> str:
+    """transformers' own greedy `generate` for one prompt, no batch, no kept prefix."""
+    prompt = tokenizer(render_prompt(tokenizer, conversation), add_special_tokens=False, return_tensors="pt")
+    alone = model.generate(**prompt, **decoding.generate_kwargs(), pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(alone[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def test_waiting_prompts_join_the_batch_as_rows_finish_and_every_row_gets_what_generate_gives_it_alone(smollm2_dir):
+    """Decoding batch by batch left a batch's stragglers decoding alone (66 of 157 Stage 2 steps ran with 1-3 rows);
+    now the next prompts join the rows still going, and each row's greedy text is still `generate`'s for it alone."""
+    from reasonapp.models import load_base_model
+    from training.generation import Decoding, generate, generate_as_finished
+
+    model, tokenizer = load_base_model(smollm2_dir, device="cpu")  # float32: exact to 1e-4
+    texts = ["i feel fine", "a much longer text about being rather scared of the dark at night", "ok", "im so angry",
+             "i miss him", "what a lovely surprise", "i am terrified of tomorrow's exam and cannot sleep", "meh"]
+    conversations = [get_format("qra").messages(text, EMOTIONS) for text in texts]
+    decoding = Decoding(max_new_tokens=24)
+    calls = []  # (rows, tokens) of every forward pass
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        batched = generate(model, tokenizer, conversations, decoding, batch_size=3)
+    finally:
+        hook.remove()
+    prompts = [i for i, (rows, tokens) in enumerate(calls) if tokens > 1 and i > 0]  # after the shared prefix's forward
+    joined = [i for i in prompts if calls[i - 1][1] == 1 and i + 1 < len(calls) and calls[i + 1][0] > calls[i][0]]
+    assert joined, calls  # prompts started while other rows were decoding, and decoded on beside them
+    assert max(rows for rows, tokens in calls if tokens == 1) <= 3
+
+    assert batched == [_alone(model, tokenizer, c, decoding) for c in conversations]
+    as_finished = dict(generate_as_finished(model, tokenizer, conversations, decoding, batch_size=3))
+    assert [as_finished[i] for i in range(len(texts))] == batched
+
+
+def test_rows_joining_a_batch_with_a_shorter_or_longer_cache_get_their_own_greedy_tokens(smollm2_dir):
+    """Joining lays two caches side by side: whichever is shorter gets masked columns after the shared prefix, and
+    columns no row attends to any more are dropped. Shortest prompts first, so a later group is the longer one."""
+    from reasonapp.models import load_base_model
+    from training.generation import Decoding, _decode_continuously, _prefix_for, _stop_ids
+
+    model, tokenizer = load_base_model(smollm2_dir, device="cpu")
+    long_text = "a much longer text about being rather scared of the dark at night, alone in a house that creaks, " * 3
+    texts = ["ok", "meh", "i feel fine", "im so angry about the delay", long_text]
+    conversations = [get_format("qra").messages(text, EMOTIONS) for text in texts]
+    encoded = tokenizer([render_prompt(tokenizer, c) for c in conversations], add_special_tokens=False)["input_ids"]
+    prefix = _prefix_for(encoded, None)
+    decoding = Decoding(max_new_tokens=12)
+    suffixes = [ids[len(prefix.ids) :] for ids in encoded]
+    tokens = dict(_decode_continuously(model, prefix, suffixes, tokenizer.pad_token_id, _stop_ids(model, tokenizer), 12, batch_size=2, refill_free=1))
+    got = [tokenizer.decode(tokens[i], skip_special_tokens=True).strip() for i in range(len(texts))]
+    assert got == [_alone(model, tokenizer, c, decoding) for c in conversations]
+
+
 def test_a_model_whose_own_generation_config_changes_greedy_search_is_decoded_by_generate(smollm2_dir):
     """The row-dropping loop takes the argmax; a model whose generation config adds to greedy search (a repetition
     penalty, as some instruct models ship with) gets transformers' `generate`, penalty and all, as before; so does the

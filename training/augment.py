@@ -14,13 +14,13 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 from reasonapp import prompts
 from reasonapp.errors import ConfigError, RunDirError
 from training import rundir
-from training.generation import Decoding, ProgressCallback, generate
+from training.generation import Decoding, ProgressCallback, generate, generate_as_finished
 from training.teacher import TeacherConfig
 
 PROVENANCE = "provenance.json"
@@ -80,17 +80,41 @@ def generate_reasonings(
     With `candidates` > 1, that many are sampled per row and the one with the fewest quality flags
     is kept (ties: the one sharing most words with the text, then the first).
     """
+    reasonings = [""] * len(texts)
+    finished = reasonings_as_finished(model, tokenizer, texts, labels, label_space, decoding, batch_size, prompt_variant, candidates)
+    for done, (row, reasoning) in enumerate(finished, 1):
+        reasonings[row] = reasoning
+        if progress and (done % batch_size == 0 or done == len(texts)):
+            progress(done, len(texts))
+    return reasonings
+
+
+def reasonings_as_finished(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    label_space: prompts.LabelSpace,
+    decoding: Decoding = REASONING_DECODING,
+    batch_size: int = 32,
+    prompt_variant: str = "default",
+    candidates: int = 1,
+) -> Iterator[tuple[int, str]]:
+    """`generate_reasonings`' reasonings as (row, reasoning), each as soon as it is written: greedy rows as they
+    finish decoding (new rows join the batch meanwhile), sampled candidates a group of rows at a time."""
     conversations = [
         prompts.stage2_messages(text, label, label_space, prompt_variant) for text, label in zip(texts, labels, strict=True)
     ]
     if candidates <= 1:
-        return generate(model, tokenizer, conversations, decoding, batch_size, progress)
+        yield from generate_as_finished(model, tokenizer, conversations, decoding, batch_size)
+        return
     sampling = dataclasses.replace(decoding, do_sample=True)
-    pool = generate(model, tokenizer, [c for c in conversations for _ in range(candidates)], sampling, batch_size, progress)
-    return [
-        best_candidate(pool[i * candidates : (i + 1) * candidates], text, label, label_space.names)
-        for i, (text, label) in enumerate(zip(texts, labels, strict=True))
-    ]
+    group = max(1, batch_size * 4 // candidates)
+    for start in range(0, len(conversations), group):
+        rows = range(start, min(start + group, len(conversations)))
+        pool = generate(model, tokenizer, [conversations[i] for i in rows for _ in range(candidates)], sampling, batch_size)
+        for k, i in enumerate(rows):
+            yield i, best_candidate(pool[k * candidates : (k + 1) * candidates], texts[i], labels[i], label_space.names)
 
 
 def best_candidate(options: Sequence[str], text: str, label: str, label_names: Sequence[str]) -> str:
@@ -283,18 +307,19 @@ def augment_to_store(
         "selection": "fewest quality flags" if candidates > 1 else None,
         "decoding": dataclasses.asdict(decoding),
     }
-    generated = 0
-    chunk = batch_size * 4  # big enough to batch well, small enough that a kill loses little
-    for start in range(0, len(todo), chunk):
-        ids = todo[start : start + chunk]
-        stored = [store.get(row_id) for row_id in ids]
-        reasonings = generate_reasonings(
-            model, tokenizer, [r.text for r in stored], [r.label for r in stored], label_space, decoding, batch_size,
-            prompt_variant=prompt_variant, candidates=candidates,
-        )
-        generated += store.write_generated(zip(ids, reasonings, strict=True), generator)
-        if progress:
-            progress(start + len(ids), len(todo))
+    stored = [store.get(row_id) for row_id in todo]
+    finished = reasonings_as_finished(
+        model, tokenizer, [r.text for r in stored], [r.label for r in stored], label_space, decoding, batch_size,
+        prompt_variant=prompt_variant, candidates=candidates,
+    )
+    generated, done, written = 0, 0, []
+    for row, reasoning in finished:  # written a batch's worth at a time: a kill loses at most those and the rows in flight
+        written.append((todo[row], reasoning))
+        if len(written) >= batch_size or done + len(written) == len(todo):
+            generated += store.write_generated(written, generator)
+            done, written = done + len(written), []
+            if progress:
+                progress(done, len(todo))
     templates = store.mark_templates()
     store.close()
     return {"generated": generated, "skipped": skipped, "store": str(store.path), "template_rows": templates}

@@ -88,21 +88,50 @@ def generate(
     The prompts' shared prefix (chat template and instruction; `prefix`, or found among the prompts) is
     computed once: each batch starts from a copy of its KV cache, with the padding placed between the
     prefix and each row's own tokens, where the attention mask hides it. Same greedy outputs as
-    `share_prefix=False` (tested); Stage 2 on the real R-Gen: 6.3 rows/s against 5.2. Greedy decoding drops each
-    row from its batch once it has finished (`_decode_greedily`: 4.37 -> 6.74 rows/s on 256 Stage 2 rows, the same
-    texts); sampling goes through transformers' `generate`, and so does greedy search for a model whose own generation
-    config changes it (a repetition penalty, banned words, beams).
+    `share_prefix=False` (tested); Stage 2 on the real R-Gen: 6.3 rows/s against 5.2. Greedy decoding keeps one
+    batch of up to `batch_size` rows going, rows leaving it as they finish and waiting prompts joining it
+    (`generate_as_finished`); sampling goes through transformers' `generate` batch by batch, and so does greedy
+    search for a model whose own generation config changes it (a repetition penalty, banned words, beams).
     """
+    outputs: list[str] = [""] * len(conversations)
+    for done, (row, text) in enumerate(generate_as_finished(model, tokenizer, conversations, decoding, batch_size, prefix, share_prefix), 1):
+        outputs[row] = text
+        if progress and (done % batch_size == 0 or done == len(conversations)):
+            progress(done, len(conversations))
+    return outputs
+
+
+def generate_as_finished(
+    model,
+    tokenizer,
+    conversations: Sequence[Messages],
+    decoding: Decoding = Decoding(),
+    batch_size: int = 16,
+    prefix: PrefixCache | None = None,
+    share_prefix: bool = True,
+) -> Iterator[tuple[int, str]]:
+    """`generate`'s completions as (conversation index, text), each as soon as it is finished, in no fixed order."""
     import torch
 
     prompts = [render_prompt(tokenizer, messages) for messages in conversations]
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    outputs: list[str] = [""] * len(prompts)
     prefix = _prefix_for(encoded, prefix, share_prefix)
     p = len(prefix.ids)
+    order = [row for batch in _batches_by_length([len(ids) for ids in encoded], len(encoded) or 1) for row in batch]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def text(tokens) -> str:
+        return tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+    if not decoding.do_sample and _greedy_is_argmax(model):
+        suffixes = [encoded[row][p:] for row in order]
+        with torch.inference_mode():
+            for i, tokens in _decode_continuously(model, prefix, suffixes, pad, _stop_ids(model, tokenizer), decoding.max_new_tokens, batch_size):
+                yield order[i], text(tokens)
+        return
     tokenizer.padding_side = "left"
-    done = 0
-    for batch in _batches_by_length([len(ids) for ids in encoded], batch_size):
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
         inputs = tokenizer.pad({"input_ids": [encoded[i][p:] for i in batch]}, return_tensors="pt").to(_device(model))
         if p:  # [prefix][padding][row's tokens]: positions follow the mask, so the prefix cache fits every row
             rows = len(batch)
@@ -111,17 +140,9 @@ def generate(
             inputs["attention_mask"] = torch.cat([torch.ones_like(shared_ids), inputs["attention_mask"]], dim=1)
             inputs["cache"] = prefix.expanded(model, rows)
         with torch.inference_mode():
-            if decoding.do_sample or not _greedy_is_argmax(model):
-                generated = model.generate(**inputs, **decoding.generate_kwargs(), pad_token_id=tokenizer.pad_token_id)
-                new_tokens = generated[:, inputs["input_ids"].shape[1] :].tolist()
-            else:
-                new_tokens = _decode_greedily(model, inputs, _stop_ids(model, tokenizer), decoding.max_new_tokens)
-        for row, text in zip(batch, tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True):
-            outputs[row] = text.strip()
-        done += len(batch)
-        if progress:
-            progress(done, len(prompts))
-    return outputs
+            generated = model.generate(**inputs, **decoding.generate_kwargs(), pad_token_id=tokenizer.pad_token_id)
+        for row, tokens in zip(batch, generated[:, inputs["input_ids"].shape[1] :].tolist(), strict=True):
+            yield row, text(tokens)
 
 
 def _stop_ids(model, tokenizer) -> set[int]:
@@ -140,48 +161,130 @@ _NEUTRAL_FOR_GREEDY = {
 
 
 def _greedy_is_argmax(model) -> bool:
-    """Whether the model's own generation config leaves greedy search the plain argmax that `_decode_greedily` takes
+    """Whether the model's own generation config leaves greedy search the plain argmax that `_decode_continuously` takes
     (SmolLM2's does; one shipped with a repetition penalty does not)."""
     config = model.generation_config
     return all(getattr(config, name, None) in (None, neutral) for name, neutral in _NEUTRAL_FOR_GREEDY.items())
 
 
-def _decode_greedily(model, inputs: dict, stop_ids: set[int], max_new_tokens: int) -> list[list[int]]:
-    """Greedy decoding of one left-padded batch, each row leaving the batch as soon as it has finished.
+def _decode_continuously(
+    model,
+    prefix: PrefixCache,
+    suffixes: Sequence[Sequence[int]],
+    pad_id: int,
+    stop_ids: set[int],
+    max_new_tokens: int,
+    batch_size: int,
+    refill_free: int | None = None,
+) -> Iterator[tuple[int, list[int]]]:
+    """Greedy decoding of every prompt (`prefix` + a suffix each) through one batch of up to `batch_size` rows:
+    each row leaves as soon as it has finished, and once `refill_free` places (default half the batch) are free
+    the next waiting prompts join it. Yields (suffix index, generated tokens without the stop token) as rows finish.
 
-    transformers' `generate` keeps computing a finished row (feeding it padding) until the batch's longest row
-    ends. Stage 2's reasonings average ~14 tokens but a batch of 32 often ran to the 64-token limit: 62% of the
-    decoded row-steps were padding (256 rows). `inputs` as `generate` takes them (input_ids and
-    attention_mask over the whole prompt, optionally `cache` already holding its first tokens);
-    the tokens are those of generate's greedy search (tested), without the stop token.
+    Decoding batch by batch kept computing the stragglers of a batch alone: in Stage 2 (reasonings of ~14 tokens,
+    up to 64) 66 of 157 decoding steps ran with 1-3 rows, each costing most of a full step, as the weights are
+    read once a step whatever the rows. Joining rows keep every step near full. A joining group's prompts run in
+    one forward from the prefix's cache, then its cache is laid beside the batch's: the shorter one gets masked
+    columns between the prefix and its rows' tokens, where padding already sits, and columns no row attends to any
+    more are dropped. Positions follow each row's own tokens, so every row gets the greedy tokens it gets alone
+    (tested against transformers' `generate`). A cache whose layers are not plain dynamic ones (sliding windows,
+    quantized) is decoded one batch at a time instead, rows still leaving as they finish.
     """
     import torch
+    from transformers.cache_utils import DynamicLayer
 
-    mask = inputs["attention_mask"]
-    cache = inputs.get("cache")
-    cached = cache.get_seq_length() if cache is not None else 0
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate derives them from the mask
-    feed, feed_positions = inputs["input_ids"][:, cached:], positions[:, cached:]
-    rows = list(range(feed.shape[0]))  # the input row of each row still decoding
-    tokens: list[list[int]] = [[] for _ in rows]
-    for _ in range(max_new_tokens):
-        out = model(input_ids=feed, attention_mask=mask, position_ids=feed_positions, cache=cache, use_cache=True, logits_to_keep=1)
-        cache = out.cache
-        chosen = out.logits[:, -1].argmax(-1).tolist()
-        going = [i for i, token in enumerate(chosen) if token not in stop_ids]
-        for i in going:
-            tokens[rows[i]].append(chosen[i])
-        if not going:
-            break
-        if len(going) < len(rows):  # the finished rows leave the batch, their cache with them
-            keep = torch.tensor(going, device=mask.device)
-            cache.batch_select_indices(keep)
-            mask, feed_positions = mask[keep], feed_positions[keep]
-            rows = [rows[i] for i in going]
-        feed = torch.tensor([[chosen[i]] for i in going], device=mask.device)
-        feed_positions = feed_positions[:, -1:] + 1
-        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-    return tokens
+    device = _device(model)
+    p = len(prefix.ids)
+    refill_free = max(1, batch_size // 2) if refill_free is None else refill_free
+    waiting = list(range(len(suffixes)))[::-1]  # popped from the end: the first suffix first
+    cache, mask, feed, positions, rows, tokens = None, None, None, None, [], {}
+    joinable = True
+    while waiting or rows:
+        free, finished = batch_size - len(rows), []
+        with torch.inference_mode():
+            if waiting and (not rows or (joinable and free >= min(refill_free, len(waiting)))):
+                joining = [waiting.pop() for _ in range(min(free, len(waiting)))]
+                j_cache, j_mask, j_feed, j_positions = _start_rows(model, prefix, [suffixes[i] for i in joining], pad_id, device)
+                joinable = all(type(layer) is DynamicLayer for layer in j_cache.layers)
+                if rows:
+                    cache, mask = _lay_beside(cache, mask, j_cache, j_mask, p)
+                    feed, positions = torch.cat([feed, j_feed]), torch.cat([positions, j_positions])
+                else:
+                    cache, mask, feed, positions = j_cache, j_mask, j_feed, j_positions
+                first_new, rows = len(rows), rows + joining  # the rows already going took their tokens last step
+                tokens.update((i, []) for i in joining)
+            else:
+                first_new = 0
+                mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+                out = model(input_ids=feed, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+                cache, feed, positions = out.cache, out.logits[:, -1:].argmax(-1), positions + 1
+            going = list(range(first_new))
+            for k, token in enumerate(feed[first_new:, 0].tolist(), first_new):
+                i = rows[k]
+                if token not in stop_ids:
+                    tokens[i].append(token)
+                if token in stop_ids or len(tokens[i]) >= max_new_tokens:
+                    finished.append((i, tokens.pop(i)))
+                else:
+                    going.append(k)
+            if len(going) < len(rows):  # finished rows leave the batch, their cache with them
+                keep = torch.tensor(going, dtype=torch.long, device=device)
+                if going:
+                    cache.batch_select_indices(keep)
+                mask, feed, positions = mask[keep], feed[keep], positions[keep]
+                rows = [rows[k] for k in going]
+        yield from finished
+
+
+def _start_rows(model, prefix: PrefixCache, suffixes: Sequence[Sequence[int]], pad_id: int, device):
+    """The prompts' forward from the prefix's cache, laid out [prefix][padding][suffix]: (cache, mask over its columns,
+    each row's first generated token [rows, 1], that token's position [rows, 1])."""
+    import torch
+
+    p, width, rows = len(prefix.ids), max(len(s) for s in suffixes), len(suffixes)
+    ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros((rows, p + width), dtype=torch.long, device=device)
+    mask[:, :p] = 1
+    for r, suffix in enumerate(suffixes):  # left-padded after the prefix: every row's last token in the last column
+        ids[r, width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long, device=device)
+        mask[r, p + width - len(suffix) :] = 1
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as generate derives them from the mask
+    cache = prefix.expanded(model, rows) if p else None
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions[:, p:], cache=cache, use_cache=True, logits_to_keep=1)
+    return out.cache, mask, out.logits[:, -1:].argmax(-1), positions[:, -1:] + 1
+
+
+def _lay_beside(cache, mask, other, other_mask, p: int):
+    """Two batches' dynamic caches as one: columns no row attends to dropped, the shorter widened with masked columns
+    after the first `p` (the shared prefix, where every row attends), rows of `other` after those of `cache`."""
+    import torch
+
+    def drop_unused(cache, mask):
+        used = mask.bool().any(0)
+        if bool(used.all()):
+            return mask
+        columns = used.nonzero().squeeze(1)
+        for layer in cache.layers:
+            layer.keys, layer.values = layer.keys.index_select(2, columns), layer.values.index_select(2, columns)
+        return mask[:, columns]
+
+    def widen(tensor, dim: int, columns: int):
+        shape = list(tensor.shape)
+        shape[dim] = columns
+        return torch.cat([tensor.narrow(dim, 0, p), tensor.new_zeros(shape), tensor.narrow(dim, p, tensor.shape[dim] - p)], dim=dim)
+
+    mask, other_mask = drop_unused(cache, mask), drop_unused(other, other_mask)
+    width = max(mask.shape[1], other_mask.shape[1])
+    for layer, other_layer in zip(cache.layers, other.layers, strict=True):
+        pair = []
+        for a, b in ((layer.keys, other_layer.keys), (layer.values, other_layer.values)):
+            a = widen(a, 2, width - a.shape[2]) if a.shape[2] < width else a
+            b = widen(b, 2, width - b.shape[2]) if b.shape[2] < width else b
+            pair.append(torch.cat([a, b], dim=0))
+        layer.keys, layer.values = pair
+    mask = widen(mask, 1, width - mask.shape[1]) if mask.shape[1] < width else mask
+    other_mask = widen(other_mask, 1, width - other_mask.shape[1]) if other_mask.shape[1] < width else other_mask
+    return cache, torch.cat([mask, other_mask], dim=0)
 
 
 class NgramDrafts:
