@@ -65,6 +65,30 @@ def process_log() -> DecisionLog | None:
         return _logs[directory]
 
 
+def merge_pulled_logs(pulled: str | Path, directory: str | Path) -> int:
+    """Bring log files pulled from the sync repo into `directory` without losing a line of either; returns files changed.
+
+    A pulled file can be older than the one on disk (a process killed after its last sync, restarted on the same
+    disk), so it never replaces it: lines the local file lacks are appended to it, in the pulled order. A file
+    only the repo has is copied in. Each file is rewritten whole and renamed into place, so a kill leaves one or
+    the other.
+    """
+    changed = 0
+    for source in sorted(Path(pulled).glob("*.jsonl")):
+        target = Path(directory) / source.name
+        pulled_lines = source.read_text(encoding="utf-8").splitlines()
+        local_lines = target.read_text(encoding="utf-8").splitlines() if target.exists() else []
+        known = set(local_lines)
+        missing = [line for line in pulled_lines if line.strip() and line not in known]
+        if not missing:
+            continue
+        staging = target.with_name(f".{target.name}.merging")
+        staging.write_text("".join(line + "\n" for line in [*local_lines, *missing]), encoding="utf-8")
+        os.replace(staging, target)
+        changed += 1
+    return changed
+
+
 def read_events(directory: str | Path) -> list[dict]:
     """Every event of every log file in `directory`, oldest first (a line cut by a kill is skipped)."""
     events = []

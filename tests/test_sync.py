@@ -1,8 +1,10 @@
 """Review work survives a Space restart: every committed change is logged, synced to a dataset repo, and replayed."""
 
+import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -67,6 +69,54 @@ def test_an_event_line_cut_by_a_kill_is_skipped(tmp_path):
     with open(log.path, "a") as handle:
         handle.write('{"dataset": "dair-ai/emotion", "version": 2, "at"')
     assert len(read_events(tmp_path / "decisions")) == 2
+
+
+def test_pulled_logs_never_shorten_a_local_one_and_add_what_it_lacks(tmp_path):
+    from reasonapp.journal import merge_pulled_logs
+
+    local, pulled = tmp_path / "decisions", tmp_path / "pulled"
+    local.mkdir(), pulled.mkdir()
+    (local / "vm-1.jsonl").write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n')  # synced once, then two more before a kill
+    (pulled / "vm-1.jsonl").write_text('{"a": 1}\n')
+    (pulled / "vm-2.jsonl").write_text('{"b": 1}\n')  # another process's, only in the repo
+    (local / "vm-3.jsonl").write_text('{"c": 1}\n')
+    (pulled / "vm-3.jsonl").write_text('{"c": 1}\n{"c": 2}\n')  # this disk lost a line the repo has
+    assert merge_pulled_logs(pulled, local) == 2
+    assert (local / "vm-1.jsonl").read_text() == '{"a": 1}\n{"a": 2}\n{"a": 3}\n'
+    assert (local / "vm-2.jsonl").read_text() == '{"b": 1}\n'
+    assert (local / "vm-3.jsonl").read_text() == '{"c": 1}\n{"c": 2}\n'
+    assert sorted(p.name for p in local.iterdir()) == ["vm-1.jsonl", "vm-2.jsonl", "vm-3.jsonl"]
+
+
+def test_a_restart_on_the_same_disk_keeps_the_decisions_logged_after_the_last_sync(tmp_path, monkeypatch):
+    """A process killed between syncs, started again on the same disk: the pull must not put the repo's older copy of
+    its log over the longer one on disk (two acknowledged edits were lost at the next rebuild)."""
+    from tests.test_hub import FAKE_TOKEN, hub_env, use_hub
+    from training.hub import DecisionSync
+
+    folder = tmp_path / "decisions"
+    with HubStandIn(FAKE_TOKEN) as hub:
+        use_hub(monkeypatch, hub.endpoint, offline=False)
+        log = DecisionLog(folder)
+        store = filled_store(tmp_path / "store.sqlite", log, rows=3)
+        sync = DecisionSync("tester/review-log", folder, token=FAKE_TOKEN, every_minutes=60)
+        sync.start()
+        sync.flush()  # the repo has the 3 generated rows
+        sync._scheduler.stop()
+        ids = store.query_ids()
+        for row_id in ids[:2]:  # decided after the last sync, then the process is killed
+            store.review(row_id, "edited", store.get(row_id).version, "ann", reasoning=f"Edit of row {row_id}.")
+        before = snapshot(store)
+        store.close()
+
+        restart = (  # a new process, as a restart is (huggingface_hub reads its endpoint when first imported)
+            "import json, sys; from training.hub import DecisionSync;"
+            f"print(json.dumps(DecisionSync('tester/review-log', {str(folder)!r}, token={FAKE_TOKEN!r}).restore({str(tmp_path / 'rebuilt.sqlite')!r})))"
+        )
+        done = subprocess.run([sys.executable, "-c", restart], capture_output=True, text=True, timeout=300, env=hub_env(hub), cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["events"] == 5 and len(log.path.read_text().splitlines()) == 5
+    assert snapshot(ReasoningStore(tmp_path / "rebuilt.sqlite", journal=None)) == before
 
 
 # -- the app, stopped and started again on an empty disk, as a Space restarts -------------------

@@ -363,15 +363,18 @@ class DecisionSync:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-        from reasonapp.journal import read_events, replay
+        from reasonapp.journal import merge_pulled_logs, read_events, replay
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            snapshot_download(self.repo_id, repo_type="dataset", local_dir=self.folder, allow_patterns=["*.jsonl"], token=self.token)
-        except RepositoryNotFoundError:
-            return {"events": 0, "applied": 0, "newest": None, "note": f"{self.repo_id} does not exist yet: it is created at the first sync"}
-        except (HfHubHTTPError, OSError, *_connection_errors()) as error:
-            raise HubError(_scrub(f"could not pull the decision log from {self.repo_id}: {error}", self.token)) from None
+        # pulled beside the folder, then merged: a pulled file may be older than this disk's (a kill after its last sync)
+        with tempfile.TemporaryDirectory(dir=self.folder.parent, prefix=".decisions-pulled-") as pulled:
+            try:
+                snapshot_download(self.repo_id, repo_type="dataset", local_dir=pulled, allow_patterns=["*.jsonl"], token=self.token)
+            except RepositoryNotFoundError:
+                return {"events": 0, "applied": 0, "newest": None, "note": f"{self.repo_id} does not exist yet: it is created at the first sync"}
+            except (HfHubHTTPError, OSError, *_connection_errors()) as error:
+                raise HubError(_scrub(f"could not pull the decision log from {self.repo_id}: {error}", self.token)) from None
+            merge_pulled_logs(pulled, self.folder)
         from reasonapp.store import ReasoningStore
 
         events = read_events(self.folder)
