@@ -246,3 +246,24 @@ def test_a_decision_from_a_page_still_showing_the_row_before_a_queue_reload_deci
     current_meta = handlers.view(session)[5]  # once the page shows row 1, the decision is its own
     assert handlers.accept(session, ROWS[1][3], "ann", current_meta)[-1] == "Row 1: accepted."
     assert handlers.accept(handlers.load_queue(*FILTERS, "dair-ai/emotion", "ann")[0], ROWS[0][3], "ann")[-1] == "Row 0: accepted."  # API: no line
+
+
+def test_two_reviewers_on_one_queue_keep_their_edits_see_overrides_and_pass_over_each_others_rows(store_path):
+    """Bob and Carol review the same pending queue. Carol's edit refused because Bob decided the row meanwhile stays in
+    her box; saving it again replaces Bob's decision and says so; her queue then passes over the row Bob decided next."""
+    from reasonapp.ui.review import ReviewHandlers
+
+    handlers = ReviewHandlers(str(store_path), LABELS, "emotion", "dair-ai/emotion")
+    bob = handlers.load_queue(*FILTERS, "dair-ai/emotion", "bob")[0]
+    carol = handlers.load_queue(*FILTERS, "dair-ai/emotion", "carol")[0]
+    assert handlers.accept(bob, ROWS[0][3], "bob")[-1] == "Row 0: accepted."
+    assert handlers.reject(bob, "", "bob")[-1] == "Row 1: rejected."
+
+    refused = handlers.save_edit(carol, "Carol's reading: so happy, joy.", "carol")
+    assert refused[-1].startswith("Not saved: row 0 was changed by bob after you opened it (now accepted: “")
+    assert "Your edit is still in the box" in refused[-1] and refused[3] == "Carol's reading: so happy, joy."
+    saved = handlers.save_edit(carol, "Carol's reading: so happy, joy.", "carol")
+    assert saved[-1].startswith("Row 0: edited (replacing bob's decision: accepted). Passed over 1 row decided by someone else")
+    assert saved[1] == ROWS[2][1]  # row 1, which Bob rejected, was passed over
+    store = ReasoningStore(store_path)
+    assert [(store.get(i).status, store.get(i).reviewer) for i in store.query_ids()][:2] == [("edited", "carol"), ("rejected", "bob")]

@@ -86,6 +86,7 @@ class ReviewSession:
     version: int | None = None
     dataset: str | None = None
     store: str | None = None
+    pending_only: bool = False  # a "pending" queue passes over rows decided (by others) since it was loaded
 
     @property
     def row_id(self) -> int | None:
@@ -415,7 +416,10 @@ class ReviewHandlers:
         except StoreError as error:
             return ReviewSession(), "", "", "", "", "", "", [], str(error)
         row_filter = self._filter(opened, status, label, search, min_length, max_length, flagged, order, dataset, reviewer)
-        session = ReviewSession(queue=opened.query_ids(row_filter), dataset=row_filter.dataset, store=None if self.is_app_store(store) else store)
+        session = ReviewSession(
+            queue=opened.query_ids(row_filter), dataset=row_filter.dataset, store=None if self.is_app_store(store) else store,
+            pending_only=row_filter.status == Status.PENDING.value,
+        )
         matched = len(session.queue)  # none: the view says why (no rows of the dataset yet, or the filters)
         return self.view(session, f"{matched} row{'s match' if matched != 1 else ' matches'}" if matched else "")
 
@@ -435,9 +439,19 @@ class ReviewHandlers:
         )
 
     def skip(self, session: ReviewSession):
-        if session.queue:
-            session.position = min(session.position + 1, len(session.queue))
-        return self.view(session)
+        return self.view(session, self._advance(session))
+
+    def _advance(self, session: ReviewSession) -> str:
+        """Move to the queue's next row; a "pending" queue passes over rows someone decided since it was loaded (two
+        reviewers on one queue were each served the other's decided rows, and a click replaced the other's decision)."""
+        if not session.queue:
+            return ""
+        session.position = min(session.position + 1, len(session.queue))
+        store, passed = self._session_store(session), 0
+        while session.pending_only and session.row_id is not None and store.get(session.row_id).status != Status.PENDING.value:
+            session.position += 1
+            passed += 1
+        return f"Passed over {passed} row{'s' if passed != 1 else ''} decided by someone else since this queue was loaded." if passed else ""
 
     # -- decisions -------------------------------------------------------------------------
     def _page_behind(self, session: ReviewSession, shown_line: str | None) -> bool:
@@ -462,20 +476,34 @@ class ReviewHandlers:
         if self._page_behind(session, shown_meta):
             return self._behind_view(session, reasoning)
         store = self._session_store(session)
+        before = store.get(session.row_id)
         try:
             row = store.review(session.row_id, status, session.version, reviewer_name(reviewer), reasoning)
         except ConflictError as conflict:
             gr.Warning(str(conflict))
-            return self.view(session, f"Not saved: {conflict}", row=conflict.current)
+            current = conflict.current
+            if status != Status.EDITED.value or reasoning is None or reasoning == current.reasoning:
+                return self.view(session, f"Not saved: {conflict}", row=current)
+            state, *rest = self.view(  # the reviewer's own edit stays in the box, theirs in the message
+                session,
+                f"Not saved: row {current.row_index} was changed by {current.reviewer or 'someone else'} after you opened it "
+                f"(now {current.status}: “{current.reasoning or ''}”). Your edit is still in the box: Save edit again to put it in "
+                "place of theirs.",
+                row=current,
+            )
+            rest[2] = reasoning
+            return (state, *rest)
         except ReasonappError as error:
             gr.Warning(str(error))
             state, *rest = self.view(session, f"Not saved: {error}")
             rest[2] = reasoning if reasoning is not None else rest[2]  # keep the reviewer's text in the box
             return (state, *rest)
         message = self._decision_message(store, row)
+        if before.status != Status.PENDING.value and before.reviewer and before.reviewer != row.reviewer and store.min_reviews() <= 1:
+            message = f"{message[:-1]} (replacing {before.reviewer}'s decision: {before.status})."
         if advance:
-            session.position += 1
-            return self.view(session, message)
+            passed = self._advance(session)
+            return self.view(session, f"{message} {passed}".strip())
         return self.view(session, message, row=row)
 
     @staticmethod
