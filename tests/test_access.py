@@ -163,6 +163,14 @@ def test_an_anonymous_caller_reads_but_every_write_is_refused(space):
     assert store.counts()["status"]["pending"] == 6 and not (space["workspace"] / "exports").exists()
     assert not list((space["workspace"] / "runs").glob("*")) if (space["workspace"] / "runs").exists() else True
     assert not (space["workspace"] / "evaluations").exists()
+    # reports are open to read, but only the listed ones: not a file elsewhere on the server, nor whether a folder exists
+    elsewhere = space["workspace"].parent / "elsewhere"
+    elsewhere.mkdir(exist_ok=True)
+    (elsewhere / "comparison.md").write_text("# secret report")
+    (elsewhere / "predictions.jsonl").write_text('{"text": "secret", "gold": "joy", "qa_scored": "joy", "qra": "fear"}\n')
+    for folder in (elsewhere, elsewhere / "missing"):
+        refused(lambda folder=folder: anonymous.predict(str(folder), api_name="/compare_report"), "Pick a comparison report from the list")
+        refused(lambda folder=folder: anonymous.predict(str(folder), "all", api_name="/compare_disagreements"), "Pick an evaluated split of this")
     # predictions are open to visitors, rate-limited: the refusal here is the missing run, not the role
     refused(lambda: anonymous.predict("i am happy", None, None, api_name="/compare_predict"), "Pick a Q→A run")
     refused(lambda: anonymous.predict("i am happy", "someone/any-model", None, api_name="/compare_predict"), "not offered here")

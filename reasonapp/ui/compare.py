@@ -305,7 +305,11 @@ def refresh_compare_lists(seen):
 def disagreements(eval_dir: str | None, gold: str) -> pd.DataFrame:
     """Rows of an evaluated split where Q->A and Q->RA differ, with the reasoning."""
     columns = ["text", "gold", "qa", "qra", "reasoning"]
-    if not eval_dir or not (Path(eval_dir) / "predictions.jsonl").is_file():
+    if not eval_dir:
+        return pd.DataFrame(columns=columns)
+    if not readable(eval_dir) and eval_dir not in evaluation_choices():  # nor whether such a folder exists elsewhere
+        raise gr.Error("Pick an evaluated split of this workspace from the list.")
+    if not (Path(eval_dir) / "predictions.jsonl").is_file():
         return pd.DataFrame(columns=columns)
     rows = []
     for line in (Path(eval_dir) / "predictions.jsonl").read_text().splitlines():
@@ -326,6 +330,8 @@ def comparison_report(directory: str | None) -> tuple[str, str | None]:
 
     if not directory:
         raise gr.Error("Pick a comparison report.")
+    if not readable(directory) and directory not in report_dirs():  # nor whether such a folder exists elsewhere
+        raise gr.Error("Pick a comparison report from the list: the workspace's and the shipped ones.")
     try:
         text, plot = read_report(directory)
     except ReasonappError as error:
