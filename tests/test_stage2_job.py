@@ -152,3 +152,31 @@ def test_the_app_sends_a_teacher_only_keys_meant_for_teachers(tickets, tmp_path,
     with pytest.raises(ConfigError, match="may not be sent to a teacher"):
         launcher.start_stage2(job)
     assert not launcher.jobs_root().exists() or not list(launcher.jobs_root().iterdir())
+
+
+def test_on_the_demo_a_first_stage2_job_writes_the_users_own_store_and_both_stay_reachable(tiny_model_dir, tickets):
+    """A fresh workspace shows the demo store. Rows the user generates went into it, unlogged for sync and hidden once
+    the workspace had work of its own (the demo store is then not opened). They go to the workspace's own store, which
+    the Store list offers beside the demo, and after a restart the demo store is offered beside it."""
+    from reasonapp.store import default_store_path
+    from reasonapp.ui.review import ReviewHandlers
+    from training import demo
+
+    demo_store = str(demo.install_demo())
+    own = str(default_store_path())
+    handlers = ReviewHandlers(demo_store, LABELS, "support tickets", dataset=tickets)
+    assert [value for _, value in handlers.store_choices()] == [demo_store]
+    assert handlers.sync_status(None).startswith("Decisions on the demo store are kept in its file only, not in the decision log")
+
+    job = handlers.stage2_start(f"base:{tiny_model_dir}", "default", "", "train", 8, "greedy", 4, 2)[0]["value"]
+    assert launcher.stage2_settings(job).store == own
+    assert wait_until_ended(job)["state"] == "finished"
+    assert handlers.stage2_state(job).endswith("into the workspace store (reasonings.sqlite): pick it in Store to review its rows")
+    assert handlers.store_choices()[:2] == [("demo store (demo/reasonings.sqlite)", demo_store), ("workspace store (reasonings.sqlite)", own)]
+    on_demo = handlers.load_queue("pending", "all", "", 0, 0, "any", "in order", tickets)
+    assert on_demo[-1] == f"No rows of {tickets} in this store: they are in the workspace store (reasonings.sqlite). Pick it in Store."
+    assert handlers.load_queue("pending", "all", "", 0, 0, "any", "in order", tickets, None, own)[-1] == "8 rows match"
+
+    restarted = ReviewHandlers(None, LABELS, "support tickets", dataset=tickets)  # the workspace has work of its own now
+    assert [value for _, value in restarted.store_choices()][:2] == [own, demo_store]
+    assert restarted.load_queue("pending", "all", "", 0, 0, "any", "in order", "dair-ai/emotion", None, demo_store)[-1].endswith("rows match")

@@ -247,16 +247,48 @@ class ReviewHandlers:
 
     # -- which store -----------------------------------------------------------------------
     def store_choices(self) -> list[tuple[str, str]]:
-        """(label, value) of the stores a page may review: the app's first, then each experiment store."""
+        """(label, value) of the stores a page may review: the app's first, the workspace's other own store (demo or
+        workspace), then each experiment store."""
         here = Path(self.app_store).resolve()
+        companion = self.companion_store()
         others = [(label, path) for label, path in experiment_store_choices() if Path(path).resolve() != here]
-        return [(self._app_store_label(), self.app_store), *others]
+        return [(self._store_label(self.app_store), self.app_store), *([(self._store_label(companion), companion)] if companion else []), *others]
 
-    def _app_store_label(self) -> str:
+    @staticmethod
+    def _store_label(path: str) -> str:
         from training.demo import demo_store_path
 
-        kind = "demo" if Path(self.app_store).resolve() == demo_store_path().resolve() else "workspace"
-        return f"{kind} store ({_in_workspace(self.app_store)})"
+        kind = "demo" if Path(path).resolve() == demo_store_path().resolve() else "workspace"
+        return f"{kind} store ({_in_workspace(path)})"
+
+    def shows_demo_store(self) -> bool:
+        from training.demo import demo_store_path
+
+        return Path(self.app_store).resolve() == demo_store_path().resolve()
+
+    def own_store(self) -> str:
+        """Where the user's own rows go (Generate reasonings): the app's store, or the workspace's own one beside the demo."""
+        return str(default_store_path()) if self.shows_demo_store() else self.app_store
+
+    def companion_store(self) -> str | None:
+        """The workspace's other own store, once it exists: its own store while the app shows the demo (a first Stage 2 job
+        writes there), the demo store while it shows its own (review started on the demo stays reachable)."""
+        from training.demo import demo_store_path
+
+        if self.shows_demo_store():
+            other = default_store_path()
+        elif Path(self.app_store).resolve() == default_store_path().resolve():
+            other = demo_store_path()
+        else:
+            return None
+        return str(other) if other.is_file() else None
+
+    def _companion_holding(self, dataset: str, shown: ReasoningStore) -> str | None:
+        """The companion store, if it is not the one shown and holds generated rows of `dataset`."""
+        companion = self.companion_store()
+        if not companion or Path(companion).resolve() == Path(shown.path).resolve():
+            return None
+        return companion if self.open_store(companion).counts(dataset)["total"] else None
 
     def is_app_store(self, choice: str | None) -> bool:
         return not choice or choice == self.app_store
@@ -269,12 +301,13 @@ class ReviewHandlers:
         """
         if self.is_app_store(choice):
             return self.store
-        if not isinstance(choice, str) or choice not in experiment_store_paths():
+        companion = self.companion_store()
+        if not isinstance(choice, str) or choice not in [*experiment_store_paths(), *([companion] if companion else [])]:
             shown = repr(choice)[:200]
             raise StoreError(f"{shown} is not one of this workspace's review stores: pick one from the Store list")
         with self._stores_lock:
-            if choice not in self._stores:
-                self._stores[choice] = ReasoningStore(choice, journal=False)
+            if choice not in self._stores:  # the user's own store is in the decision log; demo and experiment stores are not
+                self._stores[choice] = ReasoningStore(choice, journal=choice == str(default_store_path()))
             return self._stores[choice]
 
     def _session_store(self, session: ReviewSession) -> ReasoningStore:
@@ -294,6 +327,15 @@ class ReviewHandlers:
 
     def sync_status(self, store: str | None = None) -> str:
         """Where decisions persist: the sync repo and when it was last written, or the store's file alone."""
+        own = str(default_store_path())
+        if self.is_app_store(store) and self.shows_demo_store():
+            return (
+                "Decisions on the demo store are kept in its file only, not in the decision log: its rows are a shipped sample. "
+                f"Your own rows (Generate reasonings) go into the workspace store ({_in_workspace(own)})"
+                + (f", which is: {self.sync.status_line()}" if self.sync is not None else ".")
+            )
+        if store == own and self.sync is not None:
+            return self.sync.status_line()
         if not self.is_app_store(store):
             try:
                 path = self.open_store(store).path
@@ -380,6 +422,8 @@ class ReviewHandlers:
             session.version = None
             if session.queue and session.position >= len(session.queue):  # skipped past the last row
                 empty = f"End of this queue of {len(session.queue)} rows; rows you skipped are as they were: Apply filters to load the queue again."
+            elif session.dataset and store.counts(session.dataset)["total"] == 0 and (holder := self._companion_holding(session.dataset, store)):
+                empty = f"No rows of {display_name(session.dataset)} in this store: they are in the {self._store_label(holder)}. Pick it in Store."
             elif session.dataset and store.counts(session.dataset)["total"] == 0:
                 others = [display_name(d) for d in store.datasets() if d != session.dataset]
                 empty = (
@@ -624,7 +668,7 @@ class ReviewHandlers:
         try:
             k = int(candidates or 1) if decoding == DECODINGS[1] else 1
             job = launcher.Stage2Settings(
-                source=(source or "").strip(), dataset=(dataset or "").strip() or self.app_dataset or "", store=str(self.store.path),
+                source=(source or "").strip(), dataset=(dataset or "").strip() or self.app_dataset or "", store=self.own_store(),
                 split=(split or "").strip(), limit=int(rows or 0), prompt_variant=prompt_variant or "default", candidates=k,
                 batch_size=int(batch_size or 1), api_key_env=(api_key_env or "").strip(),
             )
@@ -639,7 +683,11 @@ class ReviewHandlers:
             return "No Stage 2 job yet: choose the source and rows, then Start."
         if not launcher.is_workspace_job(job, launcher.LAUNCH_CONFIG):
             return "Not a Stage 2 job of this workspace: pick one from the list."
-        return launcher.stage2_line(launcher.stage2_state(job))
+        line = launcher.stage2_line(launcher.stage2_state(job))
+        into = launcher.launch_settings(job).get("store")
+        if into and not self.is_app_store(into):  # the demo is shown: its rows are reviewed in the workspace store
+            line += f" · into the {self._store_label(into)}: pick it in Store to review its rows"
+        return line
 
     def stage2_stop(self, job: str | None) -> str:
         """SIGTERM to the job's processes: the rows it wrote stay in the store; Resume does the rest."""
