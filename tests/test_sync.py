@@ -200,3 +200,34 @@ def test_a_change_committed_while_the_log_cannot_be_written_is_kept_and_logged_w
     store.review(ids[1], "rejected", store.get(ids[1]).version, "ann")
     assert store.journal_error is None and failures == [1]
     assert [e["status"] for e in read_events(tmp_path / "decisions")][-2:] == ["accepted", "rejected"]
+
+
+@pytest.mark.slow
+def test_an_unreachable_hub_at_start_keeps_a_disk_with_a_store_reviewing_and_stops_a_new_disk_with_one_line(tmp_path):
+    """The app exited with a 75-line traceback when the sync repo could not be reached at start. On a disk that holds
+    its store it now starts, says so, and syncs once the Hub answers; on a new disk it refuses in one line, since
+    reviewing a store without the logged decisions would contradict them."""
+    import subprocess
+
+    from tests.test_hub import FAKE_TOKEN, closed_loopback_port
+
+    workspace = tmp_path / "workspace"
+    env = {
+        **os.environ, "REASONAPP_WORKSPACE": str(workspace), "REASONAPP_SYNC_REPO": "tester/review-log", "HF_HUB_OFFLINE": "0",
+        "HF_ENDPOINT": f"http://127.0.0.1:{closed_loopback_port()}", "HF_TOKEN": FAKE_TOKEN, "HF_HOME": str(tmp_path / "hf-home"),
+        "REASONAPP_DATASET": "dair-ai/emotion",
+    }
+    env.pop("REASONAPP_STORE", None)
+    new_disk = subprocess.run([sys.executable, "-c", "from reasonapp.ui.app import main; main()"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert new_disk.returncode == 1 and "Traceback" not in new_disk.stderr, new_disk.stderr
+    assert new_disk.stderr.startswith("error: could not pull the decision log from tester/review-log")
+    assert "Start it again once tester/review-log can be reached." in new_disk.stderr and FAKE_TOKEN not in new_disk.stderr
+
+    filled_store(workspace / "reasonings.sqlite", DecisionLog(workspace / "decisions")).close()
+    port = free_port()
+    app = SpaceProcess({**env, "GRADIO_SERVER_PORT": str(port)}, port)
+    shown = app.client().predict(*FILTERS, api_name="/review_queue")
+    assert shown[7] == "24 rows match"
+    output = app.stop()
+    assert "Decision log: could not pull it from tester/review-log" in output and "Traceback" not in output, output

@@ -392,6 +392,7 @@ class DecisionSync:
     def start(self) -> None:
         """Push the folder every `every_minutes` and at exit (a SIGTERM must end the process through sys.exit for that)."""
         from huggingface_hub import CommitScheduler
+        from huggingface_hub.errors import HfHubHTTPError
 
         sync = self
 
@@ -405,10 +406,25 @@ class DecisionSync:
                 sync.last_sync, sync.last_error = time.time(), None
                 return result
 
-        self._scheduler = Scheduler(
-            repo_id=self.repo_id, repo_type="dataset", folder_path=self.folder, every=self.every_minutes, private=True,
-            token=self.token, allow_patterns=["*.jsonl"],
-        )
+        def create() -> bool:
+            try:  # the scheduler creates the repo first: a network call
+                self._scheduler = Scheduler(
+                    repo_id=self.repo_id, repo_type="dataset", folder_path=self.folder, every=self.every_minutes, private=True,
+                    token=self.token, allow_patterns=["*.jsonl"],
+                )
+            except (HfHubHTTPError, OSError, *_connection_errors()) as error:
+                self.last_error = _scrub(f"{type(error).__name__}: {error}", self.token)
+                return False
+            return True
+
+        if not create():  # the Hub is unreachable now: keep logging on disk and try again each round, in the background
+            import threading
+
+            def retry() -> None:
+                while not create():
+                    time.sleep(self.every_minutes * 60)
+
+            threading.Thread(target=retry, name="decision-sync-start", daemon=True).start()
 
     def flush(self) -> None:
         """Push now and wait (at shutdown, and in tests)."""

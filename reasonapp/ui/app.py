@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import gradio as gr
 
@@ -123,10 +124,24 @@ def start_decision_sync(store_path: str | None):
     import time
 
     from reasonapp.journal import journal_dir
-    from training.hub import DecisionSync
+    from reasonapp.store import default_store_path
+    from training.hub import DecisionSync, HubError
 
+    store = store_path or os.environ.get("REASONAPP_STORE")
     sync = DecisionSync(repo, journal_dir(), token=os.environ.get("HF_TOKEN"))
-    restored = sync.restore(store_path or os.environ.get("REASONAPP_STORE"))
+    try:
+        restored = sync.restore(store)
+    except HubError as error:
+        if not Path(store or default_store_path()).is_file():  # a new disk: reviewing now would contradict the log
+            raise SystemExit(
+                f"error: {error}\nThe workspace has no review store of its own, so the app does not start without the decision "
+                f"log: its decisions would contradict the logged ones. Start it again once {repo} can be reached."
+            ) from None
+        sync.start()
+        return sync, (
+            f"Decision log: could not pull it from {repo} ({error}). This disk's review store is used as it is; new "
+            "decisions are logged here and synced once the Hub answers (retried every round)."
+        )
     sync.start()
     if restored["note"]:
         return sync, f"Decision log: {restored['note']}."
