@@ -334,3 +334,16 @@ def test_the_same_runs_may_be_evaluated_again_into_their_directory(tmp_path, mon
     check_output_dir(tmp_path / "pair", {"qa": str(qa), "qra": str(qra)}, overwrite=True)
     with pytest.raises(RunDirError, match="holds the evaluation of other runs"):
         check_output_dir(tmp_path / "pair", {"qa": str(qa)}, overwrite=True)
+
+
+def test_the_report_says_what_each_system_trained_on_and_when_the_runs_differ():
+    """A Q→RA run trained on a 14-row reviewed export beside a 35-row Q→A run: the report said TF-IDF "was trained on
+    the same 35 training rows as the runs"."""
+    from training.evaluate import training_rows_note
+
+    differ = training_rows_note({"tfidf_training_rows": 35, "training_rows": {"qa": 35, "qra": 14}})
+    assert differ == ("TF-IDF was trained on the 35 training rows of the Q→A run. The runs trained on different rows: "
+                      "Q→A on 35, Q→RA on 14, so the comparison is not like for like.")
+    assert training_rows_note({"tfidf_training_rows": 35, "training_rows": {"qa": 35, "qra": 35}}).endswith("; the Q→RA run trained on 35 rows too.")
+    assert training_rows_note({"tfidf_training_rows": 14, "training_rows": {"qra": 14}}) == "TF-IDF was trained on the 14 training rows of the Q→RA run."
+    assert training_rows_note({"tfidf_training_rows": 9}) == "TF-IDF was trained on the 9 training rows of the Q→A run."  # older reports
