@@ -436,6 +436,18 @@ def _labels_of_upload(raw: RawData, label_column: str, label_names: list[str] | 
     return named, names, kind
 
 
+def _check_label_names(names: list[str]) -> None:
+    """Label names are listed comma-separated (the prompts' label list, the page's Label names field, `--labels`): a
+    name with a comma would read as two labels, and a model's answer naming it would not parse."""
+    with_comma = [name for name in names if "," in name]
+    if with_comma:
+        listed = ", ".join(repr(name) for name in with_comma[:5])
+        raise DataError(
+            f"label names may not contain a comma (they are listed comma-separated in prompts and fields): {listed}; "
+            f"rename {'it' if len(with_comma) == 1 else 'them'} in the file, e.g. {with_comma[0].replace(',', ' /')!r}"
+        )
+
+
 def stratified_split(labels: list[str], validation_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
     """Row indices per split, each label's rows shuffled with `seed` and cut by the fractions; every label keeps at
     least one training row. Rows keep their file order within a split.
@@ -526,6 +538,7 @@ def plan_import(
                     "fill or remove them"
                 )
             texts[split] = [value if isinstance(value, str) else str(value) for value in frame[text_column]]
+    _check_label_names(names)
     if set(texts) <= {"all", "train"} and len(texts) == 1:  # one file, or a source with only a train split
         _check_fractions(validation_fraction, test_fraction)
         (only,) = texts

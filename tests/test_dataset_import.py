@@ -205,6 +205,8 @@ def bad_uploads(tmp_path: Path) -> dict:
                            "1 row has no label in column 'label' (first: data row 4)"),
         "unnamed split files": ([write_csv(up / "i" / "train.csv", rows), write_csv(up / "i" / "more.csv", rows)], {}, "name each by its split"),
         "a fraction label": ([write_jsonl(up / "j" / "t.jsonl", [{"text": t, "label": 0.5} for t, _ in rows])], {}, "is a fraction"),
+        "a comma in a label": ([write_csv(up / "l" / "t.csv", [(t, "bug, report" if label == "bug" else label) for t, label in rows])], {},
+                               "label names may not contain a comma (they are listed comma-separated in prompts and fields): 'bug, report'"),
     }
 
 
@@ -223,7 +225,7 @@ def corrupt_utf8(path: Path) -> None:
 @pytest.mark.parametrize(
     "case",
     ["no text column", "no label column", "one column only", "mixed label types", "empty file", "header only", "over the size limit", "non-UTF-8 bytes",
-     "label only in test", "missing labels", "unnamed split files", "a fraction label"],
+     "label only in test", "missing labels", "unnamed split files", "a fraction label", "a comma in a label"],
 )
 def test_a_bad_upload_is_refused_with_a_clear_message_and_writes_nothing(case, tmp_path, workspace, monkeypatch):
     dataset_import.import_files([write_csv(tmp_path / "ok" / "tickets.csv", ticket_rows(5))], "existing")
