@@ -543,7 +543,7 @@ def test_a_resolve_page_still_showing_the_dispute_before_a_reload_of_the_list_re
         assert shown[5].startswith("Not resolved: the list of disputes changed while this page still showed another row")
         assert {row_id: (store.get(row_id).status, store.get(row_id).version, len(store.history(row_id))) for row_id in (1, 2)} == before
     unsaved = handlers.resolve(session, "Bob's version of row 1.", "alice", line_of_the_first)[6]
-    assert "Your unsaved text: \"Bob's version of row 1.\"" in unsaved and "Dispute 2 of 2, row " in unsaved
+    assert "Your unsaved text: \"Bob's version of row 1.\"" in unsaved and "Dispute 2 of 2, train row " in unsaved
 
     session, *shown = handlers.resolve(session, "Carol's version of row 2.", "alice", shown[5])  # the line it does show
     assert store.get(2).status == "edited" and store.get(2).reasoning == "Carol's version of row 2."

@@ -137,6 +137,17 @@ def test_a_workspace_dataset_is_named_not_pathed_wherever_the_page_shows_it(tick
     refused = handlers.export("from-tickets", True, dataset=saved, store=str(store))
     assert refused.startswith("Not exported: ") and "holds no rows of tickets (workspace); it holds dair-ai/emotion" in refused
 
+    opened = handlers.open_store(str(store))
+    opened.add_examples(saved, "train", [(0, "the app crashes", "bug")], ["billing", "bug"])
+    opened.write_generated([(opened.ids_needing_reasoning(saved, "train")[0], "It crashes: bug.")], {"rgen_run": "r"})
+    row_line = handlers.load_queue(*FILTERS, saved, "ann", str(store))[5]
+    assert "train row 0 of tickets (workspace) · version 1" in row_line and saved not in row_line
+
+    from training.evaluate import markdown_report
+
+    report = {"dataset": saved, "split": "test", "rows": 3, "systems": {}, "tfidf_training_rows": 5, "verdict": None, "mcnemar": {}, "label_names": []}
+    assert markdown_report(report).startswith("# Evaluation on tickets (workspace) / test (3 rows)")
+
 
 def test_a_visitor_picks_listed_datasets_only(tickets_csv, shared_data, tmp_path):
     from reasonapp.ui import access

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reasonapp import data
+from reasonapp.dataset_import import display_name
 from reasonapp.errors import ConfigError, DataError, RunDirError
 from training import rundir
 from training.generation import progress_bar
@@ -369,7 +370,7 @@ def training_rows_note(report: dict) -> str:
 
 def markdown_report(report: dict) -> str:
     lines = [
-        f"# Evaluation on {report['dataset']} / {report['split']} ({report['rows']} rows)",
+        f"# Evaluation on {display_name(report['dataset'])} / {report['split']} ({report['rows']} rows)",
         "",
         "| system | accuracy | macro-F1 | invalid | rows/s |",
         "| --- | ---: | ---: | ---: | ---: |",

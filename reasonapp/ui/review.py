@@ -116,7 +116,7 @@ def in_page_words(message: str) -> str:
 def row_identity(row: StoredRow, version: int) -> str:
     """How the Row line and the Resolve line name the row and the version the page shows. A decision sends its line
     back, so a page still showing the row before a queue (or dispute list) reload cannot decide the row after it."""
-    return f"row {row.row_index} of {row.dataset}/{row.split} · version {version}"
+    return f"{row.split} row {row.row_index} of {display_name(row.dataset)} · version {version}"
 
 
 def unsaved_text(reasoning: str | None) -> str:
