@@ -218,12 +218,26 @@ def test_a_reload_restores_the_browsers_dataset_through_the_switch_and_a_deleted
     assert message.endswith(f"): back on {DEFAULT_CLASSIFICATION_DATASET}.") and tabs == [gr.skip()] * 7
 
 
-def test_the_train_tabs_dataset_field_follows_the_task():
-    from reasonapp.ui.train import task_dataset
+def test_the_train_tabs_dataset_field_follows_the_task(workspace):
+    import os
+
+    from reasonapp.ui.train import start, task_dataset
 
     assert task_dataset("rgen", "/ws/datasets/tickets", "/ws/datasets/tickets") == ""  # Stage 1 reads a reasoning set
     assert task_dataset("qa", "/ws/datasets/tickets", "") == "/ws/datasets/tickets"
     assert task_dataset("qra", "/ws/datasets/tickets", "/ws/exports/reviewed") == "/ws/exports/reviewed"  # typed: kept
+    assert task_dataset("qra", "/ws/datasets/tickets", "/ws/datasets/tickets") == ""  # no export yet
+    refused = start("qra", "base", "", 0, 1, -1, 2e-4, 8, 16, 0, "")[1]
+    assert refused.startswith("Not started: task qra needs a Dataset: the folder of an export of reviewed reasonings (Review tab → Export)")
+    assert "--dataset" not in refused
+
+    for age, name in ((200, "older"), (100, "newer")):  # a Q→RA run trains on an export: the newest is offered
+        folder = workspace / "exports" / name
+        folder.mkdir(parents=True)
+        (folder / "provenance.json").write_text('{"store": "reasonings.sqlite"}')
+        os.utime(folder / "provenance.json", (1e9 - age, 1e9 - age))
+    assert task_dataset("qra", "/ws/datasets/tickets", "") == str(workspace / "exports" / "newer")
+    assert task_dataset("qar", "/ws/datasets/tickets", "/ws/datasets/tickets") == str(workspace / "exports" / "newer")
 
 
 def test_compare_refuses_a_qa_and_a_qra_run_of_different_label_sets(workspace):

@@ -159,6 +159,14 @@ def is_export(directory: Path) -> bool:
     return "store" in read_provenance(directory)
 
 
+def latest_export() -> str | None:
+    """The workspace's newest export (what a Q->RA run trains on next), or None."""
+    from reasonapp import settings
+
+    exports = [path for path in (settings.workspace_dir() / "exports").glob("*/" + PROVENANCE) if is_export(path.parent)]
+    return str(max(exports, key=lambda path: path.stat().st_mtime).parent) if exports else None
+
+
 def runs_trained_on(dataset_dir: Path) -> list[str]:
     """Runs in the workspace whose training data is this directory (their results depend on it staying as it is)."""
     from reasonapp import settings

@@ -108,12 +108,24 @@ def dataset_after_switch(task: str | None, app_dataset: str, typed: str | None) 
 
 
 def task_dataset(task: str | None, app_dataset: str, typed: str | None) -> str:
-    """The Dataset field when the task changes: the app's dataset for qa, empty (the task's default) for the others;
-    a value the user typed (neither empty nor the app's dataset) stays."""
+    """The Dataset field when the task changes: the app's dataset for qa, the newest export of reviewed reasonings for
+    qra and qar, empty (the task's default) for rgen; a value the user typed (neither empty nor the app's dataset) stays."""
+    from training.augment import latest_export
+
     typed = (typed or "").strip()
     if typed and typed != app_dataset:
         return typed
+    if task in ("qra", "qar"):
+        return latest_export() or ""
     return app_dataset if task == "qa" else ""
+
+
+def in_page_words(message: str) -> str:
+    """A training config error as the Train tab says it (its Dataset field, not the CLI's flag)."""
+    return message.replace(
+        "needs --dataset: an augmented dataset with a reasoning column",
+        "needs a Dataset: the folder of an export of reviewed reasonings (Review tab → Export), e.g. workspace/exports/<name>",
+    )
 
 
 # The form's fields by name (not *form): an API caller sees what each parameter is, not param_0 … param_10.
@@ -122,7 +134,7 @@ def show_command(task, base_model, dataset, limit, epochs, max_steps, learning_r
     try:
         config = build_config(task, base_model, dataset, limit, epochs, max_steps, learning_rate, batch_size, lora_r, seed, output_dir)
     except ReasonappError as error:
-        return f"# {error}", output_dir
+        return f"# {in_page_words(str(error))}", output_dir
     return launcher.show_command(config), config.output_dir
 
 
@@ -132,8 +144,8 @@ def start(task, base_model, dataset, limit, epochs, max_steps, learning_rate, ba
         config = build_config(task, base_model, dataset, limit, epochs, max_steps, learning_rate, batch_size, lora_r, seed, output_dir)
         run_dir = launcher.start_training(config)
     except ReasonappError as error:
-        gr.Warning(str(error))
-        return gr.update(), f"Not started: {error}", output_dir
+        gr.Warning(in_page_words(str(error)))
+        return gr.update(), f"Not started: {in_page_words(str(error))}", output_dir
     return gr.update(choices=run_choices(), value=str(run_dir)), f"Started {run_dir}", ""
 
 
