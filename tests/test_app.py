@@ -35,6 +35,15 @@ def test_demo_mode_keeps_review_and_prediction_but_not_training(shared_data):
     assert {"review_accept", "compare_predict", "train_monitor"} <= endpoints
 
 
+def test_a_stage2_job_from_the_page_starts_as_a_sample_of_minutes_not_the_whole_split(shared_data):
+    """One Start on the default form launched all 16,000 rows of dair-ai/emotion (ETA 7 hours)."""
+    from reasonapp.ui.app import build_app
+
+    demo = build_app()
+    rows = next(c for c in demo.config["components"] if c.get("props", {}).get("elem_id") == "stage2-rows")["props"]
+    assert rows["value"] == 256 and "0 = every row of the split" in rows["info"]
+
+
 def test_public_api_is_exactly_the_endpoints_the_client_tests_cover(shared_data):
     from reasonapp.ui.app import build_app
 

@@ -26,7 +26,7 @@ def test_augment_fills_the_store_and_a_killed_run_resumes_without_duplicates(rge
     with pytest.raises(KeyboardInterrupt):
         augment_to_store(rgen_run, "dair-ai/emotion", store_path, limit=20, decoding=decoding, batch_size=4, progress=kill_after_first_write)
     store = ReasoningStore(store_path)
-    assert store.counts()["total"] == 4 and store.counts()["not_generated"] == 16  # written a batch's worth at a time
+    assert store.counts()["total"] == 4 and store.counts()["not_generated"] == 16  # written up to 8 at a time (here a batch of 4)
     first_chunk = store.query_ids()
     store.review(first_chunk[0], "accepted", store.get(first_chunk[0]).version, "ann", reasoning="Reviewed by a person.")
 

@@ -321,9 +321,9 @@ def augment_to_store(
         prompt_variant=prompt_variant, candidates=candidates,
     )
     generated, done, written = 0, 0, []
-    for row, reasoning in finished:  # written a batch's worth at a time: a kill loses at most those and the rows in flight
+    for row, reasoning in finished:  # written 8 at a time: a kill loses at most those and the rows in flight
         written.append((todo[row], reasoning))
-        if len(written) >= batch_size or done + len(written) == len(todo):
+        if len(written) >= min(batch_size, 8) or done + len(written) == len(todo):  # progress the page shows early
             generated += store.write_generated(written, generator)
             done, written = done + len(written), []
             if progress:
