@@ -226,13 +226,19 @@ def test_browser_header_names_the_signed_in_reviewer_and_no_name_field_is_offere
         screenshot(page, "space-signed-in-reviewer.png")
 
 
-def test_the_rate_limit_counts_the_connecting_host_not_a_header_the_client_writes():
+def test_the_rate_limit_counts_the_connecting_host_or_a_spaces_proxy_address_not_a_header_the_client_writes():
     from types import SimpleNamespace
 
     from reasonapp.ui.access import _client_key
 
     spoofing = SimpleNamespace(headers={"x-forwarded-for": "1.2.3.4"}, client=SimpleNamespace(host="10.0.0.7"))
     assert _client_key(spoofing) == "10.0.0.7"
+    # on a Space every visitor connects through its proxy (one host for all): the address it appends counts, not one
+    # the client wrote before it
+    proxied = SimpleNamespace(headers={"x-forwarded-for": "1.2.3.4, 203.0.113.9"}, client=SimpleNamespace(host="10.0.0.7"))
+    other = SimpleNamespace(headers={"x-forwarded-for": "198.51.100.4"}, client=SimpleNamespace(host="10.0.0.7"))
+    assert (_client_key(proxied, on_space=True), _client_key(other, on_space=True)) == ("203.0.113.9", "198.51.100.4")
+    assert _client_key(SimpleNamespace(headers={}, client=SimpleNamespace(host="10.0.0.7")), on_space=True) == "10.0.0.7"
     limiter = RateLimiter(limit=1, window_s=0.0)
     limiter.check("a")
     limiter.check("b")

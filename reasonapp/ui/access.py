@@ -151,8 +151,15 @@ def caller_from_request(request: gr.Request | None) -> Caller:
     return Caller(username=str(username), orgs=orgs, token=info.get("access_token"))
 
 
-def _client_key(request: gr.Request | None) -> str:
-    """The connecting host (a client writes X-Forwarded-For itself, so it cannot name who is limited)."""
+def _client_key(request: gr.Request | None, on_space: bool = False) -> str:
+    """Who a visitor's predictions count against: the connecting host; on a Space, where every visitor connects through
+    its proxy, the address that proxy appends to X-Forwarded-For (the last entry: what a client writes there comes
+    before it, so a client cannot choose its own key)."""
+    if on_space:
+        headers = getattr(request, "headers", None) or {}
+        forwarded = [part.strip() for part in str(headers.get("x-forwarded-for", "")).split(",") if part.strip()]
+        if forwarded:
+            return forwarded[-1]
     client = getattr(request, "client", None)
     return getattr(client, "host", None) or "unknown"
 
@@ -196,7 +203,7 @@ def restrict(fn: Callable, action: str | None, policy: Policy, limiter: RateLimi
         try:
             role = policy.check(caller, action)
             if action == "predict" and role != ADMIN and not policy.open:
-                limiter.check(caller.username or _client_key(request))
+                limiter.check(caller.username or _client_key(request, policy.on_space))
         except AccessDenied as denied:
             raise gr.Error(str(denied), print_exception=False) from None
         return args, caller
