@@ -367,11 +367,12 @@ class DecisionSync:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         # pulled beside the folder, then merged: a pulled file may be older than this disk's (a kill after its last sync)
+        note = None
         with tempfile.TemporaryDirectory(dir=self.folder.parent, prefix=".decisions-pulled-") as pulled:
             try:
                 snapshot_download(self.repo_id, repo_type="dataset", local_dir=pulled, allow_patterns=["*.jsonl"], token=self.token)
-            except RepositoryNotFoundError:
-                return {"events": 0, "applied": 0, "newest": None, "note": f"{self.repo_id} does not exist yet: it is created at the first sync"}
+            except RepositoryNotFoundError:  # nothing to pull; this disk's own log, if any, is still replayed
+                note = f"{self.repo_id} does not exist yet: it is created at the first sync"
             except (HfHubHTTPError, OSError, *_connection_errors()) as error:
                 raise HubError(_scrub(f"could not pull the decision log from {self.repo_id}: {error}", self.token)) from None
             merge_pulled_logs(pulled, self.folder)
@@ -387,7 +388,9 @@ class DecisionSync:
                     store.mark_templates()
             finally:
                 store.close()
-        return {"events": len(events), "applied": applied, "newest": max((e["at"] for e in events), default=None), "note": None}
+        if note and events:
+            note += f"; {len(events)} changes logged on this disk, {applied} restored into this store"
+        return {"events": len(events), "applied": applied, "newest": max((e["at"] for e in events), default=None), "note": note}
 
     def start(self) -> None:
         """Push the folder every `every_minutes` and at exit (a SIGTERM must end the process through sys.exit for that)."""

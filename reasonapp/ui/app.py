@@ -147,7 +147,7 @@ def start_decision_sync(store_path: str | None):
         return sync, f"Decision log: {restored['note']}."
     newest = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(restored["newest"])) if restored["newest"] else "none"
     note = (
-        f"Decision log: {restored['events']} logged changes in {repo}, {restored['applied']} restored into this store "
+        f"Decision log: {restored['events']} logged changes (on this disk and in {repo}), {restored['applied']} restored into this store "
         f"(newest logged change: {newest}). Changes made after the last sync of a process that was killed are not in the log."
     )
     return sync, note
