@@ -333,6 +333,9 @@ def split_note(method: dict, label_counts: dict[str, dict[str, int]]) -> str:
                 f" The {split} split has no rows of {', '.join(absent)} (too few rows of {'it' if len(absent) == 1 else 'them'} "
                 f"to split off){': its accuracy leaves them out' if split == 'test' else ''}; add rows or import separate split files."
             )
+    repeated = method.get("repeated_rows", 0)
+    if repeated:
+        warnings.append(f" {_rows_word(repeated)} repeat{'s' if repeated == 1 else ''} an earlier row's text: each is in its first copy's split.")
     return (
         f"One file split by label (stratified), seed {method['seed']}: validation {method['validation_fraction']:.0%}, "
         f"test {method['test_fraction']:.0%}, the rest train. Rows: {sizes}.{''.join(warnings)}"
@@ -448,6 +451,23 @@ def _check_label_names(names: list[str]) -> None:
         )
 
 
+def _split_keeping_repeats_together(
+    texts: list[str], labels: list[str], validation_fraction: float, test_fraction: float, seed: int
+) -> tuple[dict[str, list[int]], int]:
+    """`stratified_split` over each text's first row; a row repeating an earlier text joins that row's split (a copy in
+    test and one in train would score a memorised answer). Returns the parts and how many rows were repeats."""
+    first: dict[str, int] = {}
+    for index, text in enumerate(texts):
+        first.setdefault(text, index)
+    unique = sorted(first.values())
+    parts = stratified_split([labels[i] for i in unique], validation_fraction, test_fraction, seed)
+    split_of = {unique[k]: split for split, rows in parts.items() for k in rows}
+    together: dict[str, list[int]] = {split: [] for split in parts}
+    for index, text in enumerate(texts):
+        together[split_of[first[text]]].append(index)
+    return together, len(texts) - len(unique)
+
+
 def stratified_split(labels: list[str], validation_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
     """Row indices per split, each label's rows shuffled with `seed` and cut by the fractions; every label keeps at
     least one training row. Rows keep their file order within a split.
@@ -542,9 +562,11 @@ def plan_import(
     if set(texts) <= {"all", "train"} and len(texts) == 1:  # one file, or a source with only a train split
         _check_fractions(validation_fraction, test_fraction)
         (only,) = texts
-        parts = stratified_split(named[only], validation_fraction, test_fraction, seed)
+        parts, repeated = _split_keeping_repeats_together(texts[only], named[only], validation_fraction, test_fraction, seed)
         splits = {split: pd.DataFrame({"text": [texts[only][i] for i in rows], "label": [named[only][i] for i in rows]}) for split, rows in parts.items()}
         method = {"method": "stratified", "validation_fraction": validation_fraction, "test_fraction": test_fraction, "seed": seed}
+        if repeated:
+            method["repeated_rows"] = repeated
     else:
         splits = {split: pd.DataFrame({"text": texts[split], "label": named[split]}) for split in SPLITS if split in texts}
         method = {"method": "as in the source" if raw.is_source else "one file per split"}

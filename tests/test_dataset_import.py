@@ -83,6 +83,21 @@ def test_a_single_csv_is_split_stratified_and_seeded_and_reads_back(tmp_path, wo
     assert dataset_import.workspace_datasets() == [saved]
 
 
+def test_repeated_texts_stay_in_one_split_and_the_note_counts_them(tmp_path):
+    """A file with a row twice put one copy in train and one in validation, silently: a test copy would then score an
+    answer the model memorised."""
+    rows = ticket_rows(10)
+    repeated = rows + rows[:6] + [rows[0]]  # six texts twice, one three times
+    for seed in range(5):
+        plan = dataset_import.plan_import(dataset_import.read_upload([write_csv(tmp_path / f"up{seed}" / "t.csv", repeated)]), seed=seed)
+        splits_of = {}
+        for split, frame in plan.splits.items():
+            for text in frame["text"]:
+                splits_of.setdefault(text, set()).add(split)
+        assert all(len(splits) == 1 for splits in splits_of.values()) and sum(len(f) for f in plan.splits.values()) == 37
+        assert "7 rows repeat an earlier row's text: each is in its first copy's split." in plan.split_note()
+
+
 def test_fractions_are_kept_per_label_and_every_label_keeps_training_rows():
     labels = ["a"] * 50 + ["b"] * 10 + ["c"] * 2
     parts = dataset_import.stratified_split(labels, 0.2, 0.3, seed=0)
