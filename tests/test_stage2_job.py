@@ -180,3 +180,17 @@ def test_on_the_demo_a_first_stage2_job_writes_the_users_own_store_and_both_stay
     restarted = ReviewHandlers(None, LABELS, "support tickets", dataset=tickets)  # the workspace has work of its own now
     assert [value for _, value in restarted.store_choices()][:2] == [own, demo_store]
     assert restarted.load_queue("pending", "all", "", 0, 0, "any", "in order", "dair-ai/emotion", None, demo_store)[-1].endswith("rows match")
+
+
+def test_a_finished_job_process_is_reaped_at_once_not_left_a_zombie(tmp_path):
+    """A finished training child stayed a zombie (`<defunct>` in ps) until the page next polled or launched."""
+    import sys
+
+    pid = launcher._spawn([sys.executable, "-c", "pass"], tmp_path / "log.txt", tmp_path)
+    for _ in range(100):  # bounded: 10 s
+        status = Path(f"/proc/{pid}/status")
+        if not status.exists():
+            break
+        assert "zombie" not in status.read_text() or _ < 99, "still a zombie after 10 s"
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists()

@@ -16,6 +16,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -260,6 +261,7 @@ def _spawn(command: list[str], log_path: Path, workdir: Path) -> int:
             start_new_session=True,  # outlives the app's worker and the browser session
         )
     rundir.write_json(workdir / "process.json", {"pid": process.pid, "command": command})
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()  # no zombie once it ends
     return process.pid
 
 

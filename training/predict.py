@@ -6,6 +6,7 @@ shown. Each run directory's config says its task (qa / qra / qar), label names a
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,7 +195,9 @@ class Classifiers:
             model.set_adapter(staying[0])  # none of those about to go is active (PEFT warns)
         for name in [*changed, *(name for name in self.runs if name not in new)]:
             if name in model.peft_config:
-                model.delete_adapter(name)
+                with warnings.catch_warnings():  # the active one goes too when a pick replaces both: it is set again below
+                    warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+                    model.delete_adapter(name)
         for name in changed:
             model.load_adapter(str(new[name].adapter_dir), adapter_name=name, low_cpu_mem_usage=True)
         model.set_adapter(next(iter(new)))
