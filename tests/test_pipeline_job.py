@@ -187,7 +187,7 @@ def test_the_pipeline_runs_on_the_pages_dataset_an_imported_three_label_one_to_i
     for side in ("qa", "qra"):  # both classifiers learned the tickets' labels, and were evaluated on its test split
         assert rundir.read_config(Path(stage(state, side)["dir"]))["label_names"] == ["billing", "bug", "praise"]
     report = (Path(state["report"]) / "report.md").read_text()
-    assert tickets in report and "McNemar" in report
+    assert "# Evaluation on tickets (workspace) / test" in report and "McNemar" in report
 
 
 def test_starting_a_pipeline_is_refused_in_the_demo(tiny_model_dir, monkeypatch):

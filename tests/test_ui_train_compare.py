@@ -63,7 +63,7 @@ def test_train_endpoints_start_monitor_stop_resume_and_evaluate(app_url, tiny_mo
     assert command.startswith("python -m training train --task qa --base-model ") and "--max-steps 3" in command
 
     bad = client.predict("qra", tiny_model_dir, "", 16, 1, 3, 5e-3, 4, 4, 0, "", api_name="/train_start")
-    assert "Not started: task qra needs --dataset" in bad[1]
+    assert "Not started: task qra needs a Dataset: the folder of an export" in bad[1]
 
     _, message, _ = client.predict(*form, api_name="/train_start")
     run_dir = message.removeprefix("Started ")

@@ -20,7 +20,7 @@ from pathlib import Path
 from reasonapp import prompts
 from reasonapp.errors import ConfigError, RunDirError
 from training import rundir
-from training.generation import Decoding, ProgressCallback, generate, generate_as_finished
+from training.generation import Decoding, ProgressCallback, generate, generate_as_finished, in_input_order
 from training.teacher import TeacherConfig
 
 PROVENANCE = "provenance.json"
@@ -80,13 +80,8 @@ def generate_reasonings(
     With `candidates` > 1, that many are sampled per row and the one with the fewest quality flags
     is kept (ties: the one sharing most words with the text, then the first).
     """
-    reasonings = [""] * len(texts)
     finished = reasonings_as_finished(model, tokenizer, texts, labels, label_space, decoding, batch_size, prompt_variant, candidates)
-    for done, (row, reasoning) in enumerate(finished, 1):
-        reasonings[row] = reasoning
-        if progress and (done % batch_size == 0 or done == len(texts)):
-            progress(done, len(texts))
-    return reasonings
+    return in_input_order(finished, len(texts), batch_size, progress)
 
 
 def reasonings_as_finished(

@@ -8,7 +8,7 @@ every label of a batch in one forward pass: one pass per batch instead of one pe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from reasonapp.errors import ConfigError
@@ -93,12 +93,18 @@ def generate(
     (`generate_as_finished`); sampling goes through transformers' `generate` batch by batch, and so does greedy
     search for a model whose own generation config changes it (a repetition penalty, banned words, beams).
     """
-    outputs: list[str] = [""] * len(conversations)
-    for done, (row, text) in enumerate(generate_as_finished(model, tokenizer, conversations, decoding, batch_size, prefix, share_prefix), 1):
-        outputs[row] = text
-        if progress and (done % batch_size == 0 or done == len(conversations)):
-            progress(done, len(conversations))
-    return outputs
+    finished = generate_as_finished(model, tokenizer, conversations, decoding, batch_size, prefix, share_prefix)
+    return in_input_order(finished, len(conversations), batch_size, progress)
+
+
+def in_input_order(finished: Iterable[tuple[int, str]], count: int, every: int, progress: ProgressCallback | None = None) -> list[str]:
+    """The texts of (index, text) pairs that arrive in any order, as a list in index order; progress every `every` rows."""
+    texts = [""] * count
+    for done, (index, text) in enumerate(finished, 1):
+        texts[index] = text
+        if progress and (done % every == 0 or done == count):
+            progress(done, count)
+    return texts
 
 
 def generate_as_finished(
