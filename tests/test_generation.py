@@ -69,22 +69,29 @@ def test_batched_generation_from_the_shared_prefix_gives_the_plain_greedy_output
     assert shared == plain and len(set(shared)) > 1
 
 
+def generate_counting_forwards(model, tokenizer, conversations, decoding, batch_size: int):
+    """`generate`'s outputs and the (rows, tokens) of every forward pass it made."""
+    from training.generation import generate
+
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        return generate(model, tokenizer, conversations, decoding, batch_size=batch_size), calls
+    finally:
+        hook.remove()
+
+
 def test_rows_that_finish_early_leave_the_batch_and_every_row_gets_what_generate_gives_it_alone(smollm2_dir):
     """A batch decodes only its unfinished rows (Stage 2's reasonings are short, but a batch ran as long as its longest
     row, ~70% of the decoded rows padding), and each row's greedy text is still transformers' `generate`'s for it alone."""
     from reasonapp.models import load_base_model
-    from training.generation import Decoding, generate
+    from training.generation import Decoding
 
     model, tokenizer = load_base_model(smollm2_dir, device="cpu")  # float32: exact to 1e-4
     texts = ["i feel fine", "a much longer text about being rather scared of the dark at night", "ok", "im so angry", "i miss him"]
     conversations = [get_format("qa").messages(text, EMOTIONS) for text in texts]
     decoding = Decoding(max_new_tokens=40)
-    calls = []  # (rows, tokens) of every forward pass
-    hook = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
-    try:
-        batched = generate(model, tokenizer, conversations, decoding, batch_size=5)
-    finally:
-        hook.remove()
+    batched, calls = generate_counting_forwards(model, tokenizer, conversations, decoding, batch_size=5)
     rows_per_step = [rows for rows, tokens in calls if tokens == 1]  # the decoding steps, after the prefix and the prompts
     assert max(rows_per_step) == 5 and min(rows_per_step) < 5, calls  # rows left the batch as they finished
     assert rows_per_step == sorted(rows_per_step, reverse=True)
@@ -106,19 +113,14 @@ def test_waiting_prompts_join_the_batch_as_rows_finish_and_every_row_gets_what_g
     """Decoding batch by batch left a batch's stragglers decoding alone (66 of 157 Stage 2 steps ran with 1-3 rows);
     now the next prompts join the rows still going, and each row's greedy text is still `generate`'s for it alone."""
     from reasonapp.models import load_base_model
-    from training.generation import Decoding, generate, generate_as_finished
+    from training.generation import Decoding, generate_as_finished
 
     model, tokenizer = load_base_model(smollm2_dir, device="cpu")  # float32: exact to 1e-4
     texts = ["i feel fine", "a much longer text about being rather scared of the dark at night", "ok", "im so angry",
              "i miss him", "what a lovely surprise", "i am terrified of tomorrow's exam and cannot sleep", "meh"]
     conversations = [get_format("qra").messages(text, EMOTIONS) for text in texts]
     decoding = Decoding(max_new_tokens=24)
-    calls = []  # (rows, tokens) of every forward pass
-    hook = model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
-    try:
-        batched = generate(model, tokenizer, conversations, decoding, batch_size=3)
-    finally:
-        hook.remove()
+    batched, calls = generate_counting_forwards(model, tokenizer, conversations, decoding, batch_size=3)
     prompts = [i for i, (rows, tokens) in enumerate(calls) if tokens > 1 and i > 0]  # after the shared prefix's forward
     joined = [i for i in prompts if calls[i - 1][1] == 1 and i + 1 < len(calls) and calls[i + 1][0] > calls[i][0]]
     assert joined, calls  # prompts started while other rows were decoding, and decoded on beside them
