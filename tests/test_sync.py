@@ -221,7 +221,7 @@ def test_an_unreachable_hub_at_start_keeps_a_disk_with_a_store_reviewing_and_sto
     new_disk = subprocess.run([sys.executable, "-c", "from reasonapp.ui.app import main; main()"], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=300)
     assert new_disk.returncode == 1 and "Traceback" not in new_disk.stderr, new_disk.stderr
-    assert new_disk.stderr.startswith("error: could not pull the decision log from tester/review-log")
+    assert new_disk.stderr.startswith("error: could not pull the decision log from tester/review-log") and new_disk.stderr.count("\n") == 1
     assert "Start it again once tester/review-log can be reached." in new_disk.stderr and FAKE_TOKEN not in new_disk.stderr
 
     filled_store(workspace / "reasonings.sqlite", DecisionLog(workspace / "decisions")).close()
@@ -230,4 +230,4 @@ def test_an_unreachable_hub_at_start_keeps_a_disk_with_a_store_reviewing_and_sto
     shown = app.client().predict(*FILTERS, api_name="/review_queue")
     assert shown[7] == "24 rows match"
     output = app.stop()
-    assert "Decision log: could not pull it from tester/review-log" in output and "Traceback" not in output, output
+    assert "Decision log: could not pull the decision log from tester/review-log" in output and "Traceback" not in output, output

@@ -920,7 +920,7 @@ def build_review_tab(
                 with gr.Row():
                     stage2_rows = gr.Number(
                         value=STAGE2_DEFAULT_ROWS, precision=0, minimum=0, label="Rows",
-                        info="a fixed random sample of this many; 0 = every row of the split (on a CPU, ~5–7 rows/s)", elem_id="stage2-rows",
+                        info="a fixed random sample of this many; 0 = every row of the split (dair-ai/emotion's 16,000: hours on a CPU)", elem_id="stage2-rows",
                     )
                     stage2_batch = gr.Number(value=32, precision=0, minimum=1, label="Batch size", elem_id="stage2-batch")
                 with gr.Row():
