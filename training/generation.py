@@ -123,7 +123,7 @@ def generate_as_finished(
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     prefix = _prefix_for(encoded, prefix, share_prefix)
     p = len(prefix.ids)
-    order = [row for batch in _batches_by_length([len(ids) for ids in encoded], len(encoded) or 1) for row in batch]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)  # longest first: less padding
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def text(tokens) -> str:
@@ -131,9 +131,8 @@ def generate_as_finished(
 
     if not decoding.do_sample and _greedy_is_argmax(model):
         suffixes = [encoded[row][p:] for row in order]
-        with torch.inference_mode():
-            for i, tokens in _decode_continuously(model, prefix, suffixes, pad, _stop_ids(model, tokenizer), decoding.max_new_tokens, batch_size):
-                yield order[i], text(tokens)
+        for i, tokens in _decode_continuously(model, prefix, suffixes, pad, _stop_ids(model, tokenizer), decoding.max_new_tokens, batch_size):
+            yield order[i], text(tokens)  # outside inference mode: the caller's code runs between these
         return
     tokenizer.padding_side = "left"
     for start in range(0, len(order), batch_size):
@@ -274,9 +273,11 @@ def _lay_beside(cache, mask, other, other_mask, p: int):
             layer.keys, layer.values = layer.keys.index_select(2, columns), layer.values.index_select(2, columns)
         return mask[:, columns]
 
-    def widen(tensor, dim: int, columns: int):
+    def widen(tensor, dim: int, width: int):
+        if tensor.shape[dim] >= width:
+            return tensor
         shape = list(tensor.shape)
-        shape[dim] = columns
+        shape[dim] = width - tensor.shape[dim]
         return torch.cat([tensor.narrow(dim, 0, p), tensor.new_zeros(shape), tensor.narrow(dim, p, tensor.shape[dim] - p)], dim=dim)
 
     mask, other_mask = drop_unused(cache, mask), drop_unused(other, other_mask)
@@ -284,13 +285,9 @@ def _lay_beside(cache, mask, other, other_mask, p: int):
     for layer, other_layer in zip(cache.layers, other.layers, strict=True):
         pair = []
         for a, b in ((layer.keys, other_layer.keys), (layer.values, other_layer.values)):
-            a = widen(a, 2, width - a.shape[2]) if a.shape[2] < width else a
-            b = widen(b, 2, width - b.shape[2]) if b.shape[2] < width else b
-            pair.append(torch.cat([a, b], dim=0))
+            pair.append(torch.cat([widen(a, 2, width), widen(b, 2, width)], dim=0))
         layer.keys, layer.values = pair
-    mask = widen(mask, 1, width - mask.shape[1]) if mask.shape[1] < width else mask
-    other_mask = widen(other_mask, 1, width - other_mask.shape[1]) if other_mask.shape[1] < width else other_mask
-    return cache, torch.cat([mask, other_mask], dim=0)
+    return cache, torch.cat([widen(mask, 1, width), widen(other_mask, 1, width)], dim=0)
 
 
 class NgramDrafts:

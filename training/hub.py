@@ -374,7 +374,8 @@ class DecisionSync:
             except RepositoryNotFoundError:  # nothing to pull; this disk's own log, if any, is still replayed
                 note = f"{self.repo_id} does not exist yet: it is created at the first sync"
             except (HfHubHTTPError, OSError, *_connection_errors()) as error:
-                raise HubError(_scrub(f"could not pull the decision log from {self.repo_id}: {error}", self.token)) from None
+                said = " ".join(str(error).split())  # huggingface_hub's text has line breaks: one line for the start
+                raise HubError(_scrub(f"could not pull the decision log from {self.repo_id}: {said}", self.token)) from None
             merge_pulled_logs(pulled, self.folder)
         from reasonapp.store import ReasoningStore
 

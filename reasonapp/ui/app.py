@@ -132,15 +132,14 @@ def start_decision_sync(store_path: str | None):
     try:
         restored = sync.restore(store)
     except HubError as error:
-        said = " ".join(str(error).split())  # huggingface_hub's text has line breaks: one line here
         if not Path(store or default_store_path()).is_file():  # a new disk: reviewing now would contradict the log
             raise SystemExit(
-                f"error: {said}. The workspace has no review store of its own, so the app does not start without the decision "
+                f"error: {error}. The workspace has no review store of its own, so the app does not start without the decision "
                 f"log: its decisions would contradict the logged ones. Start it again once {repo} can be reached."
             ) from None
         sync.start()
         return sync, (
-            f"Decision log: {said}. This disk's review store is used as it is; new decisions are logged here and synced "
+            f"Decision log: {error}. This disk's review store is used as it is; new decisions are logged here and synced "
             "once the Hub answers (retried every round)."
         )
     sync.start()
